@@ -1,0 +1,184 @@
+"""Self-describing model bundles: ``config.json`` (labels, preprocessing, provenance) + ``model.safetensors``.
+
+A bundle cannot be run with another model's labels or preprocessing: both live in its
+config, and loading checks the weights against the config key by key and shape by shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .features import Preprocessing
+from .model import build_model
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+AGGREGATIONS = ("mean", "vote")
+DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_model"
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, malformed, or whose weights do not match its config."""
+
+
+@dataclass
+class BundleConfig:
+    """What a bundle's ``config.json`` holds."""
+
+    model_id: str
+    architecture: dict[str, Any]  # {"name": preset, "image_size": int, "head": {...}}
+    labels: list[str]
+    preprocessing: Preprocessing
+    aggregation: str = "mean"  # how window probabilities become the track's: "mean" | "vote"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "model_id": self.model_id,
+            "architecture": self.architecture,
+            "labels": list(self.labels),
+            "preprocessing": self.preprocessing.to_dict(),
+            "aggregation": self.aggregation,
+            "provenance": self.provenance,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "BundleConfig":
+        """Validate and build; every problem is reported with what is wrong."""
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(f"{where}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        missing = [k for k in ("model_id", "architecture", "labels", "preprocessing") if k not in d]
+        if missing:
+            raise BundleError(f"{where}: missing {', '.join(missing)}")
+        labels = d["labels"]
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+            raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
+        if len(set(labels)) != len(labels):
+            raise BundleError(f"{where}: 'labels' has duplicates")
+        arch = d["architecture"]
+        if not isinstance(arch, dict) or "name" not in arch or "image_size" not in arch:
+            raise BundleError(f"{where}: 'architecture' needs 'name' and 'image_size'")
+        aggregation = d.get("aggregation", "mean")
+        if aggregation not in AGGREGATIONS:
+            raise BundleError(f"{where}: aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        try:
+            pre = Preprocessing.from_dict(d["preprocessing"])
+        except (TypeError, ValueError) as e:
+            raise BundleError(f"{where}: preprocessing: {e}") from None
+        if pre.image_size != arch["image_size"]:
+            raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")
+        return cls(
+            model_id=str(d["model_id"]),
+            architecture=arch,
+            labels=labels,
+            preprocessing=pre,
+            aggregation=aggregation,
+            provenance=d.get("provenance", {}),
+            metrics=d.get("metrics", {}),
+        )
+
+    def build_model(self) -> nn.Module:
+        """An untrained model of this config's architecture and label count."""
+        arch = self.architecture
+        try:
+            return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
+        except (ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"architecture: {e}") from None
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its config and the model in eval mode."""
+
+    config: BundleConfig
+    model: nn.Module
+    path: Path | None = None
+
+
+def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into directory ``path`` (atomically per file)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _check_weights(config, state, str(path))
+    tmp = path / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": config.model_id})
+    os.replace(tmp, path / WEIGHTS_NAME)
+    tmp = path / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path / CONFIG_NAME)
+    return path
+
+
+def read_config(path: str | os.PathLike) -> BundleConfig:
+    """Read and validate a bundle's config without touching its weights."""
+    path = Path(path)
+    config_path = path / CONFIG_NAME
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a model bundle directory (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside)")
+    if not config_path.is_file():
+        raise BundleError(f"{path}: missing {CONFIG_NAME}")
+    try:
+        data = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{config_path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{config_path}: expected a JSON object")
+    return BundleConfig.from_dict(data, where=str(config_path))
+
+
+def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle strictly (``None``: the built-in default model)."""
+    path = Path(path) if path is not None else DEFAULT_BUNDLE
+    config = read_config(path)
+    weights_path = path / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise BundleError(f"{path}: missing {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as e:
+        raise BundleError(f"{weights_path}: unreadable weights ({e})") from None
+    model = config.build_model()
+    _check_weights(config, state, str(weights_path), model.state_dict())
+    model.load_state_dict(state, strict=True)
+    return Bundle(config, model.to(device).eval(), path)
+
+
+def _check_weights(config: BundleConfig, state: dict[str, torch.Tensor], where: str, expected: dict[str, torch.Tensor] | None = None) -> None:
+    """Raise a BundleError listing missing/unexpected keys and shape mismatches."""
+    expected = expected if expected is not None else config.build_model().state_dict()
+    report = weights_mismatch(expected, state)
+    if report:
+        raise BundleError(f"{where}: weights do not match {config.architecture} with {len(config.labels)} labels:\n{report}")
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], limit: int = 20) -> str:
+    """A readable report of how ``state`` differs from ``expected`` in keys and shapes; '' if it fits."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)}"
+        for k in expected
+        if k in state and tuple(expected[k].shape) != tuple(state[k].shape)
+    ]
+    lines = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            shown = items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+            lines.append(f"  {title} ({len(items)}): " + "; ".join(shown))
+    return "\n".join(lines)

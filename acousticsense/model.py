@@ -1,0 +1,60 @@
+"""The torchvision VisionTransformer family behind one factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
+
+# Presets: the torchvision ViT-B/16 as torchvision builds it, plus the DeiT-sized smaller ones.
+ARCHITECTURES: dict[str, dict[str, int]] = {
+    "vit_b_16": dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
+    "vit_s_16": dict(patch_size=16, num_layers=12, num_heads=6, hidden_dim=384, mlp_dim=1536),
+    "vit_ti_16": dict(patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768),
+}
+HEAD_TYPES = ("linear", "mlp")
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    image_size: int = 224,
+    head: dict[str, Any] | None = None,
+    dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+) -> VisionTransformer:
+    """Build an untrained ViT preset with ``num_classes`` outputs.
+
+    ``head`` is ``{"type": "linear"}`` (torchvision's ``heads.head``, the default) or
+    ``{"type": "mlp", "hidden": [h1, h2, ...], "dropout": p}``: (Dropout, Linear, ReLU)
+    per hidden layer then a final Linear, as some published checkpoints use.
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    spec = ARCHITECTURES[name]
+    if image_size % spec["patch_size"]:
+        raise ValueError(f"image_size {image_size} is not a multiple of the patch size {spec['patch_size']}")
+    model = VisionTransformer(
+        image_size=image_size,
+        num_classes=num_classes,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        **spec,
+    )
+    head = head or {"type": "linear"}
+    if head.get("type") not in HEAD_TYPES:
+        raise ValueError(f"unknown head type {head.get('type')!r}; known: {', '.join(HEAD_TYPES)}")
+    if head["type"] == "mlp":
+        model.heads.head = mlp_head(spec["hidden_dim"], head["hidden"], num_classes, head.get("dropout", 0.0))
+    return model
+
+
+def mlp_head(in_dim: int, hidden: list[int], num_classes: int, dropout: float) -> nn.Sequential:
+    """(Dropout, Linear, ReLU) for each hidden width, then Linear to the classes."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, num_classes))
+    return nn.Sequential(*layers)

@@ -1,0 +1,141 @@
+"""Decoding: every common format, bytes and file objects, and a clear error for each bad input."""
+
+import io
+import wave
+
+import numpy as np
+import pytest
+
+from acousticsense.audio import AudioError, load_audio
+from conftest import ENCODINGS, music_like, write_audio
+
+SR = 22050
+
+
+@pytest.mark.parametrize("ext", sorted(ENCODINGS))
+def test_formats_decode_to_mono_float32_at_model_rate(tmp_path, ext):
+    src_sr = 48000 if ext == ".opus" else 44100
+    path = write_audio(tmp_path / f"clip{ext}", music_like(3.0, src_sr, channels=2), src_sr)
+    audio = load_audio(path, SR)
+    assert audio.samples.dtype == np.float32 and audio.samples.ndim == 1
+    assert audio.source_sample_rate == src_sr and audio.source_channels == 2
+    assert abs(audio.duration - 3.0) < 0.1  # codecs add at most a frame of padding
+    assert 0.2 < np.abs(audio.samples).max() <= 1.0
+
+
+def test_resampled_tone_keeps_its_pitch(tmp_path):
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    audio = load_audio(write_audio(tmp_path / "tone.flac", tone[None], sr), SR)
+    spectrum = np.abs(np.fft.rfft(audio.samples))
+    assert abs(np.argmax(spectrum) * SR / len(audio.samples) - 1000) < 2
+
+
+def test_bytes_and_file_objects(clip_mp3):
+    data = clip_mp3.read_bytes()
+    a = load_audio(clip_mp3, SR).samples
+    assert np.array_equal(load_audio(data, SR).samples, a)
+    with open(clip_mp3, "rb") as f:
+        assert np.array_equal(load_audio(f, SR).samples, a)
+    assert np.array_equal(load_audio(io.BytesIO(data), SR).samples, a)
+
+
+def test_max_seconds_caps_and_warns(clip_mp3):
+    audio = load_audio(clip_mp3, SR, max_seconds=2.0)
+    assert len(audio.samples) == 2 * SR and audio.truncated
+    assert [c for c, _ in audio.warnings] == ["truncated"]
+
+
+def test_multichannel_and_low_rate(tmp_path):
+    six = load_audio(write_audio(tmp_path / "six.wav", music_like(1.0, 96000, channels=6), 96000), SR)
+    assert six.source_channels == 6 and six.source_sample_rate == 96000 and abs(six.duration - 1.0) < 0.01
+    low = load_audio(write_audio(tmp_path / "low.wav", music_like(1.0, 8000), 8000), SR)
+    assert low.source_sample_rate == 8000 and "low_sample_rate" in [c for c, _ in low.warnings]
+
+
+def _float_wav(path, samples):
+    """A 32-bit float WAV (format tag 3) written by hand: the stdlib writes only PCM."""
+    data = samples.astype("<f4").tobytes()
+    fmt = (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + SR.to_bytes(4, "little")
+    fmt += (SR * 4).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" + len(data).to_bytes(4, "little") + data
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    return path
+
+
+def test_float_wav_round_trip_and_nan(tmp_path):
+    x = music_like(1.0)[0]
+    assert np.allclose(load_audio(_float_wav(tmp_path / "ok.wav", x), SR).samples, x, atol=1e-6)
+    x[100] = np.nan
+    x[200] = np.inf
+    with pytest.raises(AudioError, match=r"bad\.wav: contains 2 NaN or infinite samples"):
+        load_audio(_float_wav(tmp_path / "bad.wav", x), SR)
+
+
+def _video_without_audio(path):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height = 32, 32
+        for _ in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def _truncated(path, keep=0.1):
+    data = path.read_bytes()
+    path.write_bytes(data[: max(64, int(len(data) * keep))])
+    return path
+
+
+def _file(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUTS = {
+    "missing": (lambda d: d / "nope.mp3", "nope.mp3: file not found"),
+    "empty": (lambda d: _file(d / "empty.wav", b""), "empty.wav: file is empty"),
+    "text_as_mp3": (lambda d: _file(d / "notes.mp3", b"hello, I am not music\n" * 20), "notes.mp3: not a readable audio file"),
+    "directory": (lambda d: d, "is a directory"),
+    "video_only": (lambda d: _video_without_audio(d / "video.mp4"), "video.mp4: contains no audio stream"),
+    "truncated_header_wav": (lambda d: _truncated(write_audio(d / "cut.wav", music_like(1.0), SR), 0.0), "cut.wav: "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_a_one_line_error_naming_the_file(tmp_path, case):
+    make, expected = BAD_INPUTS[case]
+    with pytest.raises(AudioError) as err:
+        load_audio(make(tmp_path), SR)
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+
+
+@pytest.mark.parametrize("ext", [".wav", ".mp3"])
+def test_truncated_file_keeps_what_decodes(tmp_path, ext):
+    path = _truncated(write_audio(tmp_path / f"half{ext}", music_like(4.0, SR), SR), keep=0.5)
+    audio = load_audio(path, SR)
+    assert 1.0 < audio.duration < 3.0
+
+
+def test_empty_bytes_and_bad_array():
+    with pytest.raises(AudioError, match="<bytes>: empty input"):
+        load_audio(b"", SR)
+    with pytest.raises(AudioError, match="<array>: expected a mono waveform"):
+        load_audio(np.zeros((2, 100), np.float32), SR)
+    with pytest.raises(AudioError, match="<array>: contains 1 NaN"):
+        load_audio(np.array([0.0, np.nan], np.float32), SR)
+
+
+def test_pcm_wav_from_stdlib_decodes_exactly(tmp_path):
+    x = (music_like(0.5)[0] * 32767).astype("<i2")
+    with wave.open(str(tmp_path / "pcm.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR), w.writeframes(x.tobytes())
+    assert np.allclose(load_audio(tmp_path / "pcm.wav", SR).samples, x / 32768.0, atol=1e-6)

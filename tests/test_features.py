@@ -1,0 +1,104 @@
+"""Torch features agree with librosa; windows, images and silence behave as documented."""
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from acousticsense.features import (
+    Preprocessing,
+    db_to_image,
+    frame_windows,
+    mel_power,
+    power_to_db,
+    window_rms_db,
+    windows_to_images,
+)
+from conftest import music_like
+
+
+@pytest.mark.parametrize("sr,n_fft,hop,n_mels", [(22050, 2048, 512, 128), (16000, 1024, 160, 64)])
+def test_mel_db_matches_librosa(sr, n_fft, hop, n_mels):
+    y = music_like(4.0, sr, seed=sr)[0]
+    pre = Preprocessing(sample_rate=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
+    ours = power_to_db(mel_power(torch.from_numpy(y)[None], pre), pre)[0].numpy()
+    ref = librosa.power_to_db(
+        librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels), ref=np.max
+    )
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() < 0.01
+
+
+def test_fixed_reference_db_matches_librosa():
+    y = music_like(3.0, seed=5)[0]
+    pre = Preprocessing(db_ref=1.0, top_db=None)
+    ours = power_to_db(mel_power(torch.from_numpy(y)[None], pre), pre)[0].numpy()
+    S = librosa.feature.melspectrogram(y=y, sr=pre.sample_rate, n_fft=pre.n_fft, hop_length=pre.hop_length, n_mels=pre.n_mels)
+    assert np.abs(ours - librosa.power_to_db(S, ref=1.0, top_db=None)).max() < 0.01
+
+
+def test_batched_features_equal_single():
+    y = torch.from_numpy(music_like(6.0, seed=1)[0])
+    pre = Preprocessing(window_seconds=2.0, hop_seconds=1.0)
+    windows, _ = frame_windows(y, pre)
+    batch = windows_to_images(windows, pre)
+    single = torch.cat([windows_to_images(w[None], pre) for w in windows])
+    assert torch.allclose(batch, single, atol=1e-5)
+
+
+def test_frame_windows_covers_track_and_aligns_last_window():
+    pre = Preprocessing(sample_rate=100, window_seconds=1.0, hop_seconds=0.5)
+    windows, starts = frame_windows(torch.arange(260.0), pre)
+    assert starts.tolist() == [0, 50, 100, 150, 160]  # last window ends exactly at the end
+    assert windows.shape == (5, 100)
+    assert windows[-1, -1] == 259 and windows[1, 0] == 50
+
+
+@pytest.mark.parametrize("pad,expected_tail", [("repeat", 0.0), ("zeros", 0.0)])
+def test_short_clip_fills_one_window(pad, expected_tail):
+    pre = Preprocessing(sample_rate=100, window_seconds=1.0, hop_seconds=0.5, short_pad=pad)
+    x = torch.arange(1.0, 31.0)
+    windows, starts = frame_windows(x, pre)
+    assert windows.shape == (1, 100) and starts.tolist() == [0]
+    if pad == "repeat":
+        assert torch.equal(windows[0, 30:60], x) and windows[0, 99] == x[9]
+    else:
+        assert torch.equal(windows[0, :30], x) and (windows[0, 30:] == expected_tail).all()
+
+
+def test_image_shape_range_and_orientation():
+    pre = Preprocessing(image_size=64)
+    db = torch.zeros(2, 128, 200)
+    db[:, :10] = 10.0  # loud low frequencies (mel bin 0 is the lowest)
+    img = db_to_image(db, pre)
+    assert img.shape == (2, 3, 64, 64)
+    assert torch.allclose(img[:, 0], img[:, 1]) and torch.allclose(img[:, 0], img[:, 2])  # grey x3
+    x = img * 0.5 + 0.5  # undo Normalize(0.5, 0.5)
+    assert x.min() >= -1e-5 and x.max() <= 1 + 1e-5
+    assert x[:, :, -1].mean() > 0.99 and x[:, :, 0].mean() < 0.01  # low frequencies at the bottom
+
+
+def test_magma_colormap_matches_matplotlib():
+    from matplotlib import colormaps
+
+    pre = Preprocessing(image_size=8, colormap="magma", mean=(0, 0, 0), std=(1, 1, 1), flip_frequency=False)
+    db = torch.linspace(0, 1, 64).reshape(1, 8, 8)
+    img = db_to_image(db, pre)[0].permute(1, 2, 0).numpy()
+    ref = colormaps["magma"](db[0].numpy())[..., :3]
+    assert np.abs(img - ref).max() < 0.02
+
+
+def test_silence_level():
+    loud = torch.from_numpy(music_like(1.0)[0])[None]
+    assert window_rms_db(loud).item() > -30
+    assert window_rms_db(torch.zeros(1, 100)).item() == pytest.approx(-200.0)
+    assert window_rms_db(torch.full((1, 100), 1e-4)).item() == pytest.approx(-80.0, abs=0.01)
+
+
+def test_preprocessing_round_trip_and_strictness():
+    pre = Preprocessing(window_seconds=5.0, colormap="magma")
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    with pytest.raises(ValueError, match="unknown preprocessing parameters: colour"):
+        Preprocessing.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match="short_pad"):
+        Preprocessing(short_pad="mirror")
