@@ -48,7 +48,7 @@ class Preprocessing:
     image_size: int = IMAGE_SIZE
     flip_frequency: bool = True  # low frequencies at the bottom of the image, as specshow draws them
     colormap: str | None = None  # None: grey replicated to 3 channels; or a matplotlib name ("magma")
-    render_size: tuple[int, int] | None = None  # (height, width) a plot rasterises the cells to, nearest-neighbour, before the resize
+    render_size: tuple[float, float] | None = None  # (height, width) in pixels of the plot the cells are drawn into, before the resize
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
@@ -86,7 +86,7 @@ class Preprocessing:
             if key in d:
                 d[key] = tuple(float(v) for v in d[key])
         if d.get("render_size"):
-            d["render_size"] = tuple(int(v) for v in d["render_size"])
+            d["render_size"] = tuple(float(v) for v in d["render_size"])
         return cls(**d)
 
     def replace(self, **changes: Any) -> "Preprocessing":
@@ -178,8 +178,8 @@ def db_to_image(db: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     Each spectrogram is scaled to [0, 1] by its own min and max (as a colour-mapped
     ``specshow`` does), optionally flipped so low frequencies are at the bottom,
     colour-mapped or replicated to three channels, resized, then normalised. With
-    ``pre.render_size`` the cells are first blown up nearest-neighbour to that raster, as
-    a plot (``specshow`` saved as an image) draws them, so the resize sees the same pixels.
+    ``pre.render_size`` the cells are first drawn into that raster the way a plot saved as
+    an image (``specshow``) draws them, so the resize sees the same pixels.
     """
     lo = db.amin(dim=(-2, -1), keepdim=True)
     hi = db.amax(dim=(-2, -1), keepdim=True)
@@ -193,12 +193,23 @@ def db_to_image(db: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     else:
         x = x[:, None]
     if pre.render_size:
-        x = F.interpolate(x, size=tuple(pre.render_size), mode="nearest-exact")
+        x = _rasterize(x, *pre.render_size)
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     x = x.expand(-1, 3, -1, -1)
     mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def _rasterize(x: torch.Tensor, height: float, width: float) -> torch.Tensor:
+    """Draw the cells of ``x`` (B, C, rows, cols) into a height x width plot as matplotlib's Agg does.
+
+    Each pixel takes the cell under its centre; the saved image keeps whole pixels, so a
+    fractional height loses its fraction at the top and a fractional width at the right.
+    """
+    rows = (torch.arange(int(height), device=x.device) + 0.5 + height % 1) * (x.shape[-2] / height)
+    cols = (torch.arange(int(width), device=x.device) + 0.5) * (x.shape[-1] / width)
+    return x[..., rows.long()[:, None], cols.long()[None, :]]
 
 
 def windows_to_images(windows: torch.Tensor, pre: Preprocessing) -> torch.Tensor:

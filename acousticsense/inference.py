@@ -203,7 +203,7 @@ class Classifier:
                 timeline.append(Window(round(t0, 3), round(t1, 3), None, 0.0, True, {}))
             else:
                 best = int(row.argmax())
-                timeline.append(Window(round(t0, 3), round(t1, 3), labels[best], float(row[best]), False, _as_dict(labels, row)))
+                timeline.append(Window(round(t0, 3), round(t1, 3), labels[best], round(float(row[best]), 6), False, _as_dict(labels, row)))
         if bool(silent.all()):
             warnings.append({"code": "silent", "message": f"no window is louder than {pre.silence_db:g} dBFS: the recording is silent"})
             return Result(p.source, self.config.model_id, round(duration, 3), [], timeline, True, self.config.aggregation, warnings)

@@ -35,10 +35,11 @@ def music_like(seconds: float, sr: int = 22050, seed: int = 0, channels: int = 1
     for onset in np.arange(0, seconds, beat / 2):
         i = int(onset * sr)
         f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
-        seg = t[: n - i]
+        seg = t[: min(n - i, int(1.5 * sr))]  # each note rings for at most 1.5 s
+        j = i + len(seg)
         env = np.exp(-seg * rng.uniform(2, 6))
-        y[i:] += sum(0.2 / k * np.sin(2 * np.pi * k * f0 * seg) for k in range(1, 6)) * env
-        y[i:] += 0.1 * rng.standard_normal(n - i) * np.exp(-seg * 40)
+        y[i:j] += sum(0.2 / k * np.sin(2 * np.pi * k * f0 * seg) for k in range(1, 6)) * env
+        y[i:j] += 0.1 * rng.standard_normal(len(seg)) * np.exp(-seg * 40)
     y = 0.5 * y / np.abs(y).max()
     out = np.stack([np.roll(y, 37 * c) for c in range(channels)])
     return out.astype(np.float32)

@@ -1,0 +1,208 @@
+"""Turn published checkpoints into model bundles with the labels and preprocessing they were trained with.
+
+A checkpoint is only ever read with ``torch.load(weights_only=True)`` (no arbitrary code is
+unpickled) and loaded strictly: a file that does not fit the architecture is refused with a
+report of its missing and unexpected keys and mismatched shapes, never half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from .bundle import BundleConfig, save_bundle, weights_mismatch
+from .features import Preprocessing
+from .model import ARCHITECTURES, build_model
+
+# ccmusic-database/music_genre, vit_b_16_mel: a torchvision vit_b_16 whose heads.head is ccmusic's
+# Dropout/Linear/ReLU MLP (768 -> 289 -> 110 -> 42 -> 16), trained on magma specshow renderings.
+CCMUSIC_REPO = "ccmusic-database/music_genre"
+CCMUSIC_FILE = "vit_b_16_mel/save.pt"
+CCMUSIC_URL = f"https://huggingface.co/{CCMUSIC_REPO}/resolve/main/{CCMUSIC_FILE}"
+CCMUSIC_LABELS = [
+    "Symphony", "Opera", "Solo", "Chamber", "Pop_vocal_ballad", "Adult_contemporary", "Teen_pop",
+    "Contemporary_dance_pop", "Dance_pop", "Classic_indie_pop", "Chamber_cabaret_and_art_pop", "Soul_or_RnB",
+    "Adult_alternative_rock", "Uplifting_anthemic_rock", "Soft_rock", "Acoustic_pop",
+]  # fmt: skip
+CCMUSIC_ARCHITECTURE = {"name": "vit_b_16", "image_size": 224, "head": {"type": "mlp", "hidden": [289, 110, 42], "dropout": 0.5}}
+CCMUSIC_PREPROCESSING = Preprocessing(
+    sample_rate=22050,
+    window_seconds=11.4,
+    hop_seconds=11.4,  # non-overlapping chunks, as their demo cuts them
+    n_fft=2048,
+    hop_length=512,
+    n_mels=128,
+    db_ref="max",
+    top_db=80.0,
+    flip_frequency=True,
+    colormap="magma",
+    render_size=(369.6, 496.0),  # the axes of matplotlib's default 640x480 figure, saved with bbox_inches="tight"
+    image_size=224,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+)
+PULLABLE = {"ccmusic-vit_b_16_mel": (CCMUSIC_REPO, CCMUSIC_FILE)}
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+HUB_TIMEOUT = 5.0  # seconds to wait for the hub before calling it offline
+
+
+class CheckpointError(ValueError):
+    """A checkpoint, labels file or download that cannot become a bundle (message: "NAME: reason")."""
+
+
+def import_ccmusic(save_pt: str | os.PathLike, out: str | os.PathLike, aggregation: str = "mean") -> Path:
+    """Bundle ccmusic's ``vit_b_16_mel/save.pt`` with its 16 labels and its preprocessing."""
+    state = load_state_dict(save_pt)
+    config = BundleConfig(
+        model_id="ccmusic-vit_b_16_mel",
+        architecture=CCMUSIC_ARCHITECTURE,
+        labels=CCMUSIC_LABELS,
+        preprocessing=CCMUSIC_PREPROCESSING,
+        aggregation=aggregation,
+        provenance={"source": CCMUSIC_REPO, "checkpoint": "vit_b_16_mel", "url": CCMUSIC_URL, **_file_provenance(save_pt)},
+    )
+    hint = " (a plain Linear head: use `acousticsense import torchvision`)" if "heads.head.weight" in state else ""
+    return _bundle(config, state, save_pt, out, hint)
+
+
+def import_torchvision(
+    state_dict_path: str | os.PathLike,
+    labels: str | os.PathLike | list[str],
+    out: str | os.PathLike,
+    arch: str | None = None,
+    image_size: int | None = None,
+    preprocessing: Preprocessing | None = None,
+    aggregation: str = "mean",
+) -> Path:
+    """Bundle a torchvision ViT state dict with a Linear head (``heads.head``).
+
+    ``labels`` is a list or a file (one label a line, or a JSON list) in output order.
+    ``arch`` and ``image_size`` default to what the weights' shapes say. ``preprocessing``
+    must be what the model was trained with; its ``image_size`` is set to the model's.
+    """
+    name = Path(state_dict_path).name
+    state = load_state_dict(state_dict_path)
+    head, pos = state.get("heads.head.weight"), state.get("encoder.pos_embedding")
+    if head is None or head.dim() != 2 or pos is None:
+        raise CheckpointError(f"{name}: not a torchvision ViT with a Linear head (no heads.head.weight / encoder.pos_embedding)")
+    if arch is None:
+        arch = next((a for a, spec in ARCHITECTURES.items() if spec["hidden_dim"] == head.shape[1]), None)
+        if arch is None:
+            raise CheckpointError(f"{name}: hidden size {head.shape[1]} matches none of {', '.join(ARCHITECTURES)}")
+    if image_size is None:
+        image_size = round((pos.shape[1] - 1) ** 0.5) * ARCHITECTURES.get(arch, {}).get("patch_size", 16)
+    names = labels if isinstance(labels, list) else read_labels(labels)
+    if len(names) != head.shape[0]:
+        where = "labels" if isinstance(labels, list) else Path(labels).name
+        raise CheckpointError(f"{where}: {len(names)} labels, but the checkpoint's head has {head.shape[0]} outputs")
+    config = BundleConfig(
+        model_id=Path(state_dict_path).stem,
+        architecture={"name": arch, "image_size": image_size, "head": {"type": "linear"}},
+        labels=names,
+        preprocessing=(preprocessing or Preprocessing()).replace(image_size=image_size),
+        aggregation=aggregation,
+        provenance={"source": "torchvision state_dict", **_file_provenance(state_dict_path)},
+    )
+    return _bundle(config, state, state_dict_path, out)
+
+
+def pull(name: str, out: str | os.PathLike | None = None) -> Path:
+    """Download a known checkpoint from the Hugging Face hub (or its cache) and import it into ``out`` (default ``./NAME``)."""
+    from huggingface_hub import constants, hf_hub_download
+
+    if name not in PULLABLE:
+        raise CheckpointError(f"{name}: unknown model; known: {', '.join(PULLABLE)}")
+    repo, filename = PULLABLE[name]
+    out = Path(out) if out is not None else Path(name)
+    offline = constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    reachable = not offline and _reachable(constants.ENDPOINT)
+    try:  # unreachable: only the local hub cache is tried
+        path = hf_hub_download(repo, filename, local_files_only=not reachable, etag_timeout=HUB_TIMEOUT)
+    except Exception as e:  # not cached, hub errors, network failures: all end the same way
+        reason = str(e).splitlines()[0] if reachable else "HF_HUB_OFFLINE is set" if offline else f"{constants.ENDPOINT} is unreachable"
+        raise CheckpointError(
+            f"{name}: cannot download {repo}/{filename} ({reason}); fetch https://huggingface.co/{repo}/resolve/main/{filename} "
+            f"yourself and run: acousticsense import ccmusic save.pt --out {out}"
+        ) from None
+    return import_ccmusic(path, out)
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict safely: bare, or wrapped under a common key; a DataParallel ``module.`` prefix is dropped."""
+    name = Path(path).name
+    if not Path(path).is_file():
+        raise CheckpointError(f"{name}: no such file")
+    try:
+        with warnings.catch_warnings():  # e.g. about a foreign file's pickle protocol: the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch raises many types for foreign files
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(f"{name}: a pickled {found[1]}, not a state dict; not unpickled, as that would run its code (save model.state_dict())") from None
+        raise CheckpointError(f"{name}: not a PyTorch checkpoint of tensors (weights-only torch.load failed)") from None
+    if isinstance(obj, dict):
+        obj = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), obj)
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"{name}: not a state dict (a mapping of parameter names to tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    return obj
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Labels from a file: a JSON list, or one label a line (blank lines ignored)."""
+    name = Path(path).name
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{name}: cannot read labels ({e})") from None
+    if text.lstrip().startswith("["):
+        try:
+            labels = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{name}: invalid JSON ({e})") from None
+        if not all(isinstance(x, str) for x in labels):
+            raise CheckpointError(f"{name}: the JSON list must hold strings")
+        return labels
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _bundle(config: BundleConfig, state: dict[str, torch.Tensor], path: str | os.PathLike, out: str | os.PathLike, hint: str = "") -> Path:
+    """Load ``state`` strictly into the config's model and save the bundle, or raise a one-line key/shape report."""
+    BundleConfig.from_dict(config.to_dict(), where=str(out))  # the checks a loader will make, before any work
+    arch = config.architecture
+    with torch.device("meta"):  # shapes only: no memory, no random init that the checkpoint would overwrite
+        model = build_model(arch["name"], len(config.labels), arch["image_size"], head=arch["head"])
+    report = weights_mismatch(model.state_dict(), state)
+    if report:
+        lines = " | ".join(line.strip() for line in report.splitlines())
+        raise CheckpointError(f"{Path(path).name}: does not fit {arch['name']} with a {arch['head']['type']} head{hint}: {lines}")
+    model.to_empty(device="cpu").load_state_dict(state, strict=True)  # sets every tensor: a ViT has no non-persistent buffers
+    return save_bundle(out, model.eval(), config)
+
+
+def _file_provenance(path: str | os.PathLike) -> dict[str, str]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"file": Path(path).name, "sha256": digest.hexdigest()}
+
+
+def _reachable(url: str) -> bool:
+    """Whether ``url``'s host accepts a connection within HUB_TIMEOUT (fail fast when offline)."""
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or 443), timeout=HUB_TIMEOUT).close()
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,142 @@
+"""The web app through a real uvicorn server on loopback: REST API, limits, queue, docs and UI page."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from acousticsense.serve import create_app
+
+from conftest import TINY_LABELS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def url(tiny_bundle) -> Iterator[str]:
+    with running(create_app(tiny_bundle, max_seconds=5)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def clip_bytes(clip_mp3) -> bytes:
+    return clip_mp3.read_bytes()
+
+
+def classify(url: str, data: bytes, name: str = "clip.mp3", **params) -> httpx.Response:
+    return httpx.post(f"{url}/api/v1/classify", files={"file": (name, data)}, params=params, timeout=60)
+
+
+def test_classify_returns_the_predict_json_schema(url, clip_bytes):
+    r = classify(url, clip_bytes, top_k=3)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["source"] == "clip.mp3" and doc["model_id"] == "tiny-test"
+    assert doc["duration"] == pytest.approx(5.0)  # the 7 s clip, analysed up to max_seconds
+    assert [w["code"] for w in doc["warnings"]] == ["truncated"]
+    assert len(doc["top_k"]) == 3 and {g["label"] for g in doc["top_k"]} <= set(TINY_LABELS)
+    probs = [g["probability"] for g in doc["top_k"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    starts = [w["start"] for w in doc["timeline"]]
+    assert starts == [0.0, 1.0, 2.0, 3.0]  # 2 s windows every 1 s over 5 s
+    assert all(sum(w["probabilities"].values()) == pytest.approx(1, abs=1e-4) for w in doc["timeline"])
+    assert set(doc) == {"source", "model_id", "duration", "top_k", "timeline", "silent", "aggregation", "warnings"}
+
+
+def test_window_and_hop_parameters(url, clip_bytes):
+    doc = classify(url, clip_bytes, window=1.5, hop=0.5).json()
+    assert [w["start"] for w in doc["timeline"]][:3] == [0.0, 0.5, 1.0]
+    assert doc["timeline"][0]["end"] == 1.5
+
+
+def test_bad_input_gets_a_one_line_4xx(url, clip_bytes):
+    r = classify(url, b"this is a text file, not audio\n", name="notes.txt")
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("notes.txt: not a readable audio file")
+    r = classify(url, clip_bytes, top_k=0)
+    assert r.status_code == 422 and r.json() == {"detail": "top_k: Input should be greater than or equal to 1"}
+    r = httpx.post(f"{url}/api/v1/classify", data={"x": "1"})
+    assert r.status_code == 422 and r.json() == {"detail": "file: Field required"}
+
+
+def test_health_and_model(url):
+    assert httpx.get(f"{url}/api/v1/health").json() == {"status": "ok", "model_id": "tiny-test", "busy": 0, "capacity": 33}
+    model = httpx.get(f"{url}/api/v1/model").json()
+    assert model["labels"] == TINY_LABELS
+    assert model["preprocessing"]["window_seconds"] == 2.0
+    assert model["provenance"] == {"trained_on": "nothing (random weights for tests)"}
+    assert model["metrics"] == {}
+
+
+def test_docs_and_ui_page(url):
+    docs = httpx.get(f"{url}/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert {"/api/v1/classify", "/api/v1/health", "/api/v1/model"} <= set(paths)
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+
+
+async def _post_many(url: str, data: bytes, n: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=120) as client:
+        return await asyncio.gather(*(client.post(f"{url}/api/v1/classify", files={"file": ("clip.mp3", data)}) for _ in range(n)))
+
+
+def test_20_concurrent_requests_are_all_answered(url, clip_bytes):
+    responses = asyncio.run(_post_many(url, clip_bytes, 20))
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.json()["top_k"][0]["label"] for r in responses}) == 1  # same input, same answer
+
+
+def test_a_full_queue_answers_503(tiny_bundle, clip_bytes):
+    with running(create_app(tiny_bundle, max_queue=0)) as base:
+        codes = [r.status_code for r in asyncio.run(_post_many(base, clip_bytes, 20))]
+        assert set(codes) == {200, 503} and codes.count(200) >= 1
+        r = httpx.get(f"{base}/api/v1/health").json()
+        assert (r["busy"], r["capacity"]) == (0, 1)
+
+
+def test_oversized_uploads_get_413(tiny_bundle, clip_bytes):
+    big = bytes(300_000)
+    with running(create_app(tiny_bundle, max_upload_mb=0.1)) as base:
+        r = classify(base, big)  # refused by its Content-Length
+        assert r.status_code == 413 and r.json() == {"detail": "upload too large: the limit is 0.1 MB"}
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the server has to count
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.mp3"\r\n\r\n'
+            yield from (big[i : i + 65536] for i in range(0, len(big), 65536))
+            yield b"\r\n--b--\r\n"
+
+        r = httpx.post(f"{base}/api/v1/classify", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert r.request.headers["transfer-encoding"] == "chunked"
+        assert r.status_code == 413
+        assert classify(base, clip_bytes[:90_000]).status_code == 200  # under the limit: fine
