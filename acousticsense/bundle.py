@@ -119,10 +119,15 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig)
     tmp = path / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": config.model_id})
     os.replace(tmp, path / WEIGHTS_NAME)
-    tmp = path / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path / CONFIG_NAME)
+    write_config(path, config)
     return path
+
+
+def write_config(path: str | os.PathLike, config: BundleConfig) -> None:
+    """(Re)write a bundle's ``config.json`` atomically, e.g. to record metrics."""
+    tmp = Path(path) / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    os.replace(tmp, Path(path) / CONFIG_NAME)
 
 
 def read_config(path: str | os.PathLike) -> BundleConfig:

@@ -132,6 +132,189 @@ def info(bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle dir
     typer.echo(json.dumps(config.to_dict(), indent=2))
 
 
+import_app = typer.Typer(help="Turn a published checkpoint into a model bundle (strict: weights must fit exactly).", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")]
+AggregationOpt = Annotated[str, typer.Option("--aggregation", help="Track result from windows: mean (of probabilities) or vote (share of window top-1s).")]
+
+
+def _imported(run) -> None:
+    """Run an import, report the bundle written or a one-line error."""
+    try:
+        path = run()
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    typer.echo(f"wrote {path}; use it with: acousticsense predict --model {path} FILE")
+
+
+@import_app.command("ccmusic")
+def import_ccmusic(
+    save_pt: Annotated[Path, typer.Argument(help="ccmusic-database/music_genre vit_b_16_mel/save.pt")],
+    out: OutOpt,
+    aggregation: AggregationOpt = "mean",
+) -> None:
+    """Import ccmusic's ViT-B/16 mel genre model (16 genres) with its preprocessing."""
+    from . import importers
+
+    _imported(lambda: importers.import_ccmusic(save_pt, out, aggregation))
+
+
+@import_app.command("torchvision")
+def import_torchvision(
+    state_dict: Annotated[Path, typer.Argument(help="A torchvision ViT state dict (.pt/.pth) with a Linear head.")],
+    labels: Annotated[Path, typer.Option("--labels", help="Labels in output order: one a line, or a JSON list.")],
+    out: OutOpt,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="vit_b_16, vit_s_16 or vit_ti_16 (default: from the weights).")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size (default: from the weights, e.g. 224).")] = None,
+    preprocessing: Annotated[Optional[Path], typer.Option("--preprocessing", help="JSON object of Preprocessing fields the model was trained with.")] = None,
+    aggregation: AggregationOpt = "mean",
+) -> None:
+    """Import a torchvision ViT checkpoint. Pass the preprocessing it was trained with (--preprocessing)."""
+    from . import importers
+    from .features import Preprocessing
+
+    def run():
+        pre = None
+        if preprocessing is not None:
+            try:
+                pre = Preprocessing.from_dict(json.loads(preprocessing.read_text()))
+            except (json.JSONDecodeError, TypeError, AttributeError, ValueError) as e:
+                raise ValueError(f"{preprocessing.name}: invalid preprocessing ({e})") from None
+        return importers.import_torchvision(state_dict, labels, out, arch, image_size, pre, aggregation)
+
+    _imported(run)
+
+
+@app.command()
+def pull(
+    name: Annotated[str, typer.Argument(help="ccmusic-vit_b_16_mel")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle directory (default: ./NAME).")] = None,
+) -> None:
+    """Download a published model from the Hugging Face hub and import it."""
+    from . import importers
+
+    _imported(lambda: importers.pull(name, out))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, help="Largest upload accepted (MB); bigger gets 413.")] = 50.0,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", min=1, help="Analyse at most this much of each track.")] = 600.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests allowed to wait for the model; more get 503.")] = 32,
+) -> None:
+    """Start the web app: the UI at /, the REST API at /api/v1, its docs at /docs."""
+    import uvicorn
+
+    from .serve import create_app
+
+    clf = load_classifier(model, device)
+    typer.echo(f"AcousticSense on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
+    uvicorn.run(create_app(clf, max_upload_mb=max_upload_mb, max_seconds=max_seconds, max_queue=max_queue), host=host, port=port)
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="A folder per label (or with a manifest.csv), or a CSV/JSON manifest with path,label.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory: bundle, checkpoint.pt, train_log.jsonl (default: runs/DATA-ARCH).")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="vit_ti_16 (default), vit_s_16 or vit_b_16.")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Model input size in pixels (default 128).")] = None,
+    window: Annotated[Optional[float], typer.Option("--window", min=0.1, help="Window length in seconds (default 8).")] = None,
+    hop: Annotated[Optional[float], typer.Option("--hop", min=0.1, help="Hop between validation/inference windows in seconds (default 4).")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="none (default), imagenet (vit_b_16; downloads torchvision's weights) or a bundle to fine-tune.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (default 30).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per batch and process (default 32).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak AdamW learning rate (default 3e-4).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay (default 0.05).")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", help="Linear warm-up before the cosine decay (default 1).")] = None,
+    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Mixup alpha; 0 = off (default).")] = None,
+    freq_mask: Annotated[Optional[float], typer.Option("--freq-mask", help="SpecAugment: widest frequency mask, a fraction of the mel bands; 0 = off (default 0.15).")] = None,
+    time_mask: Annotated[Optional[float], typer.Option("--time-mask", help="SpecAugment: widest time mask, a fraction of the frames; 0 = off (default 0.15).")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a better validation result; 0 = never (default 5).")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option("--val-fraction", help="Share of each label's tracks held out (default 0.15).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the initialisation and the sampling (default 0).")] = None,
+    device: DeviceOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (--epochs/--patience may change).")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Decoding threads (default: up to 8).")] = None,
+) -> None:
+    """Train a model bundle (best epoch on validation) on labelled audio. Ctrl-C keeps the last epoch: --resume goes on."""
+    from .bundle import BundleError
+    from .train import default_out
+    from .train import train as run_training
+
+    recipe = dict(
+        arch=arch, image_size=image_size, window=window, hop=hop, init=init, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, mixup=mixup, freq_mask=freq_mask, time_mask=time_mask, patience=patience, val_fraction=val_fraction,
+        seed=seed, device=device, workers=workers,
+    )  # fmt: skip
+    try:
+        path = run_training(data, out, resume=resume, **{k: v for k, v in recipe.items() if v is not None})
+    except (ValueError, BundleError) as e:
+        fail(str(e))
+    except RuntimeError as e:  # e.g. an unavailable CUDA device
+        fail(f"training failed: {e}")
+    except KeyboardInterrupt:
+        fail(f"interrupted; continue with: acousticsense train {data} --out {out or default_out(data, arch)} --resume", code=130)
+    typer.echo(f"wrote {path}; use it with: acousticsense predict --model {path} FILE")
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    data: Annotated[Path, typer.Argument(help="Labelled audio: a folder per label (or with a manifest.csv), or a CSV/JSON manifest.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write report.json and confusion.png here.")] = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per model batch (across files).")] = 64,
+    record: Annotated[bool, typer.Option("--record", help="Also store the headline figures in the bundle's config (metrics.held_out).")] = False,
+) -> None:
+    """Score a bundle on labelled audio: accuracy, macro-F1, top-5, per class; by track and by window."""
+    from .bundle import BundleError
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import record_metrics
+
+    try:
+        report = run_evaluation(bundle, data, out, device=device, batch_size=batch_size, progress=True)
+        if record:
+            record_metrics(bundle, report)
+    except (ValueError, BundleError) as e:
+        fail(str(e))
+    except RuntimeError as e:
+        fail(f"cannot use device {device!r}: {e}")
+    t = report["tracks"]
+    typer.echo(f"{report['model_id']} on {data}: {t['scored']} tracks scored ({t['failed']} failed, {t['silent']} silent)")
+    for level in ("track", "window"):
+        s = report[level]
+        typer.echo(f"  {level:<6}  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  (n={s['n']})")
+    worst = sorted(report["track"]["per_class"].items(), key=lambda kv: kv[1]["recall"])[:3]
+    typer.echo("  lowest track recall: " + ", ".join(f"{k} {v['recall']:.2f}" for k, v in worst))
+    for f in report["failures"]:
+        typer.echo(f"  skipped {f['error']}", err=True)
+    if out is not None:
+        typer.echo(f"  report: {out / 'report.json'}, {out / 'confusion.png'}")
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for <Genre>/<slug>.NNNNN.wav, manifest.csv and manifest.json.")],
+    per_genre: Annotated[int, typer.Option("--per-genre", min=1, help="Clips per genre.")] = 60,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.5, help="Clip length in seconds.")] = 12.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Corpus seed: same seed, same audio.")] = 0,
+    genres: Annotated[Optional[list[str]], typer.Option("--genres", help="Comma-separated or repeated genre names (default: all 16).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel processes (default: one per CPU core).")] = None,
+) -> None:
+    """Render the synthetic labelled training corpus (resumable: clips already written are kept)."""
+    from .synth import GENRES, make_corpus, parse_genres
+
+    try:
+        names = parse_genres([g.strip() for item in genres or GENRES for g in item.split(",") if g.strip()])
+        manifest = make_corpus(out_dir, per_genre, seconds=seconds, seed=seed, genres=names, workers=workers)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(f"manifest: {manifest}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,649 @@
+"""Train a model bundle on a folder-per-genre tree or a manifest of labelled tracks.
+
+Every track is decoded and turned into a full-length power mel spectrogram once; a training
+sample is a random window-length crop of it, converted to the model's image by the same
+functions inference uses. Validation frames each held-out track exactly as inference does.
+
+    >>> from acousticsense.train import train
+    >>> train("data/genres", "runs/my-model", epochs=20)     # -> the bundle directory
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .audio import AudioError, load_audio
+from .bundle import CONFIG_NAME, BundleConfig, load_bundle, save_bundle
+from .features import Preprocessing, db_to_image, frame_windows, mel_power, power_to_db, window_rms_db, windows_to_images
+from .inference import aggregate, default_device
+from .model import ARCHITECTURES
+
+DEFAULT_ARCH = "vit_ti_16"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.jsonl"
+MANIFEST_CSV = "manifest.csv"
+MANIFEST_JSON = "manifest.json"
+MASKS_PER_AXIS = 2  # SpecAugment: this many frequency masks and this many time masks per sample
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAD_CLIP_NORM = 1.0
+NO_DECAY = ("class_token", "encoder.pos_embedding")  # with biases and norm weights: no weight decay
+DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download counts as failed
+RESUMABLE = ("epochs", "patience", "device", "workers")  # recipe entries a resumed run may change
+
+
+class DataError(ValueError):
+    """DATA cannot be used: missing, malformed manifest, or a label without usable tracks."""
+
+
+class TrainError(ValueError):
+    """A recipe or output directory that cannot be used (message says which and why)."""
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe. ``None`` means the default, or the ``init`` bundle's value."""
+
+    arch: str | None = None  # vit_ti_16 | vit_s_16 | vit_b_16
+    image_size: int | None = None  # 128
+    window: float | None = None  # seconds per window, 8
+    hop: float | None = None  # seconds between validation windows, 4
+    init: str = "none"  # "none" | "imagenet" (vit_b_16 only) | a bundle directory to fine-tune
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of images and targets; 0 = off
+    freq_mask: float = 0.15  # SpecAugment: each mask is up to this fraction of the mel bands (0 = off)
+    time_mask: float = 0.15  # ... and up to this fraction of the frames (0 = off)
+    patience: int = 5  # stop after this many epochs without a better validation result (0 = never)
+    val_fraction: float = 0.15  # of each label's tracks held out for validation
+    seed: int = 0
+    device: str | None = None  # default: cuda if available
+    workers: int | None = None  # decoding threads (default: up to 8)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (self.weight_decay >= 0 and self.warmup_epochs >= 0 and self.mixup >= 0, "weight_decay, warmup_epochs and mixup must be >= 0"),
+            (0 <= self.freq_mask < 1 and 0 <= self.time_mask < 1, "freq_mask and time_mask must be fractions in [0, 1)"),
+            (self.patience >= 0, "patience must be >= 0"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.arch is None or self.arch in ARCHITECTURES, f"unknown architecture {self.arch!r}; known: {', '.join(ARCHITECTURES)}"),
+            (self.workers is None or self.workers >= 1, "workers must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainError(message)
+
+
+@dataclass(frozen=True)
+class Track:
+    path: Path
+    label: str
+
+
+@dataclass
+class Corpus:
+    """Labelled tracks, the label order, and what to record about where they came from."""
+
+    tracks: list[Track]
+    labels: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def read_corpus(data: str | os.PathLike) -> Corpus:
+    """List DATA: a folder per label (or a folder with ``manifest.csv``), or a CSV/JSON manifest.
+
+    A manifest has ``path`` and ``label`` per track; relative paths resolve against its folder.
+    Labels are sorted, unless a ``manifest.json`` (or the JSON manifest) lists them as
+    ``genres`` or ``labels``: then that order is kept.
+    """
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or directory")
+    meta: dict[str, Any] = {}
+    if root.is_dir():
+        if (root / MANIFEST_JSON).is_file():
+            meta = _read_json(root / MANIFEST_JSON)
+            meta = meta if isinstance(meta, dict) else {}
+        if (root / MANIFEST_CSV).is_file():
+            tracks, kind = _read_csv(root / MANIFEST_CSV), "manifest.csv"
+        else:
+            tracks, kind = _read_folders(root), "folders"
+    elif root.suffix.lower() == ".csv":
+        tracks, kind = _read_csv(root), "csv"
+    elif root.suffix.lower() == ".json":
+        doc = _read_json(root)
+        meta = doc if isinstance(doc, dict) else {}
+        tracks, kind = _json_tracks(doc, root), "json"
+    else:
+        raise DataError(f"{root}: expected a folder, a .csv or a .json manifest")
+    if not tracks:
+        raise DataError(f"{root}: no tracks found")
+    found = {t.label for t in tracks}
+    listed = meta.get("genres") or meta.get("labels")
+    labels = [x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found)
+    info: dict[str, Any] = {"source": str(root.resolve()), "format": kind, "tracks": len(tracks), "labels": len(labels)}
+    scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and k != "tracks"}
+    if scalars:
+        info["manifest"] = scalars  # e.g. the synthetic corpus' generator version and seed
+    return Corpus(tracks, labels, info)
+
+
+def _read_folders(root: Path) -> list[Track]:
+    tracks = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"{folder}: label folder has no files")
+        tracks += [Track(p, folder.name) for p in files]
+    return tracks
+
+
+def _read_csv(path: Path) -> list[Track]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read CSV ({e})") from None
+    if rows and not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: needs 'path' and 'label' columns")
+    return [_track(row, path, f"line {i}") for i, row in enumerate(rows, 2)]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read JSON ({e})") from None
+
+
+def _json_tracks(doc: Any, path: Path) -> list[Track]:
+    items = doc.get("tracks") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise DataError(f"{path}: expected a list of {{'path', 'label'}} objects (or {{'tracks': [...]}})")
+    return [_track(item, path, f"item {i}") for i, item in enumerate(items)]
+
+
+def _track(row: dict[str, Any], manifest: Path, where: str) -> Track:
+    path, label = str(row.get("path") or "").strip(), str(row.get("label") or "").strip()
+    if not path or not label:
+        raise DataError(f"{manifest}: {where} needs a path and a label")
+    return Track(manifest.parent / path, label)
+
+
+def split_tracks(tracks: list[Track], val_fraction: float, seed: int) -> tuple[list[Track], list[Track]]:
+    """Hold out ``val_fraction`` of each label's tracks (at least one when it has two or more).
+
+    Deterministic for a seed and independent of the listing order; a label's split does not
+    depend on the other labels. Whole tracks go to one side, never their windows.
+    """
+    train, val = [], []
+    for label in sorted({t.label for t in tracks}):
+        mine = sorted((t for t in tracks if t.label == label), key=lambda t: str(t.path))
+        order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(len(mine))
+        n_val = min(len(mine) - 1, max(1 if val_fraction > 0 else 0, round(len(mine) * val_fraction)))
+        val += [mine[i] for i in sorted(order[:n_val])]
+        train += [mine[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+@dataclass
+class _TrainSet(torch.utils.data.Dataset):
+    """Random window crops of full-track power mels; each track counts its inference windows per epoch."""
+
+    mels: list[torch.Tensor]  # (n_mels, frames) per track
+    targets: list[int]
+    counts: list[int]  # windows per track on the inference grid
+    frames: int  # frames per window
+
+    def __post_init__(self) -> None:
+        self.index = [i for i, n in enumerate(self.counts) for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        track = self.index[i]
+        mel = self.mels[track]
+        start = int(torch.randint(0, mel.shape[-1] - self.frames + 1, ()))
+        return mel[:, start : start + self.frames], self.targets[track]
+
+
+@dataclass
+class _ValSet:
+    """Model inputs of every non-silent validation window, framed as inference frames them."""
+
+    images: torch.Tensor  # (N, 3, S, S)
+    targets: torch.Tensor  # (N,) label index per window
+    tracks: torch.Tensor  # (N,) track index per window
+
+
+def _window_frames(pre: Preprocessing) -> int:
+    """Mel frames of one window (torch.stft with center=True)."""
+    return 1 + pre.window_samples // pre.hop_length
+
+
+def _featurize(track: Track, pre: Preprocessing, for_val: bool) -> Any:
+    """Decode once; training: (full power mel, window count); validation: window images."""
+    samples = torch.from_numpy(load_audio(track.path, pre.sample_rate).samples)
+    if for_val:
+        windows, _ = frame_windows(samples, pre)
+        windows = windows[window_rms_db(windows) >= pre.silence_db]
+        return torch.cat([windows_to_images(w, pre) for w in windows.split(16)]) if len(windows) else None
+    count = window_count(len(samples), pre)
+    if len(samples) < pre.window_samples:
+        samples = frame_windows(samples, pre)[0][0]  # padded exactly as inference pads a short clip
+    return mel_power(samples[None], pre)[0], count
+
+
+def window_count(n: int, pre: Preprocessing) -> int:
+    """How many windows :func:`frame_windows` cuts from ``n`` samples (without cutting them)."""
+    return 1 + max(0, -(-(n - pre.window_samples) // pre.hop_samples))
+
+
+def _load(train: list[Track], val: list[Track], labels: list[str], pre: Preprocessing, workers: int, progress: bool) -> tuple[_TrainSet, _ValSet, dict[str, int]]:
+    """Decode and featurize every track in threads; unreadable files are skipped with a warning."""
+    jobs = [(t, False) for t in train] + [(t, True) for t in val]
+
+    def run(job: tuple[Track, bool]) -> Any:
+        try:
+            return _featurize(job[0], pre, job[1])
+        except AudioError as e:
+            return e
+
+    pool = ThreadPoolExecutor(workers)
+    try:
+        results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="decoding", unit="track", disable=not progress, file=sys.stderr))
+    finally:
+        pool.shutdown(cancel_futures=True)  # Ctrl-C must not wait for the queue
+    skipped = [r for r in results if isinstance(r, AudioError)]
+    for e in skipped:
+        tqdm.write(f"warning: skipping {e}", file=sys.stderr)
+    if skipped:
+        tqdm.write(f"warning: skipped {len(skipped)} of {len(jobs)} files", file=sys.stderr)
+    target = {label: i for i, label in enumerate(labels)}
+    ok_train = [(t, r) for t, r in zip(train, results) if not isinstance(r, AudioError)]
+    missing = [label for label in labels if not any(t.label == label for t, _ in ok_train)]
+    if missing:
+        raise DataError(f"no usable training tracks for label(s): {', '.join(missing)}")
+    train_set = _TrainSet([r[0] for _, r in ok_train], [target[t.label] for t, _ in ok_train], [r[1] for _, r in ok_train], _window_frames(pre))
+    ok_val = [(t, r) for t, r in zip(val, results[len(train) :]) if isinstance(r, torch.Tensor)]
+    val_set = _ValSet(
+        torch.cat([r for _, r in ok_val]) if ok_val else torch.zeros(0, 3, pre.image_size, pre.image_size),
+        torch.tensor([target[t.label] for t, r in ok_val for _ in range(len(r))], dtype=torch.long),
+        torch.tensor([i for i, (_, r) in enumerate(ok_val) for _ in range(len(r))], dtype=torch.long),
+    )
+    sizes = {
+        "train_tracks": len(ok_train),
+        "val_tracks": len(ok_val),
+        "train_windows": len(train_set),
+        "val_windows": len(val_set.images),
+        "skipped_files": len(skipped),
+    }
+    return train_set, val_set, sizes
+
+
+def spec_augment(db: torch.Tensor, freq_mask: float, time_mask: float, masks: int = MASKS_PER_AXIS) -> torch.Tensor:
+    """SpecAugment on dB spectrograms (B, n_mels, frames): random bands and spans set to each item's floor."""
+    floor = db.amin(dim=(-2, -1), keepdim=True)
+    batch = len(db)
+    for axis, fraction in ((1, freq_mask), (2, time_mask)):
+        size = db.shape[axis]
+        widest = int(fraction * size)
+        if widest < 1:
+            continue
+        pos = torch.arange(size, device=db.device)
+        for _ in range(masks):
+            width = torch.randint(0, widest + 1, (batch, 1), device=db.device)
+            start = (torch.rand(batch, 1, device=db.device) * (size - width + 1)).long()
+            hit = (pos >= start) & (pos < start + width)
+            db = torch.where(hit[:, :, None] if axis == 1 else hit[:, None, :], floor, db)
+    return db
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resume: bool = False, progress: bool = True, **recipe: Any) -> Path:
+    """Train on DATA (see :func:`read_corpus`) and save the best model as a bundle in ``out``.
+
+    ``recipe`` holds :class:`TrainConfig` fields. ``out`` also receives ``checkpoint.pt``
+    (every epoch) and ``train_log.jsonl``; ``resume=True`` continues the run in ``out``
+    where it stopped (``epochs``, ``patience``, ``device`` and ``workers`` may change).
+    Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel.
+    Returns the bundle directory.
+    """
+    rank, world, local_rank = _init_distributed()
+    out = Path(out) if out is not None else default_out(data, recipe.get("arch"))
+    ckpt_path = out / CHECKPOINT_NAME
+    progress = progress and rank == 0
+    if resume:
+        if not ckpt_path.is_file():
+            raise TrainError(f"{out}: no {CHECKPOINT_NAME} to resume from")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        config = _resumed_config(ckpt["recipe"], recipe)
+        bundle_config = BundleConfig.from_dict(ckpt["bundle_config"], where=str(ckpt_path))
+        labels, pre = bundle_config.labels, bundle_config.preprocessing
+        train_tracks, val_tracks = ([Track(Path(p), label) for p, label in ckpt["split"][side]] for side in ("train", "val"))
+        data_info, init_info = ckpt["data"], ckpt["init"]
+        model = bundle_config.build_model()
+    else:
+        if ckpt_path.exists() or (out / CONFIG_NAME).exists():
+            raise TrainError(f"{out}: already holds a training run or bundle; pass --resume to continue it, or choose another --out")
+        try:
+            config = TrainConfig(**recipe)
+        except TypeError as e:
+            raise TrainError(str(e)) from None
+        corpus = read_corpus(data)
+        torch.manual_seed(config.seed)
+        model, bundle_config, init_info = _initial_model(config, corpus.labels, progress)
+        bundle_config.model_id = out.name
+        labels, pre, data_info = bundle_config.labels, bundle_config.preprocessing, corpus.info
+        train_tracks, val_tracks = split_tracks(corpus.tracks, config.val_fraction, config.seed)
+        ckpt = None
+    torch.manual_seed(config.seed + rank)
+
+    device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else torch.device(config.device or default_device())
+    train_set, val_set, sizes = _load(train_tracks, val_tracks, labels, pre, config.workers or min(8, os.cpu_count() or 1), progress)
+    model.to(device)
+    net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    sampler = torch.utils.data.DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else torch.utils.data.RandomSampler(train_set)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_set) > config.batch_size * world)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    steps = len(loader)
+    schedule = partial(lr_factor, warmup_steps=round(config.warmup_epochs * steps), total_steps=config.epochs * steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    state = {"epoch": 0, "best": None, "best_epoch": 0, "since_best": 0, "history": []}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):  # the schedule may have been stretched
+            group["lr"] = base_lr * schedule(scheduler.last_epoch)
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+    recipe_dict = {**asdict(config), **_resolved(bundle_config)}
+    split = {"train": [[str(t.path), t.label] for t in train_tracks], "val": [[str(t.path), t.label] for t in val_tracks]}
+    saved_epoch = state["epoch"]  # what checkpoint.pt holds
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_log(out, state["history"])
+        tqdm.write(
+            f"training {bundle_config.architecture['name']} at {pre.image_size}px on {sizes['train_tracks']} tracks "
+            f"({sizes['train_windows']} windows/epoch), validating on {sizes['val_tracks']} ({sizes['val_windows']} windows), {device}",
+            file=sys.stderr,
+        )
+
+    try:
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            if config.patience and state["since_best"] >= config.patience:
+                break
+            if world > 1:
+                sampler.set_epoch(epoch)
+            train_loss, seconds, seen = _train_epoch(net, loader, optimizer, scheduler, config, pre, device, f"epoch {epoch}/{config.epochs}", progress)
+            metrics = _validate(model, val_set, bundle_config.aggregation, config.batch_size, device)
+            key = (metrics["val_track_acc"], -metrics["val_loss"]) if metrics else (epoch, 0.0)
+            improved = state["best"] is None or key > tuple(state["best"])
+            entry = {"epoch": epoch, "train_loss": train_loss, **(metrics or {}), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2), "windows_per_s": round(seen * world / seconds, 2)}
+            state["history"].append(entry)
+            state["epoch"] = epoch
+            if improved:
+                state.update(best=list(key), best_epoch=epoch, since_best=0)
+            else:
+                state["since_best"] += 1
+            if rank == 0:
+                if improved:
+                    bundle_config.provenance = {
+                        "trained_with": "acousticsense train",
+                        "recipe": recipe_dict,
+                        "init": init_info,
+                        "data": data_info,
+                        "split": sizes,
+                        "epoch": epoch,
+                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "torch": torch.__version__,
+                        "world_size": world,
+                    }
+                    bundle_config.metrics = {k: v for k, v in entry.items() if k.startswith("val_")} | {"epoch": epoch}
+                    save_bundle(out, model, bundle_config)
+                checkpoint = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "state": state,
+                    "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+                    "recipe": recipe_dict,
+                    "bundle_config": bundle_config.to_dict(),
+                    "split": split,
+                    "data": data_info,
+                    "init": init_info,
+                }
+                _atomic_save(checkpoint, ckpt_path)
+                saved_epoch = epoch
+                _write_log(out, state["history"])
+                shown = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "seconds", "windows_per_s"))
+                tqdm.write(f"epoch {epoch}: {shown} ({seconds:.0f} s){' *' if improved else ''}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if rank == 0:
+            tqdm.write(f"interrupted: {ckpt_path} holds epoch {saved_epoch}; continue with --resume", file=sys.stderr)
+        raise
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    if rank == 0 and state["history"]:
+        best = state["history"][state["best_epoch"] - 1]
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in best.items() if k.startswith("val_"))
+        tqdm.write(f"best: epoch {state['best_epoch']} ({shown}), saved in {out}", file=sys.stderr)
+    return out
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices only, as ViTs are usually trained."""
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.ndim >= 2 and n not in NO_DECAY]
+    rest = [p for n, p in named if p.ndim < 2 or n in NO_DECAY]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def default_out(data: str | os.PathLike, arch: str | None = None) -> Path:
+    """Where a run goes without ``out``: ``runs/<DATA name>-<arch>``."""
+    return Path("runs") / f"{Path(data).stem}-{arch or DEFAULT_ARCH}"
+
+
+def _train_epoch(net: nn.Module, loader, optimizer, scheduler, config: TrainConfig, pre: Preprocessing, device: torch.device, desc: str, progress: bool) -> tuple[float, float, int]:
+    """One pass over the training windows; returns (mean loss, seconds, windows seen)."""
+    net.train()
+    start, total, count = time.perf_counter(), 0.0, 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, file=sys.stderr) as bar:
+        for power, target in bar:
+            power, target = power.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            images = db_to_image(spec_augment(power_to_db(power, pre), config.freq_mask, config.time_mask), pre)
+            with autocast:
+                if config.mixup > 0:
+                    lam = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
+                    perm = torch.randperm(len(images), device=device)
+                    logits = net(lam * images + (1 - lam) * images[perm]).float()
+                    loss = lam * F.cross_entropy(logits, target) + (1 - lam) * F.cross_entropy(logits, target[perm])
+                else:
+                    loss = F.cross_entropy(net(images).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP_NORM)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(target)
+            count += len(target)
+            bar.set_postfix(loss=f"{total / count:.3f}")
+    return total / max(1, count), time.perf_counter() - start, count
+
+
+@torch.inference_mode()
+def _validate(model: nn.Module, val: _ValSet, aggregation: str, batch_size: int, device: torch.device) -> dict[str, float] | None:
+    """Window loss and accuracy, and track accuracy by ``aggregation`` of the window probabilities."""
+    if len(val.images) == 0:
+        return None
+    model.eval()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    logits = []
+    for i in range(0, len(val.images), batch_size):
+        with autocast:
+            logits.append(model(val.images[i : i + batch_size].to(device)).float().cpu())
+    logits = torch.cat(logits)
+    probs = logits.softmax(-1)
+    track_hits = [
+        int(aggregate(probs[val.tracks == t], aggregation).argmax()) == int(val.targets[val.tracks == t][0])
+        for t in val.tracks.unique().tolist()
+    ]
+    return {
+        "val_loss": round(float(F.cross_entropy(logits, val.targets)), 5),
+        "val_window_acc": round(float((probs.argmax(-1) == val.targets).float().mean()), 5),
+        "val_track_acc": round(sum(track_hits) / len(track_hits), 5),
+    }
+
+
+def _initial_model(config: TrainConfig, labels: list[str], progress: bool) -> tuple[nn.Module, BundleConfig, dict[str, Any]]:
+    """The model to start from, its bundle config (labels, preprocessing, architecture), and how it was initialised."""
+    init = config.init
+    if init in ("none", "imagenet"):
+        arch = config.arch or DEFAULT_ARCH
+        pre = Preprocessing()
+        head = {"type": "linear"}
+        if init == "imagenet":
+            pre = pre.replace(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        aggregation, info = "mean", {"from": init}
+    else:
+        base = load_bundle(init)
+        arch = base.config.architecture["name"]
+        if config.arch not in (None, arch):
+            raise TrainError(f"--init {init} is a {arch}; it cannot be fine-tuned as {config.arch}")
+        pre, head, aggregation = base.config.preprocessing, base.config.architecture.get("head", {"type": "linear"}), base.config.aggregation
+        if set(labels) == set(base.config.labels):
+            labels = list(base.config.labels)  # same classes: keep the bundle's order and its head
+        info = {"from": "bundle", "path": str(Path(init).resolve()), "model_id": base.config.model_id, "head_replaced": labels != base.config.labels}
+    changes = {"window_seconds": config.window, "hop_seconds": config.hop, "image_size": config.image_size}
+    pre = pre.replace(**{k: v for k, v in changes.items() if v is not None})
+    bundle_config = BundleConfig(
+        model_id="untitled",
+        architecture={"name": arch, "image_size": pre.image_size, "head": head},
+        labels=list(labels),
+        preprocessing=pre,
+        aggregation=aggregation,
+    )
+    try:
+        model = bundle_config.build_model()
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    if init == "imagenet":
+        _load_backbone(model, _imagenet_state(arch, progress), pre.image_size, ARCHITECTURES[arch]["patch_size"])
+    elif init != "none":
+        _load_backbone(model, base.model.state_dict(), pre.image_size, ARCHITECTURES[arch]["patch_size"], keep_head=not info["head_replaced"])
+    return model, bundle_config, info
+
+
+def _imagenet_state(arch: str, progress: bool) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet-1k weights for ``arch`` (downloaded once into torch's hub cache)."""
+    from torchvision.models import ViT_B_16_Weights
+
+    if arch != "vit_b_16":
+        raise TrainError(f"ImageNet weights are published for vit_b_16 only, not {arch}; use --arch vit_b_16 or --init none")
+    url = ViT_B_16_Weights.IMAGENET1K_V1.url
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    try:
+        return torch.hub.load_state_dict_from_url(url, progress=progress, check_hash=True, map_location="cpu")
+    except (URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise TrainError(f"cannot download the ImageNet weights {url} ({reason}); --init none trains from scratch offline") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], image_size: int, patch_size: int, keep_head: bool = False) -> None:
+    """Load pretrained weights into ``model``, resizing position embeddings; the head stays new unless ``keep_head``."""
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    if state["encoder.pos_embedding"].shape != model.state_dict()["encoder.pos_embedding"].shape:
+        state = interpolate_embeddings(image_size, patch_size, state)
+    if not keep_head:
+        state = {k: v for k, v in state.items() if not k.startswith("heads.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("heads.") for k in missing) or (keep_head and missing):
+        raise TrainError(f"initial weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _resolved(bundle_config: BundleConfig) -> dict[str, Any]:
+    """The recipe entries that defaulted to None, as they were resolved."""
+    pre = bundle_config.preprocessing
+    return {"arch": bundle_config.architecture["name"], "image_size": pre.image_size, "window": pre.window_seconds, "hop": pre.hop_seconds}
+
+
+def _resumed_config(saved: dict[str, Any], recipe: dict[str, Any]) -> TrainConfig:
+    """The checkpoint's recipe with the entries a resumed run may change."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise TrainError(f"unknown recipe entries: {', '.join(unknown)}")
+    changed = sorted(k for k, v in recipe.items() if k not in RESUMABLE and v is not None and v != saved.get(k))
+    if changed:
+        raise TrainError(f"a resumed run keeps its recipe; cannot change {', '.join(changed)} (only {', '.join(RESUMABLE)})")
+    return TrainConfig(**{**saved, **{k: v for k, v in recipe.items() if k in RESUMABLE and v is not None}})
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when launched by torchrun with WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, local_rank
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``train_log.jsonl`` (one JSON object per completed epoch) atomically."""
+    tmp = out / (LOG_NAME + ".tmp")
+    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
+    os.replace(tmp, out / LOG_NAME)

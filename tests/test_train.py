@@ -1,0 +1,331 @@
+"""Training and evaluation: split, pipeline, learning, resume, fine-tuning, reports.
+
+The corpus is music_like clips filtered into one frequency band per label (Bass, Mid,
+Treble, Air): clearly distinct classes a tiny ViT learns in a few CPU epochs. The synthetic
+genre corpus (synth.make_corpus) is too hard for a from-scratch ViT at this size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from acousticsense import train as train_module
+from acousticsense.bundle import load_bundle, read_config
+from acousticsense.cli import app
+from acousticsense.evaluate import evaluate
+from acousticsense.features import Preprocessing, db_to_image, frame_windows, mel_power, power_to_db, windows_to_images
+from acousticsense.inference import Classifier
+from acousticsense.train import (
+    DataError,
+    Track,
+    TrainConfig,
+    TrainError,
+    _initial_model,
+    lr_factor,
+    read_corpus,
+    spec_augment,
+    split_tracks,
+    train,
+    window_count,
+)
+from conftest import music_like, write_audio
+
+SR = 22050
+BANDS = {"Air": (5000, 11025), "Bass": (0, 300), "Mid": (300, 1200), "Treble": (1200, 5000)}  # Hz, sorted by name
+FAST = dict(image_size=32, window=2.0, hop=1.0, batch_size=8, lr=1e-3, freq_mask=0.0, time_mask=0.0, val_fraction=0.34, patience=0, device="cpu", workers=2)
+
+
+def band_clip(label: str, seed: int, seconds: float = 4.0) -> np.ndarray:
+    """music_like audio with everything outside the label's band attenuated by 34 dB: (1, n)."""
+    y = music_like(seconds, SR, seed=seed)[0]
+    lo, hi = BANDS[label]
+    spectrum = np.fft.rfft(y)
+    freqs = np.fft.rfftfreq(len(y), 1 / SR)
+    spectrum *= np.where((freqs >= lo) & (freqs < hi), 1.0, 0.02)
+    y = np.fft.irfft(spectrum, len(y))
+    return (0.5 * y / np.abs(y).max())[None].astype(np.float32)
+
+
+def make_band_corpus(root: Path, per_label: int = 6, labels=tuple(BANDS)) -> Path:
+    for k, label in enumerate(labels):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_label):
+            write_audio(root / label / f"{label.lower()}.{i:05d}.wav", band_clip(label, 100 * k + i), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_band_corpus(tmp_path_factory.mktemp("data") / "bands")
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> Path:
+    return train(corpus, tmp_path_factory.mktemp("runs") / "bands", epochs=5, progress=False, **FAST)
+
+
+# --- data listing and split -------------------------------------------------------------
+
+
+def test_split_is_by_track_stratified_and_deterministic():
+    tracks = [Track(Path(f"/d/{label}/{i}.wav"), label) for label, n in (("a", 20), ("b", 7), ("c", 2), ("d", 1)) for i in range(n)]
+    train_a, val_a = split_tracks(tracks, 0.15, seed=3)
+    assert not {t.path for t in train_a} & {t.path for t in val_a}
+    assert sorted(train_a + val_a, key=str) == sorted(tracks, key=str)
+    per_label = {label: sum(t.label == label for t in val_a) for label in "abcd"}
+    assert per_label == {"a": 3, "b": 1, "c": 1, "d": 0}  # round(n * f), at least one when n >= 2, never all
+    assert split_tracks(list(reversed(tracks)), 0.15, seed=3) == (train_a, val_a)  # listing order does not matter
+    assert split_tracks(tracks, 0.15, seed=4)[1] != val_a
+    # a label's split does not move when another label is added
+    more = tracks + [Track(Path(f"/d/e/{i}.wav"), "e") for i in range(9)]
+    assert [t for t in split_tracks(more, 0.15, seed=3)[1] if t.label != "e"] == val_a
+
+
+def test_read_corpus_formats(tmp_path):
+    for label in ("Rock", "Jazz"):
+        (tmp_path / "tree" / label).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "tree" / label / f"{i}.wav").write_bytes(b"x")
+    (tmp_path / "tree" / "Jazz" / ".hidden").write_bytes(b"x")
+    c = read_corpus(tmp_path / "tree")
+    assert c.labels == ["Jazz", "Rock"] and len(c.tracks) == 4 and c.info["format"] == "folders"
+
+    # manifest.csv at the root wins; manifest.json's genre order and scalars are kept
+    (tmp_path / "tree" / "manifest.csv").write_text("path,label,tempo\nRock/0.wav,Rock,120\nJazz/0.wav,Jazz,90\n")
+    (tmp_path / "tree" / "manifest.json").write_text(json.dumps({"synth_version": "1", "seed": 7, "genres": ["Rock", "Pop", "Jazz"], "clips": []}))
+    c = read_corpus(tmp_path / "tree")
+    assert c.labels == ["Rock", "Jazz"] and [t.path for t in c.tracks] == [tmp_path / "tree/Rock/0.wav", tmp_path / "tree/Jazz/0.wav"]
+    assert c.info["manifest"] == {"synth_version": "1", "seed": 7}
+
+    (tmp_path / "list.json").write_text(json.dumps([{"path": "tree/Rock/1.wav", "label": "Rock"}]))
+    assert read_corpus(tmp_path / "list.json").tracks == [Track(tmp_path / "tree/Rock/1.wav", "Rock")]
+
+    (tmp_path / "bad.csv").write_text("file,genre\na.wav,Rock\n")
+    with pytest.raises(DataError, match="bad.csv: needs 'path' and 'label' columns"):
+        read_corpus(tmp_path / "bad.csv")
+    with pytest.raises(DataError, match="no such file"):
+        read_corpus(tmp_path / "missing")
+
+
+def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):
+    data = make_band_corpus(tmp_path / "data", per_label=3, labels=("Bass", "Treble"))
+    (data / "Bass" / "broken.wav").write_bytes(b"RIFF not really audio")
+    out = train(data, tmp_path / "run", epochs=1, progress=False, **FAST)
+    err = capsys.readouterr().err
+    assert "warning: skipping" in err and "broken.wav" in err and "skipped 1 of 7 files" in err
+    assert read_config(out).provenance["split"]["skipped_files"] == 1
+
+    (data / "Air").mkdir()
+    (data / "Air" / "empty.wav").write_bytes(b"")
+    with pytest.raises(DataError, match="no usable training tracks for label\\(s\\): Air"):
+        train(data, tmp_path / "run2", epochs=1, progress=False, **FAST)
+
+
+# --- pipeline pieces --------------------------------------------------------------------
+
+
+def test_training_crops_are_inference_windows():
+    pre = Preprocessing(window_seconds=2.0, hop_seconds=1.0, image_size=32)
+    x = torch.from_numpy(music_like(5.0, SR, seed=1)[0])
+    for n in (100, pre.window_samples, pre.window_samples + 1, len(x)):
+        assert window_count(n, pre) == len(frame_windows(x[:n], pre)[0])
+    windows, _ = frame_windows(x, pre)
+    frames = train_module._window_frames(pre)
+    assert mel_power(windows, pre).shape[-1] == frames
+    # a crop of the whole track's mel at frame k gives (nearly) the image of the window starting there
+    full = mel_power(x[None], pre)[0]
+    k = 50
+    crop = db_to_image(power_to_db(full[None, :, k : k + frames], pre), pre)
+    own = windows_to_images(x[None, k * pre.hop_length : k * pre.hop_length + pre.window_samples], pre)
+    assert (crop - own).abs().mean() < 0.02  # only the edge frames differ (padding vs context)
+
+
+def test_spec_augment_masks_bands_and_spans():
+    torch.manual_seed(0)
+    db = torch.randn(6, 40, 50)
+    assert torch.equal(spec_augment(db, 0.0, 0.0), db)
+    out = spec_augment(db, 0.3, 0.3)
+    floor = db.amin(dim=(-2, -1), keepdim=True)
+    masked = out != db
+    assert torch.equal(out[masked], floor.expand_as(db)[masked])
+    assert masked.any() and masked.float().mean() < 0.7
+    rows, cols = masked.all(dim=2), masked.all(dim=1)  # whole mel bands, whole time spans
+    assert bool((rows.any(1) | cols.any(1)).all())
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    f = [lr_factor(s, warmup_steps=4, total_steps=20) for s in range(21)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0] and f[4] == 1.0
+    assert all(a >= b for a, b in zip(f[4:], f[5:])) and f[12] == pytest.approx(0.5) and f[20] == 0.0
+
+
+# --- learning, the bundle, evaluation ---------------------------------------------------
+
+
+def test_a_tiny_vit_learns_the_classes(trained):
+    config = read_config(trained)
+    assert config.labels == sorted(BANDS)
+    assert config.metrics["val_window_acc"] >= 0.6 and config.metrics["val_track_acc"] >= 0.6  # chance: 0.25
+    log = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2, 3, 4, 5]
+    assert set(log[0]) >= {"train_loss", "val_loss", "val_window_acc", "val_track_acc", "lr", "seconds"}
+    best = max(log, key=lambda e: (e["val_track_acc"], -e["val_loss"]))
+    assert config.metrics["epoch"] == best["epoch"] and config.metrics["val_loss"] == best["val_loss"]
+    p = config.provenance
+    assert p["recipe"]["arch"] == "vit_ti_16" and p["recipe"]["window"] == 2.0 and p["recipe"]["epochs"] == 5
+    assert p["split"] == {"train_tracks": 16, "val_tracks": 8, "train_windows": 48, "val_windows": 24, "skipped_files": 0}
+    assert p["data"]["tracks"] == 24 and p["torch"] == torch.__version__ and p["date"]
+    assert config.preprocessing.window_seconds == 2.0 and config.preprocessing.image_size == 32
+    load_bundle(trained)  # strict load
+
+
+def test_evaluate_on_the_held_out_tracks(trained, corpus, tmp_path):
+    _, val = split_tracks(read_corpus(corpus).tracks, FAST["val_fraction"], seed=0)
+    manifest = tmp_path / "val.csv"
+    manifest.write_text("path,label\n" + "".join(f"{t.path},{t.label}\n" for t in val))
+    report = evaluate(trained, manifest, out_dir=tmp_path / "report")
+
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    png = (tmp_path / "report" / "confusion.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for level in ("track", "window"):
+        assert set(report[level]) == {"n", "accuracy", "top5_accuracy", "macro_f1", "per_class", "confusion"}
+        assert set(report[level]["per_class"]) == set(BANDS)
+        assert report[level]["top5_accuracy"] == 1.0  # 4 classes
+        assert np.array(report[level]["confusion"]["matrix"]).sum() == report[level]["n"]
+
+    # the same numbers, computed independently through the inference API
+    results = list(Classifier.from_bundle(trained, device="cpu").classify_many([t.path for t in val]))
+    truth = [t.label for t in val]
+    assert [p["predicted"] for p in report["predictions"]] == [r.label for r in results]
+    assert report["track"]["n"] == len(val) == 8
+    assert report["track"]["accuracy"] == pytest.approx(np.mean([r.label == y for r, y in zip(results, truth)]))
+    window_hits = [w.label == y for r, y in zip(results, truth) for w in r.timeline if not w.silent]
+    assert report["window"]["n"] == len(window_hits) == 24
+    assert report["window"]["accuracy"] == pytest.approx(np.mean(window_hits))
+    assert report["track"]["accuracy"] >= 0.6 and report["window"]["accuracy"] >= 0.6
+
+    manifest.write_text(f"path,label\n{val[0].path},Polka\n{val[1].path},Bass\n")
+    with pytest.raises(DataError, match="unknown to model bands: Polka"):
+        evaluate(trained, manifest)
+
+
+def test_cli_evaluate_and_train_errors(trained, corpus, tmp_path, monkeypatch):
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(trained), str(corpus), "--device", "cpu", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "24 tracks scored" in result.output and "track   accuracy" in result.output
+    assert (tmp_path / "r" / "report.json").is_file() and (tmp_path / "r" / "confusion.png").is_file()
+
+    result = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "error:" in result.output and "no such file" in result.output
+    result = runner.invoke(app, ["train", str(corpus), "--out", str(trained)])
+    assert result.exit_code == 2 and "already holds a training run" in result.output
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    result = runner.invoke(app, ["train", str(corpus), "--out", str(tmp_path / "y")])
+    assert result.exit_code == 130 and "--resume" in result.output
+
+
+# --- resume -----------------------------------------------------------------------------
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(corpus, tmp_path, monkeypatch):
+    recipe = dict(epochs=2, progress=False, **FAST)
+    straight = train(corpus, tmp_path / "straight", **recipe)
+
+    calls = {"n": 0}
+    real = train_module.db_to_image
+
+    def stop_in_epoch_2(*args, **kwargs):  # called once per training batch; 6 batches an epoch
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "db_to_image", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, tmp_path / "resumed", **recipe)
+    monkeypatch.undo()
+    log = [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    assert log == [1]
+    with pytest.raises(TrainError, match="cannot change lr"):
+        train(corpus, tmp_path / "resumed", resume=True, lr=0.5, progress=False)
+
+    resumed = train(corpus, tmp_path / "resumed", resume=True, progress=False)
+    log = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2]
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoint.pt", weights_only=False)
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 2
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6)
+    straight_log = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [e["val_loss"] for e in log] == pytest.approx([e["val_loss"] for e in straight_log], abs=1e-4)
+
+    # a finished run can be extended: the schedule stretches to the new epoch count
+    train(corpus, straight, resume=True, epochs=4, progress=False)
+    log = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2, 3, 4]
+    assert log[1]["lr"] == 0.0 and log[2]["lr"] == pytest.approx(1e-3 * lr_factor(18, 6, 24)) and log[3]["lr"] == 0.0
+
+
+# --- initialisation ---------------------------------------------------------------------
+
+
+def test_init_from_a_bundle_keeps_or_replaces_the_head(tiny_bundle):
+    base = load_bundle(tiny_bundle)
+    labels = base.config.labels  # Blues, Jazz, Metal, Reggae
+    model, config, info = _initial_model(TrainConfig(init=str(tiny_bundle)), list(reversed(labels)), progress=False)
+    assert config.labels == labels and not info["head_replaced"]  # same classes: the bundle's order and head
+    assert config.preprocessing == base.config.preprocessing  # kept unless overridden
+    for key, value in base.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+
+    model, config, info = _initial_model(TrainConfig(init=str(tiny_bundle), window=1.5), ["Polka", "Jazz"], progress=False)
+    assert config.labels == ["Polka", "Jazz"] and info["head_replaced"]
+    assert model.heads.head.weight.shape == (2, 192) and config.preprocessing.window_seconds == 1.5
+    for key, value in base.model.state_dict().items():
+        if not key.startswith("heads."):
+            assert torch.equal(model.state_dict()[key], value)
+    with pytest.raises(TrainError, match="cannot be fine-tuned as vit_s_16"):
+        _initial_model(TrainConfig(init=str(tiny_bundle), arch="vit_s_16"), labels, progress=False)
+
+
+def test_init_imagenet_offline_is_a_clear_error(monkeypatch, corpus, tmp_path):
+    def offline(url, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(TrainError) as e:
+        train(corpus, tmp_path / "run", init="imagenet", arch="vit_b_16", image_size=32, progress=False)
+    message = str(e.value)
+    assert "https://download.pytorch.org/models/vit_b_16-c867db91.pth" in message and "--init none" in message
+    assert "name resolution" in message and not (tmp_path / "run").exists()
+    with pytest.raises(TrainError, match="vit_b_16 only"):
+        train(corpus, tmp_path / "run", init="imagenet", arch="vit_ti_16", progress=False)
+
+
+def test_init_imagenet_resizes_position_embeddings(monkeypatch):
+    from torchvision.models import vit_b_16
+
+    torch.manual_seed(0)
+    published = vit_b_16().state_dict()  # stands in for the ImageNet weights (224 px, 1000 classes)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda url, **kwargs: published)
+    model, config, info = _initial_model(TrainConfig(init="imagenet", arch="vit_b_16", image_size=32), ["a", "b", "c"], progress=False)
+    state = model.state_dict()
+    assert state["encoder.pos_embedding"].shape == (1, 5, 768) and state["heads.head.weight"].shape == (3, 768)
+    assert torch.equal(state["encoder.pos_embedding"][:, 0], published["encoder.pos_embedding"][:, 0])  # class token's
+    assert torch.equal(state["conv_proj.weight"], published["conv_proj.weight"])
+    assert config.preprocessing.mean == (0.485, 0.456, 0.406) and info == {"from": "imagenet"}
