@@ -164,7 +164,7 @@ def import_torchvision(
     state_dict: Annotated[Path, typer.Argument(help="A torchvision ViT state dict (.pt/.pth) with a Linear head.")],
     labels: Annotated[Path, typer.Option("--labels", help="Labels in output order: one a line, or a JSON list.")],
     out: OutOpt,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="vit_b_16, vit_s_16 or vit_ti_16 (default: from the weights).")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="vit_b_16, vit_s_16, vit_ti_16 or vit_mini_16 (default: from the weights).")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size (default: from the weights, e.g. 224).")] = None,
     preprocessing: Annotated[Optional[Path], typer.Option("--preprocessing", help="JSON object of Preprocessing fields the model was trained with.")] = None,
     aggregation: AggregationOpt = "mean",
@@ -219,7 +219,7 @@ def serve(
 def train(
     data: Annotated[Path, typer.Argument(help="A folder per label (or with a manifest.csv), or a CSV/JSON manifest with path,label.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory: bundle, checkpoint.pt, train_log.jsonl (default: runs/DATA-ARCH).")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="vit_ti_16 (default), vit_s_16 or vit_b_16.")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="vit_ti_16 (default), vit_mini_16, vit_s_16 or vit_b_16.")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Model input size in pixels (default 128).")] = None,
     window: Annotated[Optional[float], typer.Option("--window", min=0.1, help="Window length in seconds (default 8).")] = None,
     hop: Annotated[Optional[float], typer.Option("--hop", min=0.1, help="Hop between validation/inference windows in seconds (default 4).")] = None,

@@ -94,9 +94,10 @@ def import_torchvision(
     if head is None or head.dim() != 2 or pos is None:
         raise CheckpointError(f"{name}: not a torchvision ViT with a Linear head (no heads.head.weight / encoder.pos_embedding)")
     if arch is None:
-        arch = next((a for a, spec in ARCHITECTURES.items() if spec["hidden_dim"] == head.shape[1]), None)
+        layers = len({k.split(".")[2] for k in state if k.startswith("encoder.layers.")})
+        arch = next((a for a, spec in ARCHITECTURES.items() if (spec["hidden_dim"], spec["num_layers"]) == (head.shape[1], layers)), None)
         if arch is None:
-            raise CheckpointError(f"{name}: hidden size {head.shape[1]} matches none of {', '.join(ARCHITECTURES)}")
+            raise CheckpointError(f"{name}: {layers} layers of width {head.shape[1]} match none of {', '.join(ARCHITECTURES)}")
     if image_size is None:
         image_size = round((pos.shape[1] - 1) ** 0.5) * ARCHITECTURES.get(arch, {}).get("patch_size", 16)
     names = labels if isinstance(labels, list) else read_labels(labels)

@@ -7,11 +7,13 @@ from typing import Any
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-# Presets: the torchvision ViT-B/16 as torchvision builds it, plus the DeiT-sized smaller ones.
+# Presets: the torchvision ViT-B/16 as torchvision builds it, the DeiT-sized smaller ones, and a
+# 6-layer ViT-Ti ("mini") that trains and runs twice as fast on a CPU (the built-in model).
 ARCHITECTURES: dict[str, dict[str, int]] = {
     "vit_b_16": dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
     "vit_s_16": dict(patch_size=16, num_layers=12, num_heads=6, hidden_dim=384, mlp_dim=1536),
     "vit_ti_16": dict(patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768),
+    "vit_mini_16": dict(patch_size=16, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768),
 }
 HEAD_TYPES = ("linear", "mlp")
 

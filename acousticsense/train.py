@@ -65,7 +65,7 @@ class TrainError(ValueError):
 class TrainConfig:
     """The training recipe. ``None`` means the default, or the ``init`` bundle's value."""
 
-    arch: str | None = None  # vit_ti_16 | vit_s_16 | vit_b_16
+    arch: str | None = None  # a model.ARCHITECTURES name; vit_ti_16 by default
     image_size: int | None = None  # 128
     window: float | None = None  # seconds per window, 8
     hop: float | None = None  # seconds between validation windows, 4

@@ -16,7 +16,7 @@ from torchvision.models import vit_b_16
 from torchvision.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
-from acousticsense.bundle import load_bundle
+from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
 from acousticsense.features import mel_power, power_to_db, windows_to_images
 from acousticsense.importers import (
@@ -169,9 +169,9 @@ def test_non_checkpoints_are_refused(tmp_path):
         load_state_dict(tmp_path / "evil.pt")
 
 
-def vit_ti(num_classes: int, image_size: int = 64) -> VisionTransformer:
+def vit_ti(num_classes: int, image_size: int = 64, num_layers: int = 12) -> VisionTransformer:
     torch.manual_seed(1)
-    model = VisionTransformer(image_size=image_size, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768, num_classes=num_classes)
+    model = VisionTransformer(image_size=image_size, patch_size=16, num_layers=num_layers, num_heads=3, hidden_dim=192, mlp_dim=768, num_classes=num_classes)
     nn.init.normal_(model.heads.head.weight, std=0.5)
     return model.eval()
 
@@ -193,6 +193,12 @@ def test_torchvision_import_is_exact(tmp_path):
         import_torchvision(tmp_path / "mine.pth", tmp_path / "four.txt", tmp_path / "b2")
     with pytest.raises(CheckpointError, match=r"^mine.pth: does not fit vit_s_16"):
         import_torchvision(tmp_path / "mine.pth", tmp_path / "labels.json", tmp_path / "b3", arch="vit_s_16")
+
+    torch.save(vit_ti(5, num_layers=6).state_dict(), tmp_path / "six.pth")  # as wide as vit_ti_16, half as deep
+    assert read_config(import_torchvision(tmp_path / "six.pth", tmp_path / "labels.json", tmp_path / "b4")).architecture["name"] == "vit_mini_16"
+    torch.save(vit_ti(5, num_layers=4).state_dict(), tmp_path / "four.pth")
+    with pytest.raises(CheckpointError, match=r"^four.pth: 4 layers of width 192 match none of"):
+        import_torchvision(tmp_path / "four.pth", tmp_path / "labels.json", tmp_path / "b5")
 
 
 def test_pull_offline_says_what_to_fetch(monkeypatch, tmp_path):

@@ -21,7 +21,7 @@ def test_torchvision_vit_b_16_state_dict_gives_identical_logits():
     assert expected.std() > 0  # the head is not the all-zero initialisation
 
 
-@pytest.mark.parametrize("name,params_m", [("vit_ti_16", 5.72), ("vit_s_16", 21.7), ("vit_b_16", 85.8)])
+@pytest.mark.parametrize("name,params_m", [("vit_mini_16", 3.05), ("vit_ti_16", 5.72), ("vit_s_16", 21.7), ("vit_b_16", 85.8)])
 def test_presets_have_the_published_sizes(name, params_m):
     model = build_model(name, num_classes=1000, image_size=224)
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params_m, rel=0.02)
