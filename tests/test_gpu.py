@@ -1,0 +1,30 @@
+"""The same answers on CUDA as on the CPU (skipped where no GPU is present, as in CI)."""
+
+import pytest
+import torch
+
+from acousticsense.features import Preprocessing, frame_windows, mel_power, power_to_db, windows_to_images
+from acousticsense.inference import Classifier
+from conftest import music_like
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_features_on_gpu_match_cpu():
+    pre = Preprocessing()
+    windows, _ = frame_windows(torch.from_numpy(music_like(20.0, seed=4)[0]), pre)
+    cpu_db = power_to_db(mel_power(windows, pre), pre)
+    gpu_db = power_to_db(mel_power(windows.cuda(), pre), pre).cpu()
+    assert (cpu_db - gpu_db).abs().max() < 0.01
+    assert (windows_to_images(windows, pre) - windows_to_images(windows.cuda(), pre).cpu()).abs().max() < 1e-3
+
+
+def test_classify_on_gpu_matches_cpu(tiny_bundle, clip_mp3):
+    cpu = Classifier.from_bundle(tiny_bundle, device="cpu").classify(clip_mp3)
+    gpu_clf = Classifier.from_bundle(tiny_bundle, device="cuda")
+    gpu = gpu_clf.classify(clip_mp3)
+    assert next(gpu_clf.model.parameters()).is_cuda
+    assert [g.label for g in gpu.top_k] == [g.label for g in cpu.top_k]
+    assert max(abs(a.probability - b.probability) for a, b in zip(gpu.top_k, cpu.top_k)) < 1e-3
+    many = list(gpu_clf.classify_many([clip_mp3, clip_mp3]))
+    assert [g.label for g in many[1].top_k] == [g.label for g in cpu.top_k]
