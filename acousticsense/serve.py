@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from starlette.concurrency import run_in_threadpool
 
 from .audio import AudioError, load_audio
+from .bundle import BundleConfig
 from .features import mel_filters, mel_power, power_to_db
 from .inference import Classifier, Result
 
@@ -165,18 +166,47 @@ def timeline_figure(result: Result, labels: list[str]) -> Figure:
     return fig
 
 
-def model_card(config: Any) -> str:
-    """Markdown: what the model is, what it was trained on, how it scored on held-out data."""
-    arch = config.architecture
+def model_card(config: BundleConfig) -> str:
+    """Markdown: what the model is, what it was trained on, how it scored on held-out data.
+
+    Bundles made by ``acousticsense train`` / ``evaluate --record`` get a summary of their data,
+    recipe and scores; any other provenance (e.g. an imported checkpoint's source) is listed as it is.
+    """
+    arch, pre, p, m = config.architecture, config.preprocessing, config.provenance, config.metrics
     lines = [
         "### Model card",
         f"**{config.model_id}**: `{arch['name']}` at {arch['image_size']} px, {len(config.labels)} genres: {', '.join(config.labels)}.",
-        f"Windows of {config.preprocessing.window_seconds:g} s every {config.preprocessing.hop_seconds:g} s, {config.aggregation}-aggregated.",
+        f"Windows of {pre.window_seconds:g} s every {pre.hop_seconds:g} s, {config.aggregation}-aggregated.",
     ]
-    for title, items in (("Trained on", config.provenance), ("Held-out metrics", config.metrics)):
-        lines.append(f"\n**{title}**" + ("" if items else ": not recorded"))
-        lines += [f"- {key}: {_short(value)}" for key, value in items.items()]
+    data, recipe = p.get("data"), p.get("recipe")
+    if data and recipe:
+        split = p.get("split", {})
+        lines += [
+            f"\n**Trained on** {_corpus(data)}: {split.get('train_tracks', '?')} tracks for training, {split.get('val_tracks', '?')} for validation.",
+            f"Recipe: {recipe['epochs']} epochs (best: {p.get('epoch', '?')}), batch {recipe['batch_size']}, lr {recipe['lr']:g}, "
+            f"init {recipe['init']}, seed {recipe['seed']}; {p.get('torch', '')}, {p.get('date', '')}.",
+        ]
+    else:
+        lines.append("\n**Provenance**" + ("" if p else ": not recorded"))
+        lines += [f"- {key}: {_short(value)}" for key, value in p.items()]
+    held = m.get("held_out")
+    if held:
+        lines.append(
+            f"\n**Held-out test** on {_corpus(held['data'])}: track accuracy {held['track_accuracy']:.1%}, "
+            f"top-5 {held['track_top5_accuracy']:.1%}, macro-F1 {held['track_macro_f1']:.3f}; "
+            f"window accuracy {held['window_accuracy']:.1%}."
+        )
+    else:
+        lines.append("\n**Held-out test**: not recorded (`acousticsense evaluate BUNDLE DATA --record`).")
+    if "val_track_acc" in m:
+        lines.append(f"Validation (epoch {m.get('epoch', '?')}): track accuracy {m['val_track_acc']:.1%}, window accuracy {m['val_window_acc']:.1%}.")
     return "\n".join(lines)
+
+
+def _corpus(data: dict[str, Any]) -> str:
+    """'320 tracks in 16 genres (synth_version 1, seed 1, ...)' from a recorded corpus description."""
+    generator = ", ".join(f"{k} {v}" for k, v in data.get("manifest", {}).items() if k in ("synth_version", "seed", "seconds"))
+    return f"{data['tracks']} tracks in {data['labels']} genres" + (f" (synthetic corpus: {generator})" if generator else "")
 
 
 def _short(value: Any) -> str:

@@ -13,9 +13,10 @@ import httpx
 import pytest
 import uvicorn
 
-from acousticsense.serve import create_app
+from acousticsense.bundle import DEFAULT_BUNDLE, read_config
+from acousticsense.serve import create_app, model_card
 
-from conftest import TINY_LABELS
+from conftest import TINY_LABELS, tiny_config
 
 
 def free_port() -> int:
@@ -140,3 +141,14 @@ def test_oversized_uploads_get_413(tiny_bundle, clip_bytes):
         assert r.request.headers["transfer-encoding"] == "chunked"
         assert r.status_code == 413
         assert classify(base, clip_bytes[:90_000]).status_code == 200  # under the limit: fine
+
+
+def test_model_card_summarises_training_and_held_out_scores():
+    config = read_config(DEFAULT_BUNDLE)
+    held = config.metrics["held_out"]
+    card = model_card(config)
+    assert "`vit_mini_16` at 128 px, 16 genres" in card
+    assert "**Trained on** 3200 tracks in 16 genres (synthetic corpus: synth_version 1, seed 0, seconds 12.0)" in card
+    assert f"**Held-out test** on 320 tracks in 16 genres (synthetic corpus: synth_version 1, seed 1, seconds 12.0): track accuracy {held['track_accuracy']:.1%}" in card
+    bare = model_card(tiny_config())  # no training record: its provenance as it is
+    assert "- trained_on: nothing (random weights for tests)" in bare and "Held-out test**: not recorded" in bare
