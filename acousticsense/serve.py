@@ -204,7 +204,7 @@ def model_card(config: BundleConfig) -> str:
 
 
 def _corpus(data: dict[str, Any]) -> str:
-    """'320 tracks in 16 genres (synth_version 1, seed 1, ...)' from a recorded corpus description."""
+    """'320 tracks in 16 genres (synthetic corpus: synth_version 1, seed 1, seconds 12.0)' from a recorded corpus description."""
     generator = ", ".join(f"{k} {v}" for k, v in data.get("manifest", {}).items() if k in ("synth_version", "seed", "seconds"))
     return f"{data['tracks']} tracks in {data['labels']} genres" + (f" (synthetic corpus: {generator})" if generator else "")
 
