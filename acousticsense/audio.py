@@ -1,23 +1,52 @@
-"""Decode any common audio file (or bytes / file object) to a mono float32 waveform with PyAV."""
+"""Decode any common audio file (or bytes / file object) to a mono float32 waveform with PyAV.
+
+Every input is untrusted: FFmpeg only ever reads the bytes handed to it (a file opened here,
+bytes, or a file object) and only through the audio container demuxers in :data:`ALLOWED_FORMATS`;
+playlists, stream descriptions and concat lists, which would make it open other files, URLs
+or ports, are refused before they are parsed.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
+import stat
+import wave
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Union
 
 import av
+import av.logging
 import numpy as np
+
+from .errors import AudioError
+
+__all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "DEFAULT_MAX_SECONDS", "load_audio", "source_name"]
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, np.ndarray]
 
 DEFAULT_MAX_SECONDS = 1800.0  # longer inputs are analysed up to this point and flagged
+MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a huge resampled output)
+MAX_SOURCE_RATE = 768_000  # Hz
+MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
+TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
+# FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
+ALLOWED_FORMATS = (
+    "aac", "ac3", "aiff", "amr", "ape", "asf", "au", "avi", "caf", "dts", "eac3", "flac", "flv",
+    "matroska", "webm", "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "mp3", "mpeg", "mpegts", "ogg",
+    "tta", "w64", "wav", "wv",
+)  # fmt: skip
+_CONTAINER_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_whitelist": "none"}
+_REFUSED_FORMAT = re.compile(r"\[(\w+)\] Format not on whitelist")
+_REFERENCES = {  # refused formats whose whole content is a pointer elsewhere
+    "hls": "a playlist", "dash": "a streaming manifest", "concat": "a concat list", "sdp": "a stream description",
+    "rtsp": "a stream description", "rtp": "a stream description", "ffmetadata": "a metadata file", "image2": "an image sequence",
+}  # fmt: skip
 
-
-class AudioError(ValueError):
-    """An input that cannot be analysed; the message names the source and the reason."""
+if av.logging.get_level() is None:  # FFmpeg's own reason then reaches the exception text
+    av.logging.set_level(av.logging.ERROR)
 
 
 @dataclass
@@ -47,21 +76,60 @@ def source_name(source: AudioSource) -> str:
     return str(getattr(source, "name", "<stream>"))
 
 
-def _open_input(source: AudioSource, name: str) -> Union[str, BinaryIO]:
-    if isinstance(source, (bytes, bytearray)):
-        if not source:
-            raise AudioError(f"{name}: empty input (0 bytes)")
-        return io.BytesIO(source)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise AudioError(f"{name}: file not found")
-        if path.is_dir():
-            raise AudioError(f"{name}: is a directory, not an audio file")
-        if path.stat().st_size == 0:
-            raise AudioError(f"{name}: file is empty (0 bytes)")
-        return str(path)
-    return source
+def open_path(path: str | os.PathLike, name: str | None = None) -> BinaryIO:
+    """Open a local file for decoding, or raise :class:`AudioError` with the true reason.
+
+    Regular files and pipes (``<(cmd)``, ``/dev/stdin``) are read; directories, devices and
+    sockets are refused.
+    """
+    name = name or str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise AudioError(f"{name}: file not found") from None
+    except OSError as e:  # a symlink loop, a name too long, no permission on a folder ...
+        raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
+    kind = st.st_mode
+    if stat.S_ISDIR(kind):
+        raise AudioError(f"{name}: is a directory, not an audio file")
+    if stat.S_ISCHR(kind) or stat.S_ISBLK(kind):
+        raise AudioError(f"{name}: is a device, not an audio file")
+    if stat.S_ISSOCK(kind):
+        raise AudioError(f"{name}: is a socket, not an audio file")
+    if stat.S_ISREG(kind) and st.st_size == 0:
+        raise AudioError(f"{name}: file is empty (0 bytes)")
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by load_audio
+    except OSError as e:
+        raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
+
+
+class _Counted(io.RawIOBase):
+    """A read-only view of a file object that counts the bytes read (to tell an empty stream apart)."""
+
+    def __init__(self, raw: BinaryIO, name: str):
+        self.raw, self.name, self.count = raw, name, 0
+        try:
+            self._seekable = bool(raw.seekable())
+        except (AttributeError, OSError, ValueError):
+            self._seekable = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.count += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
 
 
 def load_audio(
@@ -71,11 +139,13 @@ def load_audio(
 ) -> Audio:
     """Decode ``source`` to mono float32 at ``sample_rate``.
 
-    ``source`` is a path, bytes, a binary file object, or an already-decoded mono
-    waveform (a 1-D array taken to be at ``sample_rate``).
+    ``source`` is a path, bytes, a binary file object (seekable or not: a pipe, ``sys.stdin.buffer``),
+    or an already-decoded mono waveform (a 1-D array taken to be at ``sample_rate``).
 
-    Decoding streams frame by frame through FFmpeg's resampler, so only the output
-    (mono, target rate, at most ``max_seconds``) is ever held in memory.
+    Decoding streams frame by frame through FFmpeg's resampler (rebuilt whenever the stream's
+    rate or layout changes), so only the output (mono, target rate, at most ``max_seconds``) is held
+    in memory. A file that decodes to less than its header announces, or that breaks off on corrupt
+    data, carries a ``truncated_input`` / ``decode_error`` warning.
     Raises :class:`AudioError` with a one-line reason for anything that is not usable audio.
     """
     name = source_name(source)
@@ -83,39 +153,121 @@ def load_audio(
         if source.ndim != 1:
             raise AudioError(f"{name}: expected a mono waveform (1-D), got shape {source.shape}")
         return _finish(source.astype(np.float32), name, sample_rate, sample_rate, 1, max_seconds, [])
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise AudioError(f"{name}: empty input (0 bytes)")
+        raw: BinaryIO = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        raw = open_path(source, name)
+    else:
+        raw = source
+    stream = _Counted(raw, name)
     try:
-        container = av.open(_open_input(source, name), mode="r", metadata_errors="ignore")
-    except AudioError:
-        raise
+        samples, src_rate, channels, warnings = _decode(stream, name, sample_rate, max_seconds)
+    finally:
+        if raw is not source:
+            raw.close()
+    return _finish(samples, name, sample_rate, src_rate, channels, max_seconds, warnings)
+
+
+def _decode(file: _Counted, name: str, sample_rate: int, max_seconds: float | None) -> tuple[np.ndarray, int, int, list[tuple[str, str]]]:
+    try:
+        with av.logging.Capture(local=True):  # keep FFmpeg's messages out of stderr: the reason goes in the error
+            container = av.open(file, mode="r", container_options=_CONTAINER_OPTIONS, metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError) as e:
+        if file.count == 0:
+            raise AudioError(f"{name}: empty input (0 bytes)") from None
+        refused = _REFUSED_FORMAT.search(str(e))
+        if refused:
+            fmt = refused[1]
+            why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
+            raise AudioError(f"{name}: refused: '{fmt}' is not an audio file format this tool reads{why}") from None
         raise AudioError(f"{name}: not a readable audio file ({_reason(e)})") from None
-    with container:
+    warnings: list[tuple[str, str]] = []
+    declared = _wav_declared_seconds(file) if container.format.name == "wav" else 0.0
+    with container, av.logging.Capture(local=True):
         if not container.streams.audio:
             raise AudioError(f"{name}: contains no audio stream")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:
+            raise AudioError(f"{name}: its audio codec is unknown or not supported")
         src_rate = stream.codec_context.sample_rate or stream.rate or 0
         channels = stream.codec_context.channels or 0
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        limit = None if max_seconds is None else int(max_seconds * sample_rate)
+        _check_rate(src_rate, name)
+        announced = max(declared, _announced_seconds(container, stream))
+        limit = math.inf if max_seconds is None else int(max_seconds * sample_rate)
         chunks: list[np.ndarray] = []
-        total, warnings = 0, []
+        total, setup, resampler = 0, None, None
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # let the resampler count samples; broken timestamps must not skew it
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += len(chunk)
-                if limit is not None and total > limit:
+                layout = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if layout != setup:  # a stream may change rate or channels mid-way (concatenated AAC, radio)
+                    _check_rate(frame.sample_rate, name)
+                    if resampler is not None:
+                        total += _drain(resampler, None, chunks)
+                    resampler, setup = av.AudioResampler(format="flt", layout="mono", rate=sample_rate), layout
+                total += _drain(resampler, frame, chunks)
+                if total > limit:
                     break
             else:
-                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-        except av.FFmpegError as e:
-            if not chunks:
-                raise AudioError(f"{name}: cannot decode audio ({_reason(e)})") from None
-            warnings.append(("decode_error", f"decoding stopped early at {total / sample_rate:.1f} s ({_reason(e)}); the rest is ignored"))
+                if resampler is not None:
+                    total += _drain(resampler, None, chunks)
+        except (av.FFmpegError, ValueError) as e:
+            if not total:
+                hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
+                raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
+            of = f" of the {announced:.1f} s announced" if announced > total / sample_rate else ""
+            warnings.append(("decode_error", f"decoding stopped on corrupt data after {total / sample_rate:.1f} s{of} ({_reason(e)}); the rest is ignored"))
+        else:
+            decoded = total / sample_rate
+            if total <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
+                warnings.append(("truncated_input", f"the file announces {announced:.1f} s but only {decoded:.1f} s decode: it is cut short (an incomplete download?)"))
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return _finish(samples, name, sample_rate, src_rate, channels, max_seconds, warnings)
+    return samples, src_rate, channels, warnings
+
+
+def _drain(resampler: av.AudioResampler, frame: av.AudioFrame | None, chunks: list[np.ndarray]) -> int:
+    """Resample ``frame`` (None: flush) into ``chunks``; returns the samples added."""
+    added = 0
+    for out in resampler.resample(frame):
+        chunk = out.to_ndarray().reshape(-1)
+        chunks.append(chunk)
+        added += len(chunk)
+    return added
+
+
+def _check_rate(rate: int, name: str) -> None:
+    if rate and not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioError(f"{name}: sample rate {rate} Hz is not plausible audio (expected {MIN_SOURCE_RATE:,}–{MAX_SOURCE_RATE:,} Hz)")
+
+
+def _announced_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:
+    """The duration the header or index claims (0 when unknown)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else 0.0
+
+
+def _wav_declared_seconds(file: _Counted) -> float:
+    """What a PCM WAV header claims its data lasts (FFmpeg clamps it to the file size); 0 when unknown.
+
+    Streaming writers put 0 or 0xFFFFFFFF in the size field: those claim nothing.
+    """
+    if not file.seekable():
+        return 0.0
+    position = file.tell()
+    try:
+        file.seek(0)
+        with wave.open(file) as w:
+            frames, rate, frame_bytes = w.getnframes(), w.getframerate(), w.getsampwidth() * w.getnchannels()
+    except (wave.Error, EOFError, OSError, ValueError):
+        return 0.0
+    finally:
+        file.seek(position)
+    if not rate or not frames or frames * frame_bytes >= 0xFFFFFFFF - frame_bytes:
+        return 0.0
+    return frames / rate
 
 
 def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, channels: int, max_seconds: float | None, warnings: list[tuple[str, str]]) -> Audio:
@@ -125,9 +277,14 @@ def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, cha
         samples = samples[: int(max_seconds * sample_rate)]
     if samples.size == 0:
         raise AudioError(f"{name}: contains no audio samples")
-    if not np.isfinite(samples).all():
+    lo, hi = float(samples.min()), float(samples.max())  # NaN propagates; no temporary copy of the track
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = int((~np.isfinite(samples)).sum())
         raise AudioError(f"{name}: contains {bad} NaN or infinite samples")
+    peak = max(hi, -lo)
+    if peak > MAX_PEAK:
+        samples = samples / np.float32(peak)
+        warnings.append(("extreme_level", f"samples reach {peak:.3g} times full scale; the audio was scaled down to full scale"))
     if truncated:
         warnings.append(("truncated", f"only the first {max_seconds:g} s were analysed"))
     if 0 < src_rate < sample_rate:
@@ -136,4 +293,6 @@ def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, cha
 
 
 def _reason(e: Exception) -> str:
-    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+    """FFmpeg's reason in one line, without PyAV's call details."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .errors import BundleError, ParameterError
 from .features import Preprocessing
 from .model import build_model
 
@@ -25,10 +26,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 AGGREGATIONS = ("mean", "vote")
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_model"
-
-
-class BundleError(ValueError):
-    """A bundle that is missing, malformed, or whose weights do not match its config."""
 
 
 @dataclass
@@ -78,7 +75,7 @@ class BundleConfig:
             raise BundleError(f"{where}: aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
         try:
             pre = Preprocessing.from_dict(d["preprocessing"])
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, ParameterError) as e:
             raise BundleError(f"{where}: preprocessing: {e}") from None
         if pre.image_size != arch["image_size"]:
             raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")

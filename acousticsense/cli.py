@@ -9,8 +9,25 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+
+from .audio import DEFAULT_MAX_SECONDS
+from .errors import AcousticSenseError
+from .inference import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE
+
+
+class _Commands(TyperGroup):
+    """Every command's user errors (:class:`AcousticSenseError`) become one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except AcousticSenseError as e:
+            fail(" ".join(str(e).split()))
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="acousticsense",
     help="Tell what kind of music a recording is: audio -> mel spectrogram -> ViT -> genres.",
     no_args_is_help=True,
@@ -30,31 +47,39 @@ def fail(message: str, code: int = 2) -> None:
 
 def load_classifier(model: Path | None, device: str | None, **kwargs):
     """The Classifier for a bundle, or a one-line error."""
-    from .bundle import BundleError
     from .inference import Classifier
 
     try:
         return Classifier.from_bundle(model, device=device, **kwargs)
-    except BundleError as e:
-        fail(str(e))
     except RuntimeError as e:  # e.g. an unavailable CUDA device
         fail(f"cannot use device {device!r}: {e}")
 
 
+def _sources(files: list[str]) -> list:
+    """Paths as given; ``-`` is standard input (once)."""
+    if files.count("-") > 1:
+        fail("'-' (standard input) can be given only once")
+    return [sys.stdin.buffer if f == "-" else f for f in files]
+
+
 @app.command()
 def predict(
-    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, mp3, ogg, opus, m4a, ...).")],
+    files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, mp3, ogg, opus, m4a, ...); - reads standard input.", show_default=False)],
     model: ModelOpt = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Genres to report per file.")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Genres to report per file (at least 1).")] = DEFAULT_TOP_K,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: an object for one file, an array for several.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV: one row per file and rank.")] = False,
-    window: Annotated[Optional[float], typer.Option("--window", min=0.1, help="Window length in seconds (default: the model's).")] = None,
-    hop: Annotated[Optional[float], typer.Option("--hop", min=0.1, help="Hop between windows in seconds (default: the model's).")] = None,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", min=1, help="Analyse at most this much of each file.")] = 1800.0,
+    hop: Annotated[Optional[float], typer.Option("--hop", help=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default: the model's).")] = None,
+    window: Annotated[Optional[float], typer.Option("--window", help="Window length in seconds; the model's own unless --override-window.")] = None,
+    override_window: Annotated[bool, typer.Option("--override-window", help="Allow a --window other than the model's (results carry a window_override warning).")] = False,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each file, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = DEFAULT_MAX_SECONDS,
     device: DeviceOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per model batch (across files).")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
 ) -> None:
-    """Classify audio files. Exit code 0 only if every file succeeded."""
+    """Classify audio files. Exit code 0 only if every file succeeded.
+
+    A file that cannot be analysed is one line on stderr (and a failure entry in --json/--csv); the others go on.
+    """
     from tqdm import tqdm
 
     from .inference import Failure
@@ -62,13 +87,10 @@ def predict(
     if as_json and as_csv:
         fail("choose one of --json and --csv")
     clf = load_classifier(model, device, batch_size=batch_size)
-    try:
-        clf.preprocessing(window, hop)
-    except ValueError as e:
-        fail(str(e))
+    clf.options(top_k, window, hop, max_seconds, override_window)  # a bad option stops before any file is read
     results = []
     with tqdm(total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr) as bar:
-        for r in clf.classify_many(files, top_k=top_k, window=window, hop=hop, max_seconds=max_seconds):
+        for r in clf.classify_many(_sources(files), top_k, window, hop, max_seconds, override_window):
             if isinstance(r, Failure):
                 tqdm.write(f"error: {r.error}", file=sys.stderr)
             results.append(r)
@@ -76,7 +98,7 @@ def predict(
     ok = [r for r in results if not isinstance(r, Failure)]
     if as_json:
         docs = [r.to_dict() for r in results]
-        typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+        typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, allow_nan=False))
     elif as_csv:
         _write_csv(results)
     else:
@@ -107,7 +129,8 @@ def _print_tables(results: list) -> None:
 
     console = Console()
     for r in results:
-        table = Table(title=f"{r.source}  ({r.duration:.1f} s, {len(r.timeline)} windows)", title_justify="left")
+        n = len(r.timeline)
+        table = Table(title=f"{r.source}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", title_justify="left")
         table.add_column("#", justify="right")
         table.add_column("genre")
         table.add_column("probability", justify="right")
@@ -123,12 +146,9 @@ def _print_tables(results: list) -> None:
 @app.command()
 def info(bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle directory (default: the built-in model).")] = None) -> None:
     """Show a model bundle's labels, preprocessing, provenance and metrics (JSON)."""
-    from .bundle import DEFAULT_BUNDLE, BundleError, read_config
+    from .bundle import DEFAULT_BUNDLE, read_config
 
-    try:
-        config = read_config(bundle or DEFAULT_BUNDLE)
-    except BundleError as e:
-        fail(str(e))
+    config = read_config(bundle or DEFAULT_BUNDLE)
     typer.echo(json.dumps(config.to_dict(), indent=2))
 
 
@@ -142,7 +162,7 @@ def _imported(run) -> None:
     """Run an import, report the bundle written or a one-line error."""
     try:
         path = run()
-    except (ValueError, OSError) as e:
+    except OSError as e:
         fail(str(e))
     typer.echo(f"wrote {path}; use it with: acousticsense predict --model {path} FILE")
 
@@ -171,6 +191,7 @@ def import_torchvision(
 ) -> None:
     """Import a torchvision ViT checkpoint. Pass the preprocessing it was trained with (--preprocessing)."""
     from . import importers
+    from .errors import ParameterError
     from .features import Preprocessing
 
     def run():
@@ -178,8 +199,8 @@ def import_torchvision(
         if preprocessing is not None:
             try:
                 pre = Preprocessing.from_dict(json.loads(preprocessing.read_text()))
-            except (json.JSONDecodeError, TypeError, AttributeError, ValueError) as e:
-                raise ValueError(f"{preprocessing.name}: invalid preprocessing ({e})") from None
+            except (json.JSONDecodeError, TypeError, AttributeError, AcousticSenseError) as e:
+                raise ParameterError(f"{preprocessing.name}: invalid preprocessing ({e})") from None
         return importers.import_torchvision(state_dict, labels, out, arch, image_size, pre, aggregation)
 
     _imported(run)
@@ -202,8 +223,8 @@ def serve(
     port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
     model: ModelOpt = None,
     device: DeviceOpt = None,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, help="Largest upload accepted (MB); bigger gets 413.")] = 50.0,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", min=1, help="Analyse at most this much of each track.")] = 600.0,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, max=4096, help="Largest upload accepted (MB); bigger gets 413.")] = 50.0,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = 600.0,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests allowed to wait for the model; more get 503.")] = 32,
 ) -> None:
     """Start the web app: the UI at /, the REST API at /api/v1, its docs at /docs."""
@@ -211,9 +232,9 @@ def serve(
 
     from .serve import create_app
 
-    clf = load_classifier(model, device)
+    app = create_app(load_classifier(model, device), max_upload_mb=max_upload_mb, max_seconds=max_seconds, max_queue=max_queue)
     typer.echo(f"AcousticSense on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
-    uvicorn.run(create_app(clf, max_upload_mb=max_upload_mb, max_seconds=max_seconds, max_queue=max_queue), host=host, port=port)
+    uvicorn.run(app, host=host, port=port)
 
 @app.command()
 def train(
@@ -240,7 +261,6 @@ def train(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Decoding threads (default: up to 8).")] = None,
 ) -> None:
     """Train a model bundle (best epoch on validation) on labelled audio. Ctrl-C keeps the last epoch: --resume goes on."""
-    from .bundle import BundleError
     from .train import default_out
     from .train import train as run_training
 
@@ -251,8 +271,6 @@ def train(
     )  # fmt: skip
     try:
         path = run_training(data, out, resume=resume, **{k: v for k, v in recipe.items() if v is not None})
-    except (ValueError, BundleError) as e:
-        fail(str(e))
     except RuntimeError as e:  # e.g. an unavailable CUDA device
         fail(f"training failed: {e}")
     except KeyboardInterrupt:
@@ -270,7 +288,6 @@ def evaluate(
     record: Annotated[bool, typer.Option("--record", help="Also store the headline figures in the bundle's config (metrics.held_out).")] = False,
 ) -> None:
     """Score a bundle on labelled audio: accuracy, macro-F1, top-5, per class; by track and by window."""
-    from .bundle import BundleError
     from .evaluate import evaluate as run_evaluation
     from .evaluate import record_metrics
 
@@ -278,8 +295,6 @@ def evaluate(
         report = run_evaluation(bundle, data, out, device=device, batch_size=batch_size, progress=True)
         if record:
             record_metrics(bundle, report)
-    except (ValueError, BundleError) as e:
-        fail(str(e))
     except RuntimeError as e:
         fail(f"cannot use device {device!r}: {e}")
     t = report["tracks"]
@@ -307,11 +322,8 @@ def synth(
     """Render the synthetic labelled training corpus (resumable: clips already written are kept)."""
     from .synth import GENRES, make_corpus, parse_genres
 
-    try:
-        names = parse_genres([g.strip() for item in genres or GENRES for g in item.split(",") if g.strip()])
-        manifest = make_corpus(out_dir, per_genre, seconds=seconds, seed=seed, genres=names, workers=workers)
-    except ValueError as e:
-        fail(str(e))
+    names = parse_genres([g.strip() for item in genres or GENRES for g in item.split(",") if g.strip()])
+    manifest = make_corpus(out_dir, per_genre, seconds=seconds, seed=seed, genres=names, workers=workers)
     typer.echo(f"manifest: {manifest}")
 
 

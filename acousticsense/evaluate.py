@@ -144,6 +144,6 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike) -> Path:
         fontsize = 9 if len(names) <= 12 else 7
         for i, j in zip(*np.nonzero(counts)):
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=fontsize, color="white" if share[i, j] > 0.5 else "black")
-    fig.suptitle(f"{report['model_id']} on {Path(report['data']['source']).name}")
+    fig.suptitle(f"{report['model_id']} on {report['data']['source']}")
     fig.savefig(path, dpi=110)
     return Path(path)

@@ -6,6 +6,7 @@ config, so a model is always fed exactly what it was trained on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import ParameterError
 
 # Defaults of the built-in models (audio hyperparameters).
 SAMPLE_RATE = 22050
@@ -53,12 +56,16 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
-        if self.hop_seconds <= 0 or self.window_seconds <= 0:
-            raise ValueError("window_seconds and hop_seconds must be positive")
+        for key in ("window_seconds", "hop_seconds", "sample_rate", "n_fft", "hop_length", "n_mels", "image_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ParameterError(f"{key} must be a finite positive number, not {value!r}")
+        if self.window_samples < 1 or self.hop_samples < 1:
+            raise ParameterError(f"window_seconds and hop_seconds must each span at least one sample at {self.sample_rate} Hz")
         if self.short_pad not in ("repeat", "zeros"):
-            raise ValueError(f"short_pad must be 'repeat' or 'zeros', not {self.short_pad!r}")
+            raise ParameterError(f"short_pad must be 'repeat' or 'zeros', not {self.short_pad!r}")
         if isinstance(self.db_ref, str) and self.db_ref != "max":
-            raise ValueError(f"db_ref must be 'max' or a number, not {self.db_ref!r}")
+            raise ParameterError(f"db_ref must be 'max' or a number, not {self.db_ref!r}")
 
     @property
     def window_samples(self) -> int:
@@ -80,7 +87,7 @@ class Preprocessing:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown preprocessing parameters: {', '.join(unknown)}")
+            raise ParameterError(f"unknown preprocessing parameters: {', '.join(unknown)}")
         d = dict(d)
         for key in ("mean", "std"):
             if key in d:
@@ -93,29 +100,48 @@ class Preprocessing:
         return Preprocessing.from_dict({**self.to_dict(), **changes})
 
 
-def frame_windows(samples: torch.Tensor, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut a mono waveform into windows of ``pre.window_samples``.
-
-    Windows start every ``hop_samples``; if the hop grid leaves the end of the track
-    uncovered, one last window is aligned with the end. A clip shorter than one window
-    becomes a single window filled by ``pre.short_pad``. Returns ``(windows (B, L), starts (B,))``
-    with starts in samples.
-    """
-    win, hop, n = pre.window_samples, pre.hop_samples, samples.shape[-1]
+def fit_to_window(samples: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """A mono waveform at least one window long: a shorter clip is filled by ``pre.short_pad``."""
+    win, n = pre.window_samples, samples.shape[-1]
     if n == 0:
         raise ValueError("empty waveform")
-    if n < win:
-        if pre.short_pad == "repeat":
-            padded = samples.repeat(-(-win // n))[:win]
-        else:
-            padded = F.pad(samples, (0, win - n))
-        return padded[None], torch.zeros(1, dtype=torch.long)
-    starts = list(range(0, n - win + 1, hop))
+    if n >= win:
+        return samples
+    return samples.repeat(-(-win // n))[:win] if pre.short_pad == "repeat" else F.pad(samples, (0, win - n))
+
+
+def window_starts(n: int, pre: Preprocessing) -> torch.Tensor:
+    """Start sample of each window over ``n >= window_samples`` samples.
+
+    Windows start every ``hop_samples``; if the hop grid leaves the end of the track
+    uncovered, one last window is aligned with the end.
+    """
+    win, hop = pre.window_samples, pre.hop_samples
+    starts = list(range(0, max(n - win, 0) + 1, hop))
     if starts[-1] + win < n:
         starts.append(n - win)
-    starts_t = torch.tensor(starts, dtype=torch.long, device=samples.device)
-    index = starts_t[:, None] + torch.arange(win, device=samples.device)[None]
-    return samples[index], starts_t
+    return torch.tensor(starts, dtype=torch.long)
+
+
+def window_count(n: int, pre: Preprocessing) -> int:
+    """How many windows :func:`window_starts` places over ``n`` samples (without listing them)."""
+    return 1 + max(0, -(-(n - pre.window_samples) // pre.hop_samples))
+
+
+def gather_windows(samples: torch.Tensor, starts: torch.Tensor, win: int) -> torch.Tensor:
+    """The windows (B, win) starting at ``starts``: only these are copied (no index tensor of their size)."""
+    return samples.unfold(-1, win, 1)[starts.to(samples.device)]
+
+
+def frame_windows(samples: torch.Tensor, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a mono waveform into windows of ``pre.window_samples`` (see :func:`window_starts`).
+
+    A clip shorter than one window becomes a single window filled by ``pre.short_pad``.
+    Returns ``(windows (B, L), starts (B,))`` with starts in samples.
+    """
+    samples = fit_to_window(samples, pre)
+    starts = window_starts(samples.shape[-1], pre)
+    return gather_windows(samples, starts, pre.window_samples), starts.to(samples.device)
 
 
 def window_rms_db(windows: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import torch
 
 from .bundle import BundleConfig, save_bundle, weights_mismatch
+from .errors import AcousticSenseError
 from .features import Preprocessing
 from .model import ARCHITECTURES, build_model
 
@@ -54,7 +55,7 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 HUB_TIMEOUT = 5.0  # seconds to wait for the hub before calling it offline
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AcousticSenseError):
     """A checkpoint, labels file or download that cannot become a bundle (message: "NAME: reason")."""
 
 

@@ -27,6 +27,8 @@ import pretty_midi
 from scipy.signal import butter, fftconvolve, sosfilt
 from tqdm import tqdm
 
+from .errors import ParameterError
+
 SYNTH_VERSION = "1"
 SAMPLE_RATE = 22050
 GENRES = ("Blues", "Classical", "Jazz", "Folk", "Pop", "Electronic", "Disco", "Rock",
@@ -353,11 +355,11 @@ def slug(genre: str) -> str:
 
 
 def parse_genres(names: Sequence[str]) -> tuple[str, ...]:
-    """Canonical genre names for `names` (case-insensitive; slugs accepted); ValueError for unknown ones."""
+    """Canonical genre names for `names` (case-insensitive; slugs accepted); ParameterError for unknown ones."""
     lookup = {key: g for g in GENRES for key in (g.lower(), slug(g))}
     unknown = [n for n in names if n.lower() not in lookup]
     if unknown or not names:
-        raise ValueError(f"unknown genre(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid genres: {', '.join(GENRES)}")
+        raise ParameterError(f"unknown genre(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid genres: {', '.join(GENRES)}")
     return tuple(dict.fromkeys(lookup[n.lower()] for n in names))
 
 
@@ -378,7 +380,7 @@ def scale_fits(scale: str, progression: str) -> bool:
 def _soundfont(soundfont: str | None) -> str:
     path = Path(soundfont) if soundfont else DEFAULT_SOUNDFONT
     if not path.is_file():
-        raise ValueError(f"SoundFont not found: {path}")
+        raise ParameterError(f"SoundFont not found: {path}")
     return str(path)
 
 
@@ -681,7 +683,7 @@ def clip_params(genre: str, rng_seed: int, seconds: float, sample_rate: int = SA
                 soundfont: str | None = None) -> dict:
     """The JSON-serialisable generation parameters of a clip (what `render_clip` returns), without rendering."""
     if genre not in STYLES:
-        raise ValueError(f"unknown genre {genre!r}; valid genres: {', '.join(GENRES)}")
+        raise ParameterError(f"unknown genre {genre!r}; valid genres: {', '.join(GENRES)}")
     style, rng = STYLES[genre], _streams(rng_seed)[0]
     tempo = round(float(rng.uniform(*style.tempo)), 1)
     groove = _pick(rng, style.drums)
@@ -768,7 +770,7 @@ def _render(stems: list[tuple[pretty_midi.Instrument, float]], sample_rate: int,
     try:
         sfid = synth.sfload(soundfont)
         if sfid < 0:
-            raise ValueError(f"FluidSynth could not load SoundFont {soundfont}")
+            raise ParameterError(f"FluidSynth could not load SoundFont {soundfont}")
         waves = []
         for inst, gain in stems:
             synth.system_reset()
@@ -819,7 +821,7 @@ def render_clip(genre: str, rng_seed: int, seconds: float, sample_rate: int = SA
                 soundfont: str | None = None) -> tuple[np.ndarray, dict]:
     """Compose and render one clip: mono float32 audio of round(seconds * sample_rate) samples and its parameters."""
     if seconds <= 0:
-        raise ValueError(f"seconds must be positive, got {seconds}")
+        raise ParameterError(f"seconds must be positive, got {seconds}")
     params = clip_params(genre, rng_seed, seconds, sample_rate, soundfont)
     _, note_rng, fx_rng = _streams(rng_seed)
     mix = _render(_arrange(params, note_rng), sample_rate, _soundfont(soundfont))
@@ -888,7 +890,7 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
     """
     names = parse_genres(genres)
     if per_genre < 1 or seconds <= 0 or seed < 0:
-        raise ValueError(f"need per_genre >= 1, seconds > 0 and seed >= 0 (got {per_genre}, {seconds}, {seed})")
+        raise ParameterError(f"need per_genre >= 1, seconds > 0 and seed >= 0 (got {per_genre}, {seconds}, {seed})")
     sf, out = _soundfont(soundfont), Path(out_dir)
     config = {"synth_version": SYNTH_VERSION, "seed": seed, "seconds": float(seconds), "sample_rate": SAMPLE_RATE,
               "soundfont": Path(sf).name}
@@ -896,7 +898,7 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
     if manifest_json.exists():
         old = json.loads(manifest_json.read_text(encoding="utf-8"))
         if {k: old.get(k) for k in config} != config:
-            raise ValueError(f"{out} holds a corpus made with other settings "
+            raise ParameterError(f"{out} holds a corpus made with other settings "
                              f"({json.dumps({k: old.get(k) for k in config})}); use a new folder")
     out.mkdir(parents=True, exist_ok=True)
     header = {**config, "per_genre": per_genre, "genres": list(names)}

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .audio import AudioError, load_audio
+from .audio import load_audio
+from .errors import AcousticSenseError, AudioError
 from .bundle import CONFIG_NAME, BundleConfig, load_bundle, save_bundle
-from .features import Preprocessing, db_to_image, frame_windows, mel_power, power_to_db, window_rms_db, windows_to_images
+from .features import Preprocessing, db_to_image, fit_to_window, frame_windows, mel_power, power_to_db, window_count, window_rms_db, windows_to_images
 from .inference import aggregate, default_device
 from .model import ARCHITECTURES
 
@@ -53,11 +54,11 @@ DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download counts as
 RESUMABLE = ("epochs", "patience", "device", "workers")  # recipe entries a resumed run may change
 
 
-class DataError(ValueError):
+class DataError(AcousticSenseError):
     """DATA cannot be used: missing, malformed manifest, or a label without usable tracks."""
 
 
-class TrainError(ValueError):
+class TrainError(AcousticSenseError):
     """A recipe or output directory that cannot be used (message says which and why)."""
 
 
@@ -148,7 +149,8 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
     found = {t.label for t in tracks}
     listed = meta.get("genres") or meta.get("labels")
     labels = [x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found)
-    info: dict[str, Any] = {"source": str(root.resolve()), "format": kind, "tracks": len(tracks), "labels": len(labels)}
+    # the corpus by its name only: a bundle must not carry the build machine's folders
+    info: dict[str, Any] = {"source": root.resolve().name, "format": kind, "tracks": len(tracks), "labels": len(labels)}
     scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and k != "tracks"}
     if scalars:
         info["manifest"] = scalars  # e.g. the synthetic corpus' generator version and seed
@@ -257,14 +259,8 @@ def _featurize(track: Track, pre: Preprocessing, for_val: bool) -> Any:
         windows = windows[window_rms_db(windows) >= pre.silence_db]
         return torch.cat([windows_to_images(w, pre) for w in windows.split(16)]) if len(windows) else None
     count = window_count(len(samples), pre)
-    if len(samples) < pre.window_samples:
-        samples = frame_windows(samples, pre)[0][0]  # padded exactly as inference pads a short clip
+    samples = fit_to_window(samples, pre)  # a short clip is padded exactly as inference pads it
     return mel_power(samples[None], pre)[0], count
-
-
-def window_count(n: int, pre: Preprocessing) -> int:
-    """How many windows :func:`frame_windows` cuts from ``n`` samples (without cutting them)."""
-    return 1 + max(0, -(-(n - pre.window_samples) // pre.hop_samples))
 
 
 def _load(train: list[Track], val: list[Track], labels: list[str], pre: Preprocessing, workers: int, progress: bool) -> tuple[_TrainSet, _ValSet, dict[str, int]]:
@@ -553,7 +549,7 @@ def _initial_model(config: TrainConfig, labels: list[str], progress: bool) -> tu
         pre, head, aggregation = base.config.preprocessing, base.config.architecture.get("head", {"type": "linear"}), base.config.aggregation
         if set(labels) == set(base.config.labels):
             labels = list(base.config.labels)  # same classes: keep the bundle's order and its head
-        info = {"from": "bundle", "path": str(Path(init).resolve()), "model_id": base.config.model_id, "head_replaced": labels != base.config.labels}
+        info = {"from": "bundle", "path": Path(init).resolve().name, "model_id": base.config.model_id, "head_replaced": labels != base.config.labels}
     changes = {"window_seconds": config.window, "hop_seconds": config.hop, "image_size": config.image_size}
     pre = pre.replace(**{k: v for k, v in changes.items() if v is not None})
     bundle_config = BundleConfig(

@@ -22,6 +22,7 @@ ENCODINGS = {
     ".ogg": ("ogg", "vorbis"),
     ".opus": ("ogg", "libopus"),
     ".m4a": ("mp4", "aac"),
+    ".aac": ("adts", "aac"),
 }
 
 
@@ -63,6 +64,29 @@ def write_audio(path: Path, samples: np.ndarray, sr: int) -> Path:
                     container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return path
+
+
+def video(path: Path, with_audio: bool) -> Path:
+    """A 2 s mpeg4 video in mp4, with or without an AAC track."""
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("mpeg4", rate=10)
+        v.width, v.height = 32, 32
+        a = c.add_stream("aac", rate=22050, layout="mono") if with_audio else None
+        for i in range(20):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 10, np.uint8), format="rgb24")):
+                c.mux(p)
+        if a is not None:
+            y = music_like(2.0, 22050)
+            for i in range(0, y.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[:, i : i + 1024]), format="fltp", layout="mono")
+                frame.sample_rate = 22050
+                for p in a.encode(frame):
+                    c.mux(p)
+            for p in a.encode(None):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
     return path
 
 

@@ -1,13 +1,15 @@
 """Decoding: every common format, bytes and file objects, and a clear error for each bad input."""
 
 import io
+import os
 import wave
+
 
 import numpy as np
 import pytest
 
 from acousticsense.audio import AudioError, load_audio
-from conftest import ENCODINGS, music_like, write_audio
+from conftest import ENCODINGS, music_like, video, write_audio
 
 SR = 22050
 
@@ -73,21 +75,6 @@ def test_float_wav_round_trip_and_nan(tmp_path):
         load_audio(_float_wav(tmp_path / "bad.wav", x), SR)
 
 
-def _video_without_audio(path):
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=10)
-        s.width, s.height = 32, 32
-        for _ in range(5):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
-
-
 def _truncated(path, keep=0.1):
     data = path.read_bytes()
     path.write_bytes(data[: max(64, int(len(data) * keep))])
@@ -104,7 +91,7 @@ BAD_INPUTS = {
     "empty": (lambda d: _file(d / "empty.wav", b""), "empty.wav: file is empty"),
     "text_as_mp3": (lambda d: _file(d / "notes.mp3", b"hello, I am not music\n" * 20), "notes.mp3: not a readable audio file"),
     "directory": (lambda d: d, "is a directory"),
-    "video_only": (lambda d: _video_without_audio(d / "video.mp4"), "video.mp4: contains no audio stream"),
+    "video_only": (lambda d: video(d / "video.mp4", with_audio=False), "video.mp4: contains no audio stream"),
     "truncated_header_wav": (lambda d: _truncated(write_audio(d / "cut.wav", music_like(1.0), SR), 0.0), "cut.wav: "),
 }
 
@@ -119,10 +106,78 @@ def test_bad_input_is_a_one_line_error_naming_the_file(tmp_path, case):
 
 
 @pytest.mark.parametrize("ext", [".wav", ".mp3"])
-def test_truncated_file_keeps_what_decodes(tmp_path, ext):
-    path = _truncated(write_audio(tmp_path / f"half{ext}", music_like(4.0, SR), SR), keep=0.5)
+def test_a_file_cut_short_says_so(tmp_path, ext):
+    path = _truncated(write_audio(tmp_path / f"half{ext}", music_like(8.0, SR), SR), keep=0.5)
     audio = load_audio(path, SR)
-    assert 1.0 < audio.duration < 3.0
+    assert 3.0 < audio.duration < 5.0
+    [(code, message)] = audio.warnings
+    assert code == "truncated_input" and "announces 8.0 s" in message and f"only {audio.duration:.1f} s decode" in message
+    whole = load_audio(write_audio(tmp_path / f"whole{ext}", music_like(8.0, SR), SR), SR)
+    assert whole.warnings == []
+
+
+def test_streaming_wav_sizes_claim_nothing(tmp_path):
+    x = (music_like(1.0)[0] * 32767).astype("<i2")
+    for declared in (0, 0xFFFFFFFF):
+        path = tmp_path / f"stream{declared}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR), w.writeframes(x.tobytes())
+        data = bytearray(path.read_bytes())
+        data[data.index(b"data") + 4 : data.index(b"data") + 8] = declared.to_bytes(4, "little")
+        path.write_bytes(bytes(data))
+        assert [c for c, _ in load_audio(path, SR).warnings] == []
+
+
+def test_corrupt_data_mid_file_is_a_decode_error_warning(tmp_path):
+    path = write_audio(tmp_path / "c.flac", music_like(8.0, 44100, channels=2), 44100)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # FLAC frames stop mid-way: the decoder reports an error
+    audio = load_audio(path, SR)
+    [(code, message)] = audio.warnings
+    assert code == "decode_error" and f"after {audio.duration:.1f} s of the 8.0 s announced" in message
+
+
+def test_sample_rate_change_mid_stream(tmp_path):
+    """Concatenated ADTS AAC (44.1 kHz, then 22.05 kHz): the resampler follows, nothing is lost."""
+    parts = [write_audio(tmp_path / f"{rate}.aac", music_like(2.0, rate, channels=2), rate).read_bytes() for rate in (44100, 22050)]
+    audio = load_audio(b"".join(parts), SR)
+    assert 3.9 < audio.duration < 4.3
+
+
+def test_lying_sample_rate_is_refused(tmp_path):
+    x = (music_like(1.0)[0] * 32767).astype("<i2")
+    with wave.open(str(tmp_path / "slow.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(1), w.writeframes(x.tobytes())
+    with pytest.raises(AudioError, match=r"slow\.wav: sample rate 1 Hz is not plausible"):
+        load_audio(tmp_path / "slow.wav", SR)
+
+
+def test_huge_float_samples_are_scaled_not_nan(tmp_path):
+    x = music_like(1.0)[0]
+    audio = load_audio(_float_wav(tmp_path / "loud.wav", x * 1e20), SR)
+    assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() == pytest.approx(1.0)
+    assert np.allclose(audio.samples, x / np.abs(x).max(), atol=1e-6)
+    assert [c for c, _ in audio.warnings] == ["extreme_level"]
+
+
+@pytest.mark.parametrize("name", ["Live: take 1.wav", "http:song.wav", "file:x.wav", "música 'ñ'.wav"])
+def test_names_are_paths_never_urls_or_protocols(tmp_path, name):
+    x = (music_like(1.0)[0] * 32767).astype("<i2")
+    with wave.open(str(tmp_path / name), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR), w.writeframes(x.tobytes())
+    assert abs(load_audio(tmp_path / name, SR).duration - 1.0) < 0.01
+
+
+def test_special_files_say_what_they_are(tmp_path):
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    with pytest.raises(AudioError, match="loop.wav: cannot open .Too many levels of symbolic links"):
+        load_audio(tmp_path / "loop.wav", SR)
+    with pytest.raises(AudioError, match="/dev/zero: is a device"):
+        load_audio("/dev/zero", SR)
+    r, w = os.pipe()
+    os.close(w)  # an empty pipe
+    with os.fdopen(r, "rb") as empty, pytest.raises(AudioError, match="empty input"):
+        load_audio(empty, SR)
 
 
 def test_empty_bytes_and_bad_array():

@@ -1,16 +1,22 @@
-"""The Gradio page in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)."""
+"""The Gradio page and the API docs in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
 
+from acousticsense.inference import Classifier
 from acousticsense.serve import create_app
+from acousticsense.ui import examples_in
 
-from conftest import music_like, write_audio
+from conftest import TINY_LABELS, music_like, write_audio
 from test_serve import running
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -18,6 +24,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 ARTIFACTS = Path(__file__).parent.parent / "artifacts"
 TOP_GENRE = "#genres [data-testid=label-output-value]"
+PLOTS = "#results img[src^='data:image/png']"
+DESKTOP = {"width": 1400, "height": 1000}
+PHONE = {"width": 390, "height": 844}
 
 pytestmark = [
     pytest.mark.browser,
@@ -50,11 +59,17 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def open_page(browser, url: str, viewport: dict[str, int] = DESKTOP):
+    page = browser.new_page(viewport=viewport)
     page.set_default_timeout(30_000)
     page.goto(url)
+    page.get_by_text("About the model").wait_for()
+    return page
+
+
+@pytest.fixture
+def page(browser, url):
+    page = open_page(browser, url)
     yield page
     page.close()
 
@@ -65,40 +80,151 @@ def api_top_label(url: str, path: Path) -> str:
     return r.json()["top_k"][0]["label"]
 
 
+def upload(page, path: Path) -> None:
+    """Put a file in the clip box, clearing what is there first (as a user would, with its ✕)."""
+    clear = page.locator("#audio-in button[aria-label=Clear]")
+    if clear.count():
+        clear.click()
+    page.locator("#audio-in input[type=file]").set_input_files(str(path))
+
+
+def assert_no_results(page, message: str = "") -> None:
+    page.locator(TOP_GENRE).wait_for(state="detached")
+    assert page.locator(PLOTS).count() == 0
+    assert page.locator("#summary [data-testid=markdown]").inner_text().strip() == message
+    assert not page.locator("#download").is_visible()
+    assert page.locator("#results").get_by_text("Error").filter(visible=True).count() == 0  # no error badges
+
+
 def test_upload_and_classify_shows_the_api_top_genre(page, url, clip_mp3):
-    page.get_by_text("Model card").wait_for()
-    page.locator("#audio-in input[type=file]").set_input_files(str(clip_mp3))
+    upload(page, clip_mp3)
     page.click("#classify")
     top = page.locator(TOP_GENRE)
     top.wait_for()
     assert top.inner_text() == api_top_label(url, clip_mp3)
-    page.get_by_text("Analysed 7.0 s in 6 windows.").wait_for()
-    assert page.locator("img[src^='data:image/png']").count() == 2  # spectrogram and timeline plots
+    page.locator("#summary").get_by_text("clip.mp3: 7.0 s analysed in 6 windows.").wait_for()
+    assert "synthetic arrangements" not in page.locator("#summary").inner_text()  # not the built-in model
+    assert page.locator(PLOTS).count() == 2  # spectrogram and timeline
+    with page.expect_download() as download:
+        page.click("#download")
+    doc = json.loads(Path(download.value.path()).read_text())
+    assert doc["source"] == "clip.mp3" and doc["top_k"][0]["label"] == top.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser.png"), full_page=True)
 
 
-def test_example_clips_are_listed_and_classify(page, url, examples):
-    page.get_by_text("jazz.ogg").wait_for()
-    page.get_by_text("metal.ogg").click()
+def test_examples_are_neutral_and_classify_on_click(page, url, examples):
+    clips = list(examples_in(examples, TINY_LABELS).values())
+    assert [c.label for c in clips] == ["Example 1", "Example 2"]
+    assert page.locator("button.gallery-item").all_inner_texts() == ["Example 1", "Example 2"]  # no genre, no file name
+    assert ".ogg" not in page.locator("body").inner_text()
+    page.get_by_text("Example 2", exact=True).click()  # no Classify press
+    page.locator(TOP_GENRE).wait_for()
+    assert page.locator(TOP_GENRE).inner_text() == api_top_label(url, clips[1].path)
+    page.locator("#summary").get_by_text(f"Example 2 was made as a {clips[1].genre} piece.").wait_for()
+
+
+def test_results_are_cleared_when_the_input_changes(page, examples, clip_mp3, monkeypatch):
+    slow = Classifier.classify
+
+    def slowly(*args, **kwargs):  # leaves time to see what the page shows while the next clip is analysed
+        time.sleep(1.5)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "classify", slowly)
+    clips = list(examples_in(examples, TINY_LABELS).values())
+    page.get_by_text("Example 1", exact=True).click()
+    page.locator("#summary").get_by_text(clips[0].path.name).wait_for()
+    page.get_by_text("Example 2", exact=True).click()  # another example: the first one's results go at once
+    assert_no_results(page)
+    page.locator("#summary").get_by_text(clips[1].path.name).wait_for()
+    assert page.locator(PLOTS).count() == 2
+    upload(page, clip_mp3)  # clearing the clip and uploading another
+    assert_no_results(page)
+    page.click("#audio-in button[aria-label=Clear]")
+    assert_no_results(page)
+
+
+def test_a_bad_file_shows_a_readable_message_and_no_stale_results(page, clip_mp3, tmp_path):
+    upload(page, clip_mp3)
     page.click("#classify")
-    top = page.locator(TOP_GENRE)
-    top.wait_for()
-    assert top.inner_text() == api_top_label(url, examples / "metal.ogg")
-
-
-def test_a_bad_file_shows_a_readable_message(page, tmp_path):
+    page.locator(TOP_GENRE).wait_for()
     bad = tmp_path / "broken.mp3"
     bad.write_text("this is not audio\n" * 50)
-    page.locator("#audio-in input[type=file]").set_input_files(str(bad))
+    upload(page, bad)
     page.click("#classify")
-    page.get_by_text("broken.mp3: not a readable audio file").wait_for()
+    page.locator("#summary").get_by_text("broken.mp3: not a readable audio file").wait_for()  # where the result would be
+    message = page.locator("#summary [data-testid=markdown]").inner_text().strip()
+    assert message.startswith("⚠️ broken.mp3: not a readable audio file (") and "\n" not in message
+    assert_no_results(page, message)
     assert "Traceback" not in page.locator("body").inner_text()
+
+
+def test_user_errors_are_one_line_in_the_server_log(page, caplog):
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    page.click("#classify")
+    page.locator("#summary").get_by_text("Upload or record a clip first.").wait_for()
+    assert [r.getMessage() for r in caplog.records if "clip first" in r.getMessage()] == ["ui: Upload or record a clip first."]
+    assert "Traceback" not in caplog.text
 
 
 def test_warnings_are_shown_in_the_page(page, tmp_path):
     short = write_audio(tmp_path / "short.wav", music_like(1.0, 22050), 22050)
-    page.locator("#audio-in input[type=file]").set_input_files(str(short))
+    upload(page, short)
     page.click("#classify")
-    page.locator("#notes").get_by_text("warning short_audio").wait_for()
-    assert "clip is 1.00 s, shorter than the 2 s window" in page.locator("#notes").inner_text()
+    page.locator("#summary").get_by_text("short.wav: 1.0 s analysed in 1 window.").wait_for()  # "1 window", not "1 windows"
+    assert "clip is 1.00 s, shorter than the 2 s window" in page.locator("#summary").inner_text()
+    assert "(short_audio)" in page.locator("#summary").inner_text()
+
+
+def test_the_api_panel_shows_a_curl_line_for_this_server(page, url):
+    panel = page.locator("#api-help")
+    panel.get_by_text(f"curl -F file=@song.mp3 {url}/api/v1/classify").wait_for()
+    assert page.get_by_text("Use via API").count() == 1  # ours; Gradio's own panel (its internal endpoint) is off
+
+
+def test_on_a_phone_the_results_follow_the_classify_button(browser, url, clip_mp3):
+    page = open_page(browser, url, PHONE)
+    try:
+        upload(page, clip_mp3)
+        page.click("#classify")
+        page.locator(TOP_GENRE).wait_for()
+        box = lambda sel: page.locator(sel).bounding_box()  # noqa: E731 - viewport coordinates
+        page.wait_for_function("() => { const t = document.getElementById('results').getBoundingClientRect().top; return t >= 0 && t < 200 }")
+        assert box("#classify")["y"] < box("#results")["y"] < box("#model-card")["y"]
+        assert box("#results")["x"] == pytest.approx(box("#classify")["x"], abs=20)  # stacked, not side by side
+        fonts = page.evaluate("[...document.querySelectorAll('#results img')].map(i => i.clientWidth / i.naturalWidth)")
+        assert len(fonts) == 2 and min(fonts) > 0.6  # 12 pt plot labels stay at 11 px or more
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
+    finally:
+        page.close()
+
+
+def test_on_a_desktop_the_results_sit_beside_the_input(page, url):
+    box = lambda sel: page.locator(sel).bounding_box()  # noqa: E731
+    assert box("#results")["x"] > box("#audio-in")["x"] + box("#audio-in")["width"] - 1
+    assert box("#results")["y"] < box("#classify")["y"] < box("#model-card")["y"]
+
+
+@pytest.mark.parametrize("path, ready", [("/docs", ".swagger-ui .opblock"), ("/redoc", "[data-section-id] h2")])
+def test_api_docs_render_offline(browser, url, path, ready):
+    page = browser.new_page(viewport=DESKTOP)
+    blocked: list[str] = []
+
+    def local_only(route) -> None:
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            if route.request.resource_type != "image":  # ReDoc's "by Redocly" logo is the one remote image
+                blocked.append(route.request.url)
+            route.abort()
+
+    try:
+        page.route("**/*", local_only)
+        page.goto(f"{url}{path}")
+        page.locator(ready).first.wait_for(timeout=30_000)
+        assert page.get_by_text("/api/v1/classify").count() >= 1
+        assert blocked == []
+    finally:
+        page.close()

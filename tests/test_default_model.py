@@ -21,6 +21,16 @@ def test_bundle_describes_itself():
     assert held_out["data"]["manifest"]["seed"] == 1 and held_out["tracks"] == 320
     assert held_out["track_accuracy"] >= 0.90 and held_out["track_top5_accuracy"] >= 0.99
     assert config.provenance["data"]["manifest"]["seed"] == 0  # trained on the seed-0 corpus
+    assert not absolute_paths(config.to_dict()), "the bundle names folders of the machine that built it"
+
+
+def absolute_paths(value) -> list[str]:
+    """Every string in a JSON-like value that looks like an absolute file path."""
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in absolute_paths(v)]
+    return [value] if isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] == ":\\") else []
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,17 @@ import numpy as np
 import pytest
 import torch
 
+from acousticsense.errors import ParameterError
 from acousticsense.features import (
     Preprocessing,
     db_to_image,
     frame_windows,
+    gather_windows,
     mel_power,
     power_to_db,
+    window_count,
     window_rms_db,
+    window_starts,
     windows_to_images,
 )
 from conftest import music_like
@@ -54,16 +58,24 @@ def test_frame_windows_covers_track_and_aligns_last_window():
     assert windows[-1, -1] == 259 and windows[1, 0] == 50
 
 
-@pytest.mark.parametrize("pad,expected_tail", [("repeat", 0.0), ("zeros", 0.0)])
-def test_short_clip_fills_one_window(pad, expected_tail):
-    pre = Preprocessing(sample_rate=100, window_seconds=1.0, hop_seconds=0.5, short_pad=pad)
+def test_short_clip_fills_one_window():
     x = torch.arange(1.0, 31.0)
-    windows, starts = frame_windows(x, pre)
+    repeat = Preprocessing(sample_rate=100, window_seconds=1.0, hop_seconds=0.5, short_pad="repeat")
+    windows, starts = frame_windows(x, repeat)
     assert windows.shape == (1, 100) and starts.tolist() == [0]
-    if pad == "repeat":
-        assert torch.equal(windows[0, 30:60], x) and windows[0, 99] == x[9]
-    else:
-        assert torch.equal(windows[0, :30], x) and (windows[0, 30:] == expected_tail).all()
+    assert torch.equal(windows[0], torch.cat([x, x, x, x[:10]]))  # the clip over and over, cut at the window's end
+    zeros = repeat.replace(short_pad="zeros")
+    windows, _ = frame_windows(x, zeros)
+    assert torch.equal(windows[0, :30], x) and torch.count_nonzero(windows[0, 30:]) == 0 and windows.shape == (1, 100)
+
+
+def test_window_starts_count_and_gather_agree():
+    pre = Preprocessing(sample_rate=100, window_seconds=1.0, hop_seconds=0.3)
+    x = torch.arange(1000.0)
+    for n in (100, 101, 129, 130, 131, 999):
+        starts = window_starts(n, pre)
+        assert window_count(n, pre) == len(starts) and starts[-1] + 100 == n and starts[0] == 0
+        assert torch.equal(gather_windows(x[:n], starts, 100)[:, 0], starts.float())
 
 
 def test_image_shape_range_and_orientation():
@@ -98,7 +110,10 @@ def test_silence_level():
 def test_preprocessing_round_trip_and_strictness():
     pre = Preprocessing(window_seconds=5.0, colormap="magma")
     assert Preprocessing.from_dict(pre.to_dict()) == pre
-    with pytest.raises(ValueError, match="unknown preprocessing parameters: colour"):
+    with pytest.raises(ParameterError, match="unknown preprocessing parameters: colour"):
         Preprocessing.from_dict({"colour": "red"})
-    with pytest.raises(ValueError, match="short_pad"):
+    with pytest.raises(ParameterError, match="short_pad"):
         Preprocessing(short_pad="mirror")
+    for bad in (float("inf"), float("nan"), 0.0, -1.0, 1e-9, "8"):
+        with pytest.raises(ParameterError, match="window_seconds"):
+            Preprocessing(window_seconds=bad)

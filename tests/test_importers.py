@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
-from acousticsense.features import mel_power, power_to_db, windows_to_images
+from acousticsense.features import windows_to_images
 from acousticsense.importers import (
     CCMUSIC_LABELS,
     CCMUSIC_PREPROCESSING,

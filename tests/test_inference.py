@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from acousticsense.audio import AudioError
+from acousticsense import inference
+from acousticsense.errors import AudioError, ParameterError
 from acousticsense.inference import Classifier, Failure, aggregate
 from conftest import TINY_LABELS, music_like, write_audio
 
@@ -88,9 +89,69 @@ def test_silent_windows_are_left_out_of_the_track_result(clf):
     assert "silent_windows" in [w["code"] for w in r.warnings]
 
 
-def test_window_and_hop_override(clf, clip_mp3):
-    r = clf.classify(clip_mp3, window=3.0, hop=3.0)
-    assert [(w.start, w.end) for w in r.timeline] == [(0, 3), (3, 6), (pytest.approx(4.0, abs=0.05), pytest.approx(7.0, abs=0.05))]
+def test_hop_is_free_but_the_bundle_owns_the_window(clf, clip_mp3):
+    r = clf.classify(clip_mp3, hop=3.0)
+    assert [(w.start, w.end) for w in r.timeline] == [(0, 2), (3, 5), (pytest.approx(5.0, abs=0.05), pytest.approx(7.0, abs=0.05))]
+    assert r.warnings == [] and clf.classify(clip_mp3, window=2.0).warnings == []  # the model's own window is fine
+    with pytest.raises(ParameterError, match="window 3 s differs from the 2 s this model was trained on"):
+        clf.classify(clip_mp3, window=3.0)
+    forced = clf.classify(clip_mp3, window=3.0, hop=3.0, override_window=True)
+    assert [(w.start, w.end) for w in forced.timeline] == [(0, 3), (3, 6), (pytest.approx(4.0, abs=0.05), pytest.approx(7.0, abs=0.05))]
+    assert [w["code"] for w in forced.warnings] == ["window_override"]
+
+
+BAD_OPTIONS = [
+    ({"window": float("inf")}, "window must be a number from 0.5 to 60 s"),
+    ({"window": 1e-6, "override_window": True}, "window must be"),
+    ({"window": 1e9, "override_window": True}, "window must be"),
+    ({"hop": float("inf")}, "hop must be a number from 0.1 to 3600 s"),
+    ({"hop": 0.00001}, "hop must be"),
+    ({"hop": float("nan")}, "hop must be"),
+    ({"max_seconds": float("inf")}, "max_seconds must be a number from 1 to 14400 s"),
+    ({"max_seconds": None}, "max_seconds must be"),
+    ({"top_k": 0}, "top_k must be a whole number"),
+    ({"top_k": 2.5}, "top_k must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("options,message", BAD_OPTIONS)
+def test_options_out_of_range_are_refused_before_any_work(clf, options, message):
+    with pytest.raises(ParameterError, match=message):
+        clf.classify(np.zeros(10, np.float32), **options)
+    with pytest.raises(ParameterError, match=message):
+        next(clf.classify_many([], **options))
+
+
+def test_window_cap_bounds_the_work_of_one_track(clf, monkeypatch):
+    monkeypatch.setattr(inference, "MAX_WINDOWS", 10)
+    ok = clf.classify(music_like(11.0, SR)[0], hop=1.0)  # (11 - 2) / 1 + 1 = 10 windows
+    assert len(ok.timeline) == 10
+    with pytest.raises(ParameterError, match="<array>: 11 s with a hop of 0.5 s makes 19 windows, more than the 10"):
+        clf.classify(music_like(11.0, SR)[0], hop=0.5)
+
+
+def test_top_k_beyond_the_labels_gives_every_label(clf):
+    assert len(clf.classify(music_like(3.0, SR)[0], top_k=100).top_k) == len(TINY_LABELS)
+
+
+def test_one_failing_file_never_costs_the_others(clf, clip_mp3, monkeypatch):
+    real = inference.load_audio
+
+    def flaky(source, *args):
+        if str(source).endswith("boom.mp3"):
+            raise RuntimeError("a bug\nover two lines")
+        return real(source, *args)
+
+    monkeypatch.setattr(inference, "load_audio", flaky)
+    results = list(clf.classify_many([clip_mp3, "boom.mp3", clip_mp3]))
+    assert [type(r).__name__ for r in results] == ["Result", "Failure", "Result"]
+    assert results[1].error == "boom.mp3: could not be analysed (RuntimeError: a bug over two lines)"
+
+
+def test_non_finite_model_output_is_a_failure_not_nan(clf, clip_mp3, monkeypatch):
+    monkeypatch.setattr(clf, "model", lambda images: torch.full((len(images), len(TINY_LABELS)), float("nan")))
+    [failure] = list(clf.classify_many([clip_mp3]))
+    assert isinstance(failure, Failure) and "non-finite probabilities" in failure.error
 
 
 def test_aggregation_rules():

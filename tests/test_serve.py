@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +17,9 @@ import pytest
 import uvicorn
 
 from acousticsense.bundle import DEFAULT_BUNDLE, read_config
-from acousticsense.serve import create_app, model_card
+from acousticsense.inference import Classifier, Genre, Result, Window
+from acousticsense.serve import create_app
+from acousticsense.ui import Example, model_card, summary_text
 
 from conftest import TINY_LABELS, tiny_config
 
@@ -74,19 +79,42 @@ def test_classify_returns_the_predict_json_schema(url, clip_bytes):
 
 
 def test_window_and_hop_parameters(url, clip_bytes):
-    doc = classify(url, clip_bytes, window=1.5, hop=0.5).json()
-    assert [w["start"] for w in doc["timeline"]][:3] == [0.0, 0.5, 1.0]
-    assert doc["timeline"][0]["end"] == 1.5
+    doc = classify(url, clip_bytes, hop=0.5).json()
+    assert [w["start"] for w in doc["timeline"]][:3] == [0.0, 0.5, 1.0] and "window_override" not in str(doc["warnings"])
+    r = classify(url, clip_bytes, window=1.5)  # the bundle owns the window length
+    assert r.status_code == 400 and "window" in r.json()["detail"]
+    doc = classify(url, clip_bytes, window=1.5, hop=0.5, override_window="true").json()
+    assert doc["timeline"][0]["end"] == 1.5 and "window_override" in [w["code"] for w in doc["warnings"]]
 
 
-def test_bad_input_gets_a_one_line_4xx(url, clip_bytes):
+@pytest.mark.parametrize("params", [{"window": "inf", "override_window": "true"}, {"window": "1e9", "override_window": "true"},
+                                    {"hop": "0.00001"}, {"hop": "-1"}, {"hop": "nan"}, {"top_k": "0"}, {"top_k": "two"}])  # fmt: skip
+def test_a_bad_option_gets_400_with_one_line(url, clip_bytes, params):
+    r = classify(url, clip_bytes, **params)
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert set(r.json()) == {"detail"} and detail and "\n" not in detail
+
+
+def test_bad_input_gets_a_one_line_422(url, clip_bytes):
     r = classify(url, b"this is a text file, not audio\n", name="notes.txt")
     assert r.status_code == 422
-    assert r.json()["detail"].startswith("notes.txt: not a readable audio file")
+    assert r.json()["detail"].startswith("notes.txt: not a readable audio file") and "\n" not in r.json()["detail"]
     r = classify(url, clip_bytes, top_k=0)
-    assert r.status_code == 422 and r.json() == {"detail": "top_k: Input should be greater than or equal to 1"}
+    assert r.status_code == 400 and r.json() == {"detail": "top_k: Input should be greater than or equal to 1"}
     r = httpx.post(f"{url}/api/v1/classify", data={"x": "1"})
     assert r.status_code == 422 and r.json() == {"detail": "file: Field required"}
+
+
+def test_an_unexpected_failure_is_a_422_and_one_log_line(url, clip_bytes, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(Classifier, "classify", broken)
+    r = classify(url, clip_bytes, name="song.mp3")
+    assert r.status_code == 422 and r.json() == {"detail": "could not analyse song.mp3: RuntimeError: boom"}
+    [record] = [r for r in caplog.records if "song.mp3" in r.getMessage()]
+    assert record.getMessage() == "could not analyse song.mp3: RuntimeError: boom" and record.exc_info is None
 
 
 def test_health_and_model(url):
@@ -96,6 +124,23 @@ def test_health_and_model(url):
     assert model["preprocessing"]["window_seconds"] == 2.0
     assert model["provenance"] == {"trained_on": "nothing (random weights for tests)"}
     assert model["metrics"] == {}
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_their_assets_from_this_server(url, page):
+    html = httpx.get(f"{url}{page}")
+    assert html.status_code == 200
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: *["']([^"']+)["']""", html.text)
+    assets = [a or b for a, b in assets]
+    assert any(a.endswith(".js") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/") and not asset.startswith("//"), f"{page} loads {asset} from elsewhere"
+        assert httpx.get(f"{url}{asset}").status_code == 200, asset
+
+
+def test_the_api_runs_without_gradio():
+    code = "import sys, acousticsense.api; assert 'gradio' not in sys.modules, 'gradio imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_docs_and_ui_page(url):
@@ -143,12 +188,29 @@ def test_oversized_uploads_get_413(tiny_bundle, clip_bytes):
         assert classify(base, clip_bytes[:90_000]).status_code == 200  # under the limit: fine
 
 
-def test_model_card_summarises_training_and_held_out_scores():
+def test_model_card_speaks_in_words():
     config = read_config(DEFAULT_BUNDLE)
     held = config.metrics["held_out"]
     card = model_card(config)
-    assert "`vit_mini_16` at 128 px, 16 genres" in card
-    assert "**Trained on** 3200 tracks in 16 genres (synthetic corpus: synth_version 1, seed 0, seconds 12.0)" in card
-    assert f"**Held-out test** on 320 tracks in 16 genres (synthetic corpus: synth_version 1, seed 1, seconds 12.0): track accuracy {held['track_accuracy']:.1%}" in card
+    assert "is a Vision Transformer (`vit_mini_16`, 128×128-pixel pictures) that tells 16 genres apart: Blues," in card
+    assert "It looks at 8-second windows, one every 4 s, and averages their probabilities for the whole track." in card
+    assert "**What it learned from:** 3,200 synthetic clips of 12 s in 16 genres, composed and rendered by this project." in card
+    assert f"**How well it does:** on 320 new synthetic clips that it never heard while learning, its first answer is right for {held['track_accuracy']:.1%}" in card
+    assert "on real recordings, treat it as a demo" in card
+    assert not re.search(r"synth_version|seed|manifest|/work/|lr |batch", card)  # no jargon, no build-machine paths
     bare = model_card(tiny_config())  # no training record: its provenance as it is
-    assert "- trained_on: nothing (random weights for tests)" in bare and "Held-out test**: not recorded" in bare
+    assert "- trained_on: nothing (random weights for tests)" in bare and "**How well it does:** not measured" in bare
+    assert "demo" not in bare
+
+
+def _result(windows: int, warnings: list[dict[str, str]] = ()) -> Result:
+    timeline = [Window(i, i + 2.0, "Jazz", 0.9, False, {"Jazz": 0.9, "Blues": 0.1}) for i in range(windows)]
+    return Result("take 1.mp3", "m", windows + 1.0, [Genre("Jazz", 0.9)], timeline, warnings=list(warnings))
+
+
+def test_result_summary_names_the_file_counts_windows_and_reveals_an_examples_genre(tmp_path):
+    one = summary_text(_result(1), None, builtin=False)
+    assert one.startswith("**take 1.mp3**: 2.0 s analysed in 1 window.") and "demo" not in one
+    warned = summary_text(_result(3, [{"code": "short_audio", "message": "clip is short"}]), Example("Example 2", tmp_path / "jazz.ogg", "Jazz"), builtin=True)
+    assert "in 3 windows." in warned and "Example 2 was made as a **Jazz** piece." in warned
+    assert "learned from synthetic arrangements" in warned and "- ⚠️ clip is short (`short_audio`)" in warned

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import wave
 
 import numpy as np
@@ -13,6 +12,7 @@ from typer.testing import CliRunner
 
 from acousticsense import synth
 from acousticsense.cli import app
+from acousticsense.errors import ParameterError
 from acousticsense.synth import (
     CHH, CLAP, CLAVES, COMP_RHYTHMS, CONGA_OPEN, DRUM_PATTERNS, GENRES, KICK, OHH, RIM, SNARE, STYLES,
     clip_params, clip_seed, make_corpus, parse_genres, render_clip,
@@ -224,15 +224,15 @@ def test_make_corpus_layout_manifest_and_resume(tmp_path):
     assert all((out / rel).stat().st_mtime_ns == before[rel] for rel in wavs if rel != wavs[1])
     assert (out / wavs[1]).read_bytes() == lost and manifest.read_text() == csv_text
 
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ParameterError, match="other settings"):
         make_corpus(out, workers=1, **{**args, "seed": 4})
 
 
 def test_unknown_genre_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"'Polka'.*valid genres: Blues, Classical, Jazz"):
+    with pytest.raises(ParameterError, match=r"'Polka'.*valid genres: Blues, Classical, Jazz"):
         make_corpus(tmp_path / "c", 1, genres=["Blues", "Polka"], progress=False)
     assert not (tmp_path / "c").exists()
-    with pytest.raises(ValueError, match="valid genres"):
+    with pytest.raises(ParameterError, match="valid genres"):
         render_clip("polka", 0, 1.0)
     assert parse_genres(["hiphop", "r&b", "RB", "Metal"]) == ("Hip-Hop", "R&B", "Metal")
 

@@ -20,7 +20,7 @@ from acousticsense import train as train_module
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
 from acousticsense.evaluate import evaluate
-from acousticsense.features import Preprocessing, db_to_image, frame_windows, mel_power, power_to_db, windows_to_images
+from acousticsense.features import Preprocessing, db_to_image, frame_windows, mel_power, power_to_db, window_count, windows_to_images
 from acousticsense.inference import Classifier
 from acousticsense.synth import make_corpus
 from acousticsense.train import (
@@ -34,7 +34,6 @@ from acousticsense.train import (
     spec_augment,
     split_tracks,
     train,
-    window_count,
 )
 from conftest import music_like, write_audio
 
@@ -170,7 +169,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 # --- learning, the bundle, evaluation ---------------------------------------------------
 
 
-def test_a_tiny_vit_learns_the_classes(trained):
+def test_a_tiny_vit_learns_the_classes(trained, corpus):
     config = read_config(trained)
     assert config.labels == sorted(BANDS)
     assert config.metrics["val_window_acc"] >= 0.6 and config.metrics["val_track_acc"] >= 0.6  # chance: 0.25
@@ -183,6 +182,7 @@ def test_a_tiny_vit_learns_the_classes(trained):
     assert p["recipe"]["arch"] == "vit_ti_16" and p["recipe"]["window"] == 2.0 and p["recipe"]["epochs"] == 5
     assert p["split"] == {"train_tracks": 16, "val_tracks": 8, "train_windows": 48, "val_windows": 24, "skipped_files": 0}
     assert p["data"]["tracks"] == 24 and p["torch"] == torch.__version__ and p["date"]
+    assert p["data"]["source"] == corpus.name  # the corpus by name, never the build machine's absolute folder
     assert config.preprocessing.window_seconds == 2.0 and config.preprocessing.image_size == 32
     load_bundle(trained)  # strict load
 

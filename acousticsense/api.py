@@ -1,0 +1,168 @@
+"""The REST API: ``/api/v1`` (classify, health, model), upload and queue limits, offline docs. No Gradio here."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from importlib.metadata import version
+from typing import Annotated, Any, Callable, Optional
+
+from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
+
+from .errors import AcousticSenseError, ParameterError
+from .inference import Classifier, Result
+
+DEFAULT_MAX_UPLOAD_MB = 50.0  # largest request body accepted, in MiB
+DEFAULT_MAX_SECONDS = 600.0  # longer tracks are analysed up to this point (with a "truncated" warning)
+DEFAULT_MAX_QUEUE = 32  # requests allowed to wait for the model; beyond that, 503
+MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
+LOG = logging.getLogger("uvicorn.error")  # the server's log: one line per event, next to uvicorn's own
+
+
+class Engine:
+    """The classifier, loaded once; at most :data:`MODEL_WORKERS` classifications run at a time (API and UI alike)."""
+
+    def __init__(self, classifier: Classifier, max_seconds: float):
+        self.classifier = classifier
+        self.max_seconds = max_seconds
+        self._slots = threading.Semaphore(MODEL_WORKERS)
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn`` once a model slot is free (blocking; call from a worker thread)."""
+        with self._slots:
+            return fn(*args, **kwargs)
+
+    def classify(self, data: bytes, name: str, **kwargs: Any) -> Result:
+        return self.run(self.classifier.classify, named_bytes(data, name), max_seconds=self.max_seconds, **kwargs)
+
+
+def named_bytes(data: bytes, name: str) -> io.BytesIO:
+    """An in-memory file whose name is what errors and results report as the source."""
+    buf = io.BytesIO(data)
+    buf.name = name
+    return buf
+
+
+def failure_reason(e: BaseException) -> str:
+    """An unforeseen exception in one line: its type and first line of text."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_mb`` MiB, by Content-Length up front and by counting what arrives."""
+
+    def __init__(self, app: Any, max_mb: float):
+        self.app, self.limit = app, int(max_mb * 2**20)
+        self.detail = f"upload too large: the limit is {max_mb:g} MB"
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await JSONResponse({"detail": self.detail}, 413)(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, self.detail)  # the routers turn it into the response
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def api_router(engine: Engine, max_queue: int) -> APIRouter:
+    """``/api/v1``: classify, health, model."""
+    api = APIRouter(prefix="/api/v1", tags=["api"])
+    capacity = MODEL_WORKERS + max_queue
+    busy = 0  # requests running or waiting; one event loop, so no lock is needed
+
+    @api.post(
+        "/classify",
+        summary="Classify an audio file (same JSON as `acousticsense predict --json`)",
+        responses={
+            400: {"description": "An option out of range"},
+            422: {"description": "A file that cannot be analysed"},
+            503: {"description": "Too many requests waiting"},
+        },
+    )
+    async def classify(
+        file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
+        top_k: Annotated[int, Query(ge=1, description="Genres to report")] = 5,
+        window: Annotated[Optional[float], Query(description="Window length in seconds (default: the model's; another needs override_window)")] = None,
+        hop: Annotated[Optional[float], Query(description="Hop between windows in seconds (default: the model's)")] = None,
+        override_window: Annotated[bool, Query(description="Allow a window other than the model's (flagged `window_override`)")] = False,
+    ) -> dict[str, Any]:
+        nonlocal busy
+        if busy >= capacity:
+            raise HTTPException(503, f"server busy: {busy} requests are queued, try again shortly")
+        busy += 1
+        name = file.filename or "upload"
+        try:
+            data = await file.read()
+            options = dict(top_k=top_k, window=window, hop=hop, override_window=override_window)
+            result = await run_in_threadpool(engine.classify, data, name, **options)
+        except ParameterError as e:
+            raise HTTPException(400, str(e)) from None
+        except AcousticSenseError as e:
+            raise HTTPException(422, str(e)) from None
+        except Exception as e:  # noqa: BLE001 - an unforeseen failure on one upload is that upload's 422, never a 500
+            detail = f"could not analyse {name}: {failure_reason(e)}"
+            LOG.error(detail)
+            raise HTTPException(422, detail) from None
+        finally:
+            busy -= 1
+            await file.close()
+        return result.to_dict()
+
+    @api.get("/health", summary="Liveness and queue state")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model_id": engine.classifier.config.model_id, "busy": busy, "capacity": capacity}
+
+    @api.get("/model", summary="The model bundle's config: labels, preprocessing, provenance, metrics")
+    async def model() -> dict[str, Any]:
+        return engine.classifier.config.to_dict()
+
+    return api
+
+
+async def one_line_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A request FastAPI cannot parse: 400 for a bad option (query), 422 for a bad or missing file, one line of detail."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query"))
+    return JSONResponse({"detail": f"{where}: {first['msg']}"}, 400 if first["loc"][0] == "query" else 422)
+
+
+def create_api(
+    model: str | os.PathLike | Classifier | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    device: str | None = None,
+) -> FastAPI:
+    """The REST API at ``/api/v1`` with its docs at ``/docs`` and ``/redoc`` (assets served locally, no CDN).
+
+    ``model`` is a bundle directory (``None``: the built-in model) or a loaded classifier; the app's
+    ``state.engine`` holds it for other front ends. Request bodies over ``max_upload_mb`` get 413, tracks
+    are analysed up to ``max_seconds``, and beyond ``max_queue`` waiting requests the API answers 503.
+    """
+    classifier = model if isinstance(model, Classifier) else Classifier.from_bundle(model, device=device)
+    classifier.options(max_seconds=max_seconds)  # a bad server setting fails here, not on every request
+    app = FastAPIOffline(
+        title="AcousticSense", version=version("acousticsense"), description="Music genre recognition: audio → mel spectrogram → ViT → genres."
+    )
+    app.state.engine = Engine(classifier, max_seconds)
+    app.add_middleware(BodyLimit, max_mb=max_upload_mb)
+    app.add_exception_handler(RequestValidationError, one_line_errors)
+    app.include_router(api_router(app.state.engine, max_queue))
+    return app

@@ -1,0 +1,19 @@
+"""The project's errors: one base class, so callers (the CLI, the REST API) catch what a user caused and nothing else."""
+
+from __future__ import annotations
+
+
+class AcousticSenseError(Exception):
+    """Base of every error a user can cause; the message names the input or option and the reason."""
+
+
+class AudioError(AcousticSenseError):
+    """An input that cannot be analysed (unreadable, unsafe, empty, not audio, ...)."""
+
+
+class ParameterError(AcousticSenseError):
+    """An option outside its documented range (window, hop, top_k, max_seconds, ...)."""
+
+
+class BundleError(AcousticSenseError):
+    """A model bundle that is missing, malformed, or whose weights do not match its config."""

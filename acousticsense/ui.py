@@ -1,0 +1,305 @@
+"""The Gradio page at ``/``: audio in; genres, spectrogram, timeline, JSON download and the model card out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-friendly; must precede the gradio import
+
+import gradio as gr
+import matplotlib
+import numpy as np
+import torch
+from fastapi import FastAPI
+from gradio.processing_utils import save_bytes_to_cache
+from matplotlib.figure import Figure
+
+from .api import DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
+from .audio import load_audio
+from .bundle import DEFAULT_BUNDLE, BundleConfig, read_config
+from .errors import AcousticSenseError
+from .features import mel_filters, mel_power, power_to_db
+from .inference import Result
+
+matplotlib.use("Agg")
+
+EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
+UI_TOP_K = 5
+PLOT_WIDTH = 5.0  # inches at 100 dpi: natural size on a desktop, scaled to ~70 % on a phone
+PLOT_STYLE = {"font.size": 12, "figure.dpi": 100}  # 12 pt stays readable (about 11 px) at phone width
+
+INTRO = """# AcousticSense
+What kind of music is this? Upload or record a clip, or click an example: a Vision Transformer looks at its
+mel spectrogram and names the genre."""
+
+HOW_IT_WORKS = """### How it works
+The audio is cut into overlapping windows; each window becomes a *mel spectrogram* (a picture of which
+frequencies sound when, on the pitch scale our ears use); a **Vision Transformer** reads the picture like an
+image; the windows' predictions are combined into the track's genres."""
+
+API_HELP = """### Use via API
+The same analysis as JSON, from any program:
+
+    curl -F file=@song.mp3 {base}/api/v1/classify
+
+Options: `top_k`, `hop` (seconds). Interactive docs: [{base}/docs]({base}/docs)."""
+
+DEMO_NOTE = "*The built-in model learned from synthetic arrangements only: on real recordings it is a demo.*"
+
+SCROLL_TO_RESULTS = """(summary) => {
+  const results = document.getElementById("results");
+  const top = results ? results.getBoundingClientRect().top : 0;
+  if (summary && (top < 0 || top > 0.6 * window.innerHeight)) results.scrollIntoView({behavior: "smooth", block: "start"});
+}"""
+
+CSS = """
+.matplotlib img { max-width: 100%; height: auto; }
+#summary { min-height: 2.5em; }  /* room for the progress indicator */
+#summary p { margin: 0.25em 0; }
+"""
+
+INIT_WORDS = {"none": "starting from random weights", "imagenet": "starting from ImageNet image-recognition weights"}
+
+
+@dataclass(frozen=True)
+class Example:
+    label: str  # what the page shows: "Example 3"
+    path: Path
+    genre: str  # what the clip was made as, revealed with its result
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def examples_in(folder: Path, labels: list[str]) -> dict[str, Example]:
+    """The clips in ``folder`` (``<genre>.ogg``) by content hash, numbered in an order that gives nothing away."""
+    genres = {_slug(label): label for label in labels}
+    clips = sorted((hashlib.sha256(p.read_bytes()).hexdigest(), p) for p in folder.glob("*.ogg"))
+    return {digest: Example(f"Example {i}", p, genres.get(_slug(p.stem), p.stem)) for i, (digest, p) in enumerate(clips, 1)}
+
+
+def summary_text(result: Result, example: Example | None, builtin: bool) -> str:
+    """Markdown above the genres: the file, what was analysed, the example's genre, the demo note, the warnings."""
+    what = f"**{result.source}**: {result.duration:.1f} s analysed in {plural(len(result.timeline), 'window')}"
+    lines = [f"{what}; it is silent, so no genre is named." if result.silent else f"{what}."]
+    if example:
+        lines.append(f"{example.label} was made as a **{example.genre}** piece.")
+    if builtin:
+        lines.append(DEMO_NOTE)
+    lines += [f"- ⚠️ {w['message']} (`{w['code']}`)" for w in result.warnings]
+    return "\n\n".join(lines)
+
+
+def spectrogram_figure(samples: np.ndarray, config: BundleConfig) -> Figure:
+    """The whole track's mel spectrogram in dB, with time and frequency axes."""
+    pre = config.preprocessing
+    db = power_to_db(mel_power(torch.from_numpy(samples)[None], pre), pre)[0].numpy()
+    duration = len(samples) / pre.sample_rate
+    with matplotlib.rc_context(PLOT_STYLE):
+        fig = Figure(figsize=(PLOT_WIDTH, 3.4), layout="constrained")
+        ax = fig.subplots()
+        image = ax.imshow(db, origin="lower", aspect="auto", cmap=pre.colormap or "magma", extent=(0, duration, 0, pre.n_mels))
+        band_hz = mel_filters(pre).argmax(-1).numpy() * pre.sample_rate / pre.n_fft  # each mel band's peak frequency
+        ticks = np.linspace(0, pre.n_mels - 1, 5).round().astype(int)
+        ax.set_yticks(ticks + 0.5, [f"{band_hz[i]:,.0f}" for i in ticks])
+        ax.set(title="Mel spectrogram: what the model sees", xlabel="time (s)", ylabel="frequency (Hz)")
+        fig.colorbar(image, ax=ax, label="dB")
+    return fig
+
+
+def timeline_figure(result: Result, labels: list[str]) -> Figure:
+    """Each window's genre probabilities across the track (blank: silent windows), top genre marked."""
+    windows = result.timeline
+    centers = np.array([(w.start + w.end) / 2 for w in windows])
+    edges = np.r_[windows[0].start, (centers[1:] + centers[:-1]) / 2, windows[-1].end]
+    probs = np.array([[w.probabilities.get(label, np.nan) for w in windows] for label in labels])
+    with matplotlib.rc_context(PLOT_STYLE):
+        fig = Figure(figsize=(PLOT_WIDTH, 0.3 * len(labels) + 1.3), layout="constrained")
+        ax = fig.subplots()
+        mesh = ax.pcolormesh(edges, np.arange(len(labels) + 1) - 0.5, np.ma.masked_invalid(probs), cmap="Blues", vmin=0, vmax=1)
+        top = [(c, labels.index(w.label)) for c, w in zip(centers, windows) if not w.silent]
+        if top:
+            ax.plot(*zip(*top), "o", color="darkorange", markersize=5)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()  # the first label on top, as in the legend of genres
+        ax.set(title="Genre of each window (dots: the top one)", xlabel="time (s)", xlim=(0, edges[-1]))
+        fig.colorbar(mesh, ax=ax, label="probability")
+    return fig
+
+
+def model_card(config: BundleConfig) -> str:
+    """Markdown, in words: what the model is, what it learned from, how well it did on data it never saw.
+
+    Bundles made by ``acousticsense train`` / ``evaluate --record`` are described from their records; any
+    other provenance (e.g. an imported checkpoint's source) is listed as it is.
+    """
+    arch, pre, p, m = config.architecture, config.preprocessing, config.provenance, config.metrics
+    combine = "averages their probabilities" if config.aggregation == "mean" else "lets them vote"
+    lines = [
+        "### About the model",
+        f"**{config.model_id}** is a Vision Transformer (`{arch['name']}`, {arch['image_size']}×{arch['image_size']}-pixel pictures) "
+        f"that tells {len(config.labels)} genres apart: {', '.join(config.labels)}.",
+        f"It looks at {pre.window_seconds:g}-second windows, one every {pre.hop_seconds:g} s, and {combine} for the whole track.",
+    ]
+    data, recipe = p.get("data"), p.get("recipe")
+    if data and recipe:
+        split = p.get("split", {})
+        start = INIT_WORDS.get(recipe["init"], "fine-tuning another model")
+        lines.append(
+            f"\n**What it learned from:** {_corpus(data)}. It trained on {_count(split.get('train_tracks'))} of them for {recipe['epochs']} passes, "
+            f"{start}, and kept the pass that did best on the other {_count(split.get('val_tracks'))} (pass {p.get('epoch', '?')})."
+        )
+    else:
+        lines.append("\n**Where it comes from**" + ("" if p else ": not recorded"))
+        lines += [f"- {key}: {_short(value)}" for key, value in p.items()]
+    held = m.get("held_out")
+    if held:
+        lines.append(
+            f"\n**How well it does:** on {_corpus(held['data'], new=True)} that it never heard while learning, its first answer is right "
+            f"for {held['track_accuracy']:.1%} of them and the right genre is among its top five for {held['track_top5_accuracy']:.1%}. "
+            f"On one {pre.window_seconds:g}-second window alone: {held['window_accuracy']:.1%}."
+        )
+    else:
+        lines.append("\n**How well it does:** not measured on held-out music yet (`acousticsense evaluate BUNDLE DATA --record`).")
+    if _synthetic(data or {}):
+        lines.append("\nIt has never heard a real band, a voice or modern production: on real recordings, treat it as a demo.")
+    return "\n".join(lines)
+
+
+def _synthetic(data: dict[str, Any]) -> bool:
+    return "synth_version" in data.get("manifest", {})
+
+
+def _count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
+def _corpus(data: dict[str, Any], new: bool = False) -> str:
+    """'3,200 synthetic clips of 12 s in 16 genres, composed and rendered by this project' from a recorded corpus description."""
+    if not _synthetic(data):
+        return f"{_count(data['tracks'])} recordings in {data['labels']} genres"
+    if new:
+        return f"{_count(data['tracks'])} new synthetic clips"
+    seconds = data["manifest"].get("seconds")
+    length = f" of {seconds:g} s" if seconds else ""
+    return f"{_count(data['tracks'])} synthetic clips{length} in {data['labels']} genres, composed and rendered by this project"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_short(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_short(v) for v in value)
+    return str(value)
+
+
+def cleared(message: str = "") -> tuple[Any, ...]:
+    """The results' outputs emptied (the download and the figures hidden): nothing stale stays on the page."""
+    return message, None, gr.DownloadButton(value=None, visible=False), gr.Plot(value=None, visible=False), gr.Plot(value=None, visible=False)
+
+
+def failed(message: str, level: int = logging.INFO) -> tuple[Any, ...]:
+    """A clip that cannot be classified: the reason where its result would be, one line in the server log."""
+    LOG.log(level, "ui: %s", message)
+    return cleared(f"⚠️ {message}")
+
+
+def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
+    """The page: examples and audio in on the left (top on a phone), results beside it (below), model card last."""
+    clf = engine.classifier
+    pre = clf.config.preprocessing
+    builtin = clf.config.model_id == read_config(DEFAULT_BUNDLE).model_id
+    examples = examples_in(examples_dir, clf.labels)
+
+    def classify_and_draw(data: bytes, name: str) -> tuple[Result, Figure]:
+        """Decode once; the same waveform feeds the classifier and the spectrogram."""
+        audio = load_audio(named_bytes(data, name), pre.sample_rate, engine.max_seconds)
+        result = clf.classify(audio.samples, top_k=UI_TOP_K, max_seconds=engine.max_seconds)
+        codes = {w["code"] for w in result.warnings}
+        result.source = name
+        result.warnings = [{"code": c, "message": m} for c, m in audio.warnings if c not in codes] + result.warnings
+        return result, spectrogram_figure(audio.samples, clf.config)
+
+    def analyse(path: str | None) -> tuple[Any, ...]:
+        if not path:
+            return failed("Upload or record a clip first.")
+        name, data = Path(path).name, Path(path).read_bytes()
+        try:
+            result, spectrogram = engine.run(classify_and_draw, data, name)
+        except AcousticSenseError as e:
+            return failed(str(e))
+        except Exception as e:  # noqa: BLE001 - an unforeseen failure on one clip: one line, never a traceback
+            return failed(f"could not analyse {name}: {failure_reason(e)}", logging.ERROR)
+        report = save_bytes_to_cache(json.dumps(result.to_dict(), indent=1).encode(), f"{Path(name).stem}.genres.json", download.GRADIO_CACHE)
+        return (
+            summary_text(result, examples.get(hashlib.sha256(data).hexdigest()), builtin),
+            {g.label: g.probability for g in result.top_k} or None,
+            gr.DownloadButton(value=report, visible=True),
+            gr.Plot(value=spectrogram, visible=True),
+            gr.Plot(value=timeline_figure(result, clf.labels), visible=True),
+        )
+
+    def api_help(request: gr.Request) -> str:
+        return API_HELP.format(base=f"{request.url.scheme}://{request.headers.get('host', 'localhost:8000')}")
+
+    with gr.Blocks(title="AcousticSense", delete_cache=(600, 3600)) as ui:
+        audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-in", render=False)
+        results = [
+            gr.Markdown(elem_id="summary", render=False),
+            gr.Label(num_top_classes=UI_TOP_K, label="Top genres", elem_id="genres", render=False),
+            gr.DownloadButton("Download the result (JSON)", visible=False, size="sm", elem_id="download", render=False),
+            gr.Plot(label="Mel spectrogram", show_label=False, container=False, format="png", visible=False, elem_id="spectrogram", render=False),
+            gr.Plot(label="Genre timeline", show_label=False, container=False, format="png", visible=False, elem_id="timeline", render=False),
+        ]
+        summary, download = results[0], results[2]
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):  # on a phone: examples, clip, Classify, then the results right below
+                if examples:
+                    gr.Examples(
+                        [[str(e.path)] for e in examples.values()], inputs=audio_in, outputs=results, fn=analyse, run_on_click=True,
+                        cache_examples=False, example_labels=[e.label for e in examples.values()], examples_per_page=len(examples),
+                        label="Examples: click one to classify it",
+                    )  # fmt: skip
+                audio_in.render()
+                button = gr.Button("Classify", variant="primary", elem_id="classify")
+            with gr.Column(scale=3, min_width=320, elem_id="results"):
+                for component in results:
+                    component.render()
+        with gr.Row():
+            with gr.Column(min_width=320):
+                gr.Markdown(HOW_IT_WORKS)
+                api_md = gr.Markdown(API_HELP.format(base="http://localhost:8000"), elem_id="api-help")
+            with gr.Column(min_width=320):
+                gr.Markdown(model_card(clf.config), elem_id="model-card")
+        audio_in.change(cleared, outputs=results, queue=False, show_progress="hidden")
+        button.click(cleared, outputs=results, queue=False, show_progress="hidden").then(analyse, audio_in, results, show_progress_on=summary)
+        summary.change(None, summary, js=SCROLL_TO_RESULTS)
+        ui.load(api_help, outputs=api_md, queue=False, show_progress="hidden")
+    return ui
+
+
+def mount_ui(
+    app: FastAPI, engine: Engine, examples_dir: Path = EXAMPLES_DIR, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_queue: int = DEFAULT_MAX_QUEUE
+) -> FastAPI:
+    """Mount the page at ``/`` on ``app``; it shares ``engine``'s model slot, and its queue has the API's bound."""
+    ui = build_ui(engine, examples_dir).queue(max_size=max_queue, default_concurrency_limit=MODEL_WORKERS)
+    theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    return gr.mount_gradio_app(
+        app, ui, path="/", max_file_size=int(max_upload_mb * 2**20), allowed_paths=[str(examples_dir)], theme=theme, css=CSS,
+        footer_links=["gradio", "settings"],  # not "api": Gradio's own API page documents its internal endpoint, not /api/v1
+    )  # fmt: skip
