@@ -10,12 +10,25 @@ import os
 # numpy's OpenBLAS threads fight torch's for the same cores; one is enough for our numpy work.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .audio import Audio, load_audio  # noqa: E402
-from .bundle import Bundle, BundleConfig, load_bundle, read_config, save_bundle  # noqa: E402
 from .errors import AcousticSenseError, AudioError, BundleError, ParameterError  # noqa: E402
-from .features import Preprocessing, windows_to_images  # noqa: E402
-from .inference import Classifier, Failure, Result  # noqa: E402
-from .model import ARCHITECTURES, build_model  # noqa: E402
+
+# Everything else loads on first use (PEP 562), so `import acousticsense` and the CLI's --help stay instant.
+_LAZY = {
+    "ARCHITECTURES": "model",
+    "Audio": "audio",
+    "Bundle": "bundle",
+    "BundleConfig": "bundle",
+    "Classifier": "inference",
+    "Failure": "inference",
+    "Preprocessing": "features",
+    "Result": "inference",
+    "build_model": "model",
+    "load_audio": "audio",
+    "load_bundle": "bundle",
+    "read_config": "bundle",
+    "save_bundle": "bundle",
+    "windows_to_images": "features",
+}
 
 __all__ = [
     "ARCHITECTURES",
@@ -37,3 +50,15 @@ __all__ = [
     "save_bundle",
     "windows_to_images",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

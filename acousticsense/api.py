@@ -17,10 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import AcousticSenseError, ParameterError
 from .inference import Classifier, Result
+from .options import DEFAULT_TOP_K, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
 
-DEFAULT_MAX_UPLOAD_MB = 50.0  # largest request body accepted, in MiB
-DEFAULT_MAX_SECONDS = 600.0  # longer tracks are analysed up to this point (with a "truncated" warning)
-DEFAULT_MAX_QUEUE = 32  # requests allowed to wait for the model; beyond that, 503
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
 LOG = logging.getLogger("uvicorn.error")  # the server's log: one line per event, next to uvicorn's own
 
@@ -98,7 +96,7 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
     )
     async def classify(
         file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
-        top_k: Annotated[int, Query(ge=1, description="Genres to report")] = 5,
+        top_k: Annotated[int, Query(ge=1, description="Genres to report")] = DEFAULT_TOP_K,
         window: Annotated[Optional[float], Query(description="Window length in seconds (default: the model's; another needs override_window)")] = None,
         hop: Annotated[Optional[float], Query(description="Hop between windows in seconds (default: the model's)")] = None,
         override_window: Annotated[bool, Query(description="Allow a window other than the model's (flagged `window_override`)")] = False,
@@ -145,9 +143,9 @@ async def one_line_errors(request: Request, exc: RequestValidationError) -> JSON
 
 def create_api(
     model: str | os.PathLike | Classifier | None = None,
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-    max_seconds: float = DEFAULT_MAX_SECONDS,
-    max_queue: int = DEFAULT_MAX_QUEUE,
+    max_upload_mb: float = SERVER_MAX_UPLOAD_MB,
+    max_seconds: float = SERVER_MAX_SECONDS,
+    max_queue: int = SERVER_MAX_QUEUE,
     device: str | None = None,
 ) -> FastAPI:
     """The REST API at ``/api/v1`` with its docs at ``/docs`` and ``/redoc`` (assets served locally, no CDN).

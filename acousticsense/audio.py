@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import stat
 import wave
 from dataclasses import dataclass, field
@@ -22,12 +21,12 @@ import av.logging
 import numpy as np
 
 from .errors import AudioError
+from .options import DEFAULT_MAX_SECONDS
 
-__all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "DEFAULT_MAX_SECONDS", "load_audio", "source_name"]
+__all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "load_audio", "open_path", "source_name"]
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, np.ndarray]
 
-DEFAULT_MAX_SECONDS = 1800.0  # longer inputs are analysed up to this point and flagged
 MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a huge resampled output)
 MAX_SOURCE_RATE = 768_000  # Hz
 MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
@@ -39,7 +38,8 @@ ALLOWED_FORMATS = (
     "tta", "w64", "wav", "wv",
 )  # fmt: skip
 _CONTAINER_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_whitelist": "none"}
-_REFUSED_FORMAT = re.compile(r"\[(\w+)\] Format not on whitelist")
+_REFUSED = "Format not on whitelist"  # FFmpeg's log message, from the demuxer it refused
+av.logging.set_skip_repeated(False)  # PyAV would drop a log equal to the previous one: two refused files in a row
 _REFERENCES = {  # refused formats whose whole content is a pointer elsewhere
     "hls": "a playlist", "dash": "a streaming manifest", "concat": "a concat list", "sdp": "a stream description",
     "rtsp": "a stream description", "rtp": "a stream description", "ffmetadata": "a metadata file", "image2": "an image sequence",
@@ -73,7 +73,9 @@ def source_name(source: AudioSource) -> str:
         return "<bytes>"
     if isinstance(source, np.ndarray):
         return "<array>"
-    return str(getattr(source, "name", "<stream>"))
+    if callable(getattr(source, "read", None)):
+        return str(getattr(source, "name", "<stream>"))
+    return f"<{type(source).__name__}>"
 
 
 def open_path(path: str | os.PathLike, name: str | None = None) -> BinaryIO:
@@ -96,8 +98,6 @@ def open_path(path: str | os.PathLike, name: str | None = None) -> BinaryIO:
         raise AudioError(f"{name}: is a device, not an audio file")
     if stat.S_ISSOCK(kind):
         raise AudioError(f"{name}: is a socket, not an audio file")
-    if stat.S_ISREG(kind) and st.st_size == 0:
-        raise AudioError(f"{name}: file is empty (0 bytes)")
     try:
         return open(path, "rb")  # noqa: SIM115 - closed by load_audio
     except OSError as e:
@@ -136,6 +136,7 @@ def load_audio(
     source: AudioSource,
     sample_rate: int,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    resampler: str = "ffmpeg",
 ) -> Audio:
     """Decode ``source`` to mono float32 at ``sample_rate``.
 
@@ -144,8 +145,9 @@ def load_audio(
 
     Decoding streams frame by frame through FFmpeg's resampler (rebuilt whenever the stream's
     rate or layout changes), so only the output (mono, target rate, at most ``max_seconds``) is held
-    in memory. A file that decodes to less than its header announces, or that breaks off on corrupt
-    data, carries a ``truncated_input`` / ``decode_error`` warning.
+    in memory. ``resampler="soxr_hq"`` decodes at the source rate instead, averages the channels and
+    resamples with soxr's high quality, as ``librosa.load`` does. A file that decodes to less than its
+    header announces, or that breaks off on corrupt data, carries a ``truncated_input`` / ``decode_error`` warning.
     Raises :class:`AudioError` with a one-line reason for anything that is not usable audio.
     """
     name = source_name(source)
@@ -159,30 +161,42 @@ def load_audio(
         raw: BinaryIO = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         raw = open_path(source, name)
-    else:
+    elif callable(getattr(source, "read", None)):
         raw = source
+    else:
+        raise AudioError(f"{name}: not an audio source (a path, bytes, a binary file object or a 1-D array)")
     stream = _Counted(raw, name)
     try:
-        samples, src_rate, channels, warnings = _decode(stream, name, sample_rate, max_seconds)
+        native = resampler == "soxr_hq"
+        samples, src_rate, channels, warnings = _decode(stream, name, None if native else sample_rate, max_seconds)
     finally:
         if raw is not source:
             raw.close()
+    if native and src_rate != sample_rate:
+        import soxr
+
+        samples = soxr.resample(samples, src_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     return _finish(samples, name, sample_rate, src_rate, channels, max_seconds, warnings)
 
 
-def _decode(file: _Counted, name: str, sample_rate: int, max_seconds: float | None) -> tuple[np.ndarray, int, int, list[tuple[str, str]]]:
-    try:
-        with av.logging.Capture(local=True):  # keep FFmpeg's messages out of stderr: the reason goes in the error
+def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int, int, list[tuple[str, str]]]:
+    """Mono samples at ``sample_rate`` (FFmpeg's down-mix and resampler) or, with ``None``, channel means at the source rate."""
+    # FFmpeg's messages stay out of stderr; this thread's own (not PyAV's global "last error") tell a refusal
+    with av.logging.Capture(local=True) as logs:
+        try:
             container = av.open(file, mode="r", container_options=_CONTAINER_OPTIONS, metadata_errors="ignore")
-    except (av.FFmpegError, OSError, ValueError) as e:
+        except (av.FFmpegError, OSError, ValueError) as e:
+            error = e
+        else:
+            error = None
+    if error is not None:
         if file.count == 0:
             raise AudioError(f"{name}: empty input (0 bytes)") from None
-        refused = _REFUSED_FORMAT.search(str(e))
-        if refused:
-            fmt = refused[1]
+        fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
+        if fmt:
             why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
             raise AudioError(f"{name}: refused: '{fmt}' is not an audio file format this tool reads{why}") from None
-        raise AudioError(f"{name}: not a readable audio file ({_reason(e)})") from None
+        raise AudioError(f"{name}: not a readable audio file ({_reason(error)})") from None
     warnings: list[tuple[str, str]] = []
     declared = _wav_declared_seconds(file) if container.format.name == "wav" else 0.0
     with container, av.logging.Capture(local=True):
@@ -194,47 +208,85 @@ def _decode(file: _Counted, name: str, sample_rate: int, max_seconds: float | No
         src_rate = stream.codec_context.sample_rate or stream.rate or 0
         channels = stream.codec_context.channels or 0
         _check_rate(src_rate, name)
+        native, sample_rate = sample_rate is None, sample_rate or src_rate
         announced = max(declared, _announced_seconds(container, stream))
         limit = math.inf if max_seconds is None else int(max_seconds * sample_rate)
-        chunks: list[np.ndarray] = []
-        total, setup, resampler = 0, None, None
+        out = _Samples(None if max_seconds is None else limit + 1)  # one past the cap: _finish then knows it was cut
+        setup, resampler = None, None
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # let the resampler count samples; broken timestamps must not skew it
+                if native or (len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels")):  # unnamed (9, 64): no remix matrix
+                    frame = _average_channels(frame)
                 layout = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if layout != setup:  # a stream may change rate or channels mid-way (concatenated AAC, radio)
                     _check_rate(frame.sample_rate, name)
                     if resampler is not None:
-                        total += _drain(resampler, None, chunks)
+                        _drain(resampler, None, out)
                     resampler, setup = av.AudioResampler(format="flt", layout="mono", rate=sample_rate), layout
-                total += _drain(resampler, frame, chunks)
-                if total > limit:
+                _drain(resampler, frame, out)
+                if out.size > limit:
                     break
             else:
                 if resampler is not None:
-                    total += _drain(resampler, None, chunks)
+                    _drain(resampler, None, out)
         except (av.FFmpegError, ValueError) as e:
-            if not total:
+            if not out.size:
                 hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
                 raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
-            of = f" of the {announced:.1f} s announced" if announced > total / sample_rate else ""
-            warnings.append(("decode_error", f"decoding stopped on corrupt data after {total / sample_rate:.1f} s{of} ({_reason(e)}); the rest is ignored"))
+            of = f" of the {announced:.1f} s announced" if announced > out.size / sample_rate else ""
+            warnings.append(("decode_error", f"decoding stopped on corrupt data after {out.size / sample_rate:.1f} s{of} ({_reason(e)}); the rest is ignored"))
         else:
-            decoded = total / sample_rate
-            if total <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
+            decoded = out.size / sample_rate
+            if out.size <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
                 warnings.append(("truncated_input", f"the file announces {announced:.1f} s but only {decoded:.1f} s decode: it is cut short (an incomplete download?)"))
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    samples = out.samples()
     return samples, src_rate, channels, warnings
 
 
-def _drain(resampler: av.AudioResampler, frame: av.AudioFrame | None, chunks: list[np.ndarray]) -> int:
-    """Resample ``frame`` (None: flush) into ``chunks``; returns the samples added."""
-    added = 0
-    for out in resampler.resample(frame):
-        chunk = out.to_ndarray().reshape(-1)
-        chunks.append(chunk)
-        added += len(chunk)
-    return added
+def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:
+    """``frame`` down-mixed to mono float by averaging its channels (``librosa.load``'s down-mix; FFmpeg has none for unnamed layouts)."""
+    x = frame.to_ndarray()
+    x = x if frame.format.is_planar else x.reshape(-1, len(frame.layout.channels)).T
+    if x.dtype.kind == "u":  # unsigned 8-bit: silence is 128
+        x = x.astype(np.float32) / 128 - 1
+    elif x.dtype.kind == "i":
+        x = x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused with the file's name later
+        mean = x.mean(axis=0).astype(np.float32)
+    mono = av.AudioFrame.from_ndarray(mean[None, :], format="flt", layout="mono")
+    mono.sample_rate = frame.sample_rate
+    return mono
+
+
+class _Samples:
+    """Decoded samples. With a cap they go straight into one array reserved up front (pages never written
+    cost no memory), so a long track is never held twice, as chunks and as their concatenation."""
+
+    def __init__(self, cap: int | None):
+        self.data = np.empty(cap, np.float32) if cap is not None else None
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, chunk: np.ndarray) -> None:
+        if self.data is None:
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+            return
+        take = min(len(chunk), len(self.data) - self.size)  # beyond the cap: dropped (decoding stops there)
+        self.data[self.size : self.size + take] = chunk[:take]
+        self.size += take
+
+    def samples(self) -> np.ndarray:
+        if self.data is not None:
+            return self.data[: self.size]
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
+def _drain(resampler: av.AudioResampler, frame: av.AudioFrame | None, out: _Samples) -> None:
+    """Resample ``frame`` (None: flush) into ``out``."""
+    for resampled in resampler.resample(frame):
+        out.add(resampled.to_ndarray().reshape(-1))
 
 
 def _check_rate(rate: int, name: str) -> None:
@@ -280,7 +332,7 @@ def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, cha
     lo, hi = float(samples.min()), float(samples.max())  # NaN propagates; no temporary copy of the track
     if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = int((~np.isfinite(samples)).sum())
-        raise AudioError(f"{name}: contains {bad} NaN or infinite samples")
+        raise AudioError(f"{name}: contains {bad} NaN or infinite samples (or values beyond the float32 range, ±3.4e38)")
     peak = max(hi, -lo)
     if peak > MAX_PEAK:
         samples = samples / np.float32(peak)

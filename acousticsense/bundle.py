@@ -1,5 +1,7 @@
 """Self-describing model bundles: ``config.json`` (labels, preprocessing, provenance) + ``model.safetensors``.
 
+A bundle written by ``acousticsense export`` holds ``model.onnx`` instead and runs through ONNX Runtime.
+
 A bundle cannot be run with another model's labels or preprocessing: both live in its
 config, and loading checks the weights against the config key by key and shape by shape.
 """
@@ -24,8 +26,10 @@ from .model import build_model
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+ONNX_NAME = "model.onnx"
 AGGREGATIONS = ("mean", "vote")
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_model"
+EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # one clip per genre of the built-in model
 
 
 @dataclass
@@ -145,9 +149,11 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
 
 
 def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
-    """Load a bundle strictly (``None``: the built-in default model)."""
+    """Load a bundle strictly (``None``: the built-in default model); an exported one runs through ONNX Runtime."""
     path = Path(path) if path is not None else DEFAULT_BUNDLE
     config = read_config(path)
+    if (path / ONNX_NAME).is_file():
+        return Bundle(config, OnnxModel(path / ONNX_NAME, len(config.labels)), path)
     weights_path = path / WEIGHTS_NAME
     if not weights_path.is_file():
         raise BundleError(f"{path}: missing {WEIGHTS_NAME}")
@@ -159,6 +165,32 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
     _check_weights(config, state, str(weights_path), model.state_dict())
     model.load_state_dict(state, strict=True)
     return Bundle(config, model.to(device).eval(), path)
+
+
+class OnnxModel(nn.Module):
+    """An exported model as a module: images (B, 3, S, S) in, logits (B, labels) out, computed by ONNX Runtime on the CPU."""
+
+    def __init__(self, path: Path, n_labels: int):
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BundleError(f"{path}: running an ONNX bundle needs onnxruntime: pip install 'acousticsense[onnx]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file
+            raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
+        (self.input,) = (i.name for i in self.session.get_inputs())
+        shape = self.session.get_outputs()[0].shape
+        if shape[-1] != n_labels:
+            raise BundleError(f"{path}: the model has {shape[-1]} outputs but config.json has {n_labels} labels")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {self.input: images.detach().float().cpu().numpy()})
+        return torch.from_numpy(logits)
 
 
 def _check_weights(config: BundleConfig, state: dict[str, torch.Tensor], where: str, expected: dict[str, torch.Tensor] | None = None) -> None:

@@ -11,9 +11,17 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from .audio import DEFAULT_MAX_SECONDS
 from .errors import AcousticSenseError
-from .inference import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE
+from .options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_SECONDS,
+    DEFAULT_TOP_K,
+    HOP_RANGE,
+    MAX_SECONDS_RANGE,
+    SERVER_MAX_QUEUE,
+    SERVER_MAX_SECONDS,
+    SERVER_MAX_UPLOAD_MB,
+)
 
 
 class _Commands(TyperGroup):
@@ -59,6 +67,8 @@ def _sources(files: list[str]) -> list:
     """Paths as given; ``-`` is standard input (once)."""
     if files.count("-") > 1:
         fail("'-' (standard input) can be given only once")
+    if "-" in files and sys.stdin is None:
+        fail("'-': standard input is closed")
     return [sys.stdin.buffer if f == "-" else f for f in files]
 
 
@@ -171,9 +181,9 @@ def _imported(run) -> None:
 def import_ccmusic(
     save_pt: Annotated[Path, typer.Argument(help="ccmusic-database/music_genre vit_b_16_mel/save.pt")],
     out: OutOpt,
-    aggregation: AggregationOpt = "mean",
+    aggregation: AggregationOpt = "vote",
 ) -> None:
-    """Import ccmusic's ViT-B/16 mel genre model (16 genres) with its preprocessing."""
+    """Import ccmusic's ViT-B/16 mel genre model (16 genres) with its preprocessing and its demo's majority vote."""
     from . import importers
 
     _imported(lambda: importers.import_ccmusic(save_pt, out, aggregation))
@@ -208,13 +218,41 @@ def import_torchvision(
 
 @app.command()
 def pull(
-    name: Annotated[str, typer.Argument(help="ccmusic-vit_b_16_mel")],
+    name: Annotated[str, typer.Argument(help="A known model: ccmusic-vit_b_16_mel (`acousticsense pull --list` shows them all).")] = "",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle directory (default: ./NAME).")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the models pull knows and exit.")] = False,
 ) -> None:
     """Download a published model from the Hugging Face hub and import it."""
     from . import importers
 
+    if list_:
+        for key, entry in importers.PULLABLE.items():
+            typer.echo(f"{key}\t{entry.description}")
+        return
+    if not name:
+        fail("name a model to pull (acousticsense pull --list shows them)")
     _imported(lambda: importers.pull(name, out))
+
+
+@app.command()
+def export(
+    bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle directory (default: the built-in model).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="New bundle directory (config.json + model.onnx).")] = Path("model-onnx"),
+    fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="ONNX Runtime dynamic int8 quantization (smaller; faster on some CPUs).")] = False,
+) -> None:
+    """Export a bundle to ONNX; it then runs through ONNX Runtime with `predict --model OUT`."""
+    if fmt != "onnx":
+        fail(f"--format {fmt}: only 'onnx' is supported")
+    from .export import export_onnx
+
+    record = export_onnx(bundle, out, int8=int8)
+    check = record["check"]
+    typer.echo(
+        f"wrote {out} ({record['quantization'] or 'float32'}); check on {check['files']} example clips: "
+        f"max |Δp| {check['max_abs_diff']:.2g}, top-1 agreement {check['window_top1_agreement']}/{check['windows']} windows, "
+        f"{check['track_top1_agreement']}/{check['files']} tracks"
+    )
 
 
 @app.command()
@@ -223,9 +261,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
     model: ModelOpt = None,
     device: DeviceOpt = None,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, max=4096, help="Largest upload accepted (MB); bigger gets 413.")] = 50.0,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = 600.0,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests allowed to wait for the model; more get 503.")] = 32,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, max=4096, help="Largest upload accepted (MB); bigger gets 413.")] = SERVER_MAX_UPLOAD_MB,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = SERVER_MAX_SECONDS,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests allowed to wait for the model; more get 503.")] = SERVER_MAX_QUEUE,
 ) -> None:
     """Start the web app: the UI at /, the REST API at /api/v1, its docs at /docs."""
     import uvicorn
@@ -284,7 +322,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Labelled audio: a folder per label (or with a manifest.csv), or a CSV/JSON manifest.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write report.json and confusion.png here.")] = None,
     device: DeviceOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per model batch (across files).")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
     record: Annotated[bool, typer.Option("--record", help="Also store the headline figures in the bundle's config (metrics.held_out).")] = False,
 ) -> None:
     """Score a bundle on labelled audio: accuracy, macro-F1, top-5, per class; by track and by window."""

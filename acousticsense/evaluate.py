@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .inference import Classifier, Failure
+from .options import DEFAULT_BATCH_SIZE
 from .train import DataError, read_corpus
 
 REPORT_NAME = "report.json"
@@ -28,7 +29,7 @@ def evaluate(
     data: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     device: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Classify every track of DATA (see :func:`acousticsense.train.read_corpus`) and score it.

@@ -6,6 +6,7 @@ config, so a model is always fed exactly what it was trained on.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -27,6 +28,7 @@ WINDOW_SECONDS = 8.0
 HOP_SECONDS = 4.0
 IMAGE_SIZE = 128
 SILENCE_DB = -60.0  # windows whose RMS is below this (dBFS) count as silent
+RESAMPLERS = ("ffmpeg", "soxr_hq")
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,17 @@ class Preprocessing:
     fmax: float | None = None
     mel_htk: bool = False
     mel_norm: str | None = "slaney"
-    db_ref: str | float = "max"  # "max" (per window, like librosa's ref=np.max) or a fixed power
+    resampler: str = "ffmpeg"  # "ffmpeg" (FFmpeg's default resampler) | "soxr_hq" (librosa.load's default)
+    chunking: str = "start"  # "start": windows every hop from 0, plus one aligned with the end | "centred": see place_windows
+    db_ref: str | float = "max"  # "max" (librosa's ref=np.max) or a fixed power
+    db_scope: str = "window"  # what the "max" reference and the top_db floor are taken over: "window" | "track"
     db_amin: float = 1e-10
     top_db: float | None = TOP_DB
     image_size: int = IMAGE_SIZE
     flip_frequency: bool = True  # low frequencies at the bottom of the image, as specshow draws them
     colormap: str | None = None  # None: grey replicated to 3 channels; or a matplotlib name ("magma")
     render_size: tuple[float, float] | None = None  # (height, width) in pixels of the plot the cells are drawn into, before the resize
+    jpeg_quality: int | None = None  # the rendered image goes through JPEG at this quality before the resize (as saved plots do)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
@@ -66,6 +72,11 @@ class Preprocessing:
             raise ParameterError(f"short_pad must be 'repeat' or 'zeros', not {self.short_pad!r}")
         if isinstance(self.db_ref, str) and self.db_ref != "max":
             raise ParameterError(f"db_ref must be 'max' or a number, not {self.db_ref!r}")
+        for key, allowed in (("resampler", RESAMPLERS), ("chunking", ("start", "centred")), ("db_scope", ("window", "track"))):
+            if getattr(self, key) not in allowed:
+                raise ParameterError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 95):
+            raise ParameterError(f"jpeg_quality must be an integer from 1 to 95 or null, not {self.jpeg_quality!r}")
 
     @property
     def window_samples(self) -> int:
@@ -124,37 +135,137 @@ def window_starts(n: int, pre: Preprocessing) -> torch.Tensor:
 
 
 def window_count(n: int, pre: Preprocessing) -> int:
-    """How many windows :func:`window_starts` places over ``n`` samples (without listing them)."""
+    """How many windows :func:`place_windows` places over ``n >= window_samples`` samples (without listing them)."""
+    if pre.chunking == "centred":
+        frames, width, hop = _centred_grid(n, pre)
+        return 1 + max(0, frames - width) // hop
     return 1 + max(0, -(-(n - pre.window_samples) // pre.hop_samples))
 
 
-def gather_windows(samples: torch.Tensor, starts: torch.Tensor, win: int) -> torch.Tensor:
-    """The windows (B, win) starting at ``starts``: only these are copied (no index tensor of their size)."""
-    return samples.unfold(-1, win, 1)[starts.to(samples.device)]
+def place_windows(n: int, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Where the windows of a track of ``n >= window_samples`` samples lie in its :func:`track_mel` frames.
+
+    Returns ``(starts (B,) in samples, first frames (B,), frames per window)``. ``chunking="start"``: see
+    :func:`window_starts` and :func:`window_frames`. ``chunking="centred"`` (ccmusic's demo): windows of
+    ``int(window_seconds * frames / duration)`` frames every hop (in the same frames), as many as fit,
+    the group centred in the track.
+    """
+    if pre.chunking == "start":
+        starts = window_starts(n, pre)
+        return starts, window_frames(starts, n, pre), frames_per_window(pre)
+    frames, width, hop = _centred_grid(n, pre)
+    count = 1 + max(0, frames - width) // hop
+    first = (frames - (count - 1) * hop - width) // 2 + hop * torch.arange(count)
+    return first * pre.hop_length, first, width
+
+
+def _centred_grid(n: int, pre: Preprocessing) -> tuple[int, int, int]:
+    """(track frames, frames per window, frames per hop) of ``chunking="centred"``."""
+    frames = 1 + n // pre.hop_length
+    per_second = frames / (n / pre.sample_rate)
+    width = min(frames, int(pre.window_seconds * per_second))
+    return frames, width, max(1, int(pre.hop_seconds * per_second))
 
 
 def frame_windows(samples: torch.Tensor, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut a mono waveform into windows of ``pre.window_samples`` (see :func:`window_starts`).
+    """Cut a mono waveform into windows of ``pre.window_samples`` (see :func:`window_starts`): copies, for per-window work.
 
     A clip shorter than one window becomes a single window filled by ``pre.short_pad``.
-    Returns ``(windows (B, L), starts (B,))`` with starts in samples.
+    Returns ``(windows (B, L), starts (B,))`` with starts in samples. Inference copies no windows:
+    it slices the frames of :func:`track_mel` (see :func:`window_frames`).
     """
     samples = fit_to_window(samples, pre)
     starts = window_starts(samples.shape[-1], pre)
-    return gather_windows(samples, starts, pre.window_samples), starts.to(samples.device)
+    return samples.unfold(-1, pre.window_samples, 1)[starts.to(samples.device)], starts.to(samples.device)
 
 
-def window_rms_db(windows: torch.Tensor) -> torch.Tensor:
-    """RMS level of each window in dBFS."""
-    rms = windows.float().pow(2).mean(dim=-1).sqrt()
-    return 20.0 * torch.log10(rms.clamp_min(1e-10))
+def frames_per_window(pre: Preprocessing) -> int:
+    """Mel frames of one window (``torch.stft`` with ``center=True`` over ``window_samples``)."""
+    return 1 + pre.window_samples // pre.hop_length
+
+
+def window_frames(starts: torch.Tensor, n: int, pre: Preprocessing) -> torch.Tensor:
+    """The first :func:`track_mel` frame of each window starting at ``starts`` (samples) in ``n >= window_samples`` samples.
+
+    Frame ``j`` is centred on sample ``j * hop_length``: a window takes the frame nearest its start,
+    kept inside the track's frames.
+    """
+    last = 1 + n // pre.hop_length - frames_per_window(pre)
+    return torch.div(starts + pre.hop_length // 2, pre.hop_length, rounding_mode="floor").clamp(0, last)
+
+
+def track_mel(samples: torch.Tensor, pre: Preprocessing, chunk_frames: int = 512) -> torch.Tensor:
+    """Power mel spectrogram of a whole track (n_mels, 1 + n // hop_length), computed ``chunk_frames`` at a time.
+
+    Equal to ``mel_power(samples[None], pre)[0]``, but its STFT never holds more than one chunk, so
+    memory stays small for long tracks. Windows are slices of its frames.
+    """
+    n, hop, n_fft = samples.shape[-1], pre.hop_length, pre.n_fft
+    frames = 1 + n // hop
+    out = torch.empty(pre.n_mels, frames, device=samples.device)
+    window = torch.hann_window(n_fft, device=samples.device)
+    filters = mel_filters(pre, samples.device)
+    for a in range(0, frames, chunk_frames):
+        b = min(frames, a + chunk_frames)
+        lo, hi = a * hop - n_fft // 2, (b - 1) * hop - n_fft // 2 + n_fft  # the samples frames a..b-1 see (center=True)
+        segment = F.pad(samples[max(lo, 0) : min(hi, n)].float(), (max(0, -lo), max(0, hi - n)))
+        stft = torch.stft(segment, n_fft=n_fft, hop_length=hop, window=window, center=False, return_complex=True)
+        out[:, a:b] = filters @ (stft.real.square() + stft.imag.square())
+    return out
+
+
+def window_levels_db(samples: torch.Tensor, first_frames: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """RMS level (dBFS) of each window, from the hop-length blocks of samples its frames span.
+
+    ``first_frames`` are :func:`window_frames`; the track is read block by block, never copied whole.
+    """
+    hop, n = pre.hop_length, samples.shape[-1]
+    blocks = -(-n // hop)
+    power = torch.cat([F.pad(chunk.float(), (0, -len(chunk) % hop)).view(-1, hop).square().mean(1) for chunk in samples.split(hop * 512)])
+    total = F.pad(power.double().cumsum(0), (1, 0))
+    first = first_frames.to(samples.device).clamp(max=blocks - 1)
+    end = (first + max(1, pre.window_samples // hop)).clamp(max=blocks)
+    mean_square = (total[end] - total[first]) / (end - first)
+    return 10.0 * torch.log10(mean_square.clamp_min(1e-20)).float()
+
+
+def hz_to_mel(hz: np.ndarray, htk: bool = False) -> np.ndarray:
+    """Hertz to mels: HTK's formula, or Slaney's (linear below 1 kHz, logarithmic above), as librosa computes them."""
+    hz = np.asanyarray(hz, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    linear = hz / _SLANEY_STEP
+    return np.where(hz >= _SLANEY_KNEE_HZ, _SLANEY_KNEE_HZ / _SLANEY_STEP + np.log(np.maximum(hz, 1e-10) / _SLANEY_KNEE_HZ) / _SLANEY_LOG_STEP, linear)
+
+
+def mel_to_hz(mel: np.ndarray, htk: bool = False) -> np.ndarray:
+    """The inverse of :func:`hz_to_mel`."""
+    mel = np.asanyarray(mel, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    knee = _SLANEY_KNEE_HZ / _SLANEY_STEP
+    return np.where(mel >= knee, _SLANEY_KNEE_HZ * np.exp(_SLANEY_LOG_STEP * (mel - knee)), mel * _SLANEY_STEP)
+
+
+_SLANEY_STEP = 200.0 / 3  # Hz per mel below the knee
+_SLANEY_KNEE_HZ = 1000.0
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0
 
 
 @lru_cache(maxsize=8)
 def _mel_filters_np(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool, norm: str | None) -> np.ndarray:
-    import librosa  # imported lazily: librosa is slow to import and only its filter bank is used
-
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+    """Triangular filters on the mel scale, ``librosa.filters.mel``'s numbers without importing librosa (slow to load)."""
+    if norm not in (None, "slaney"):
+        raise ParameterError(f"mel_norm must be 'slaney' or null, not {norm!r}")
+    fft_hz = np.linspace(0, sr / 2, 1 + n_fft // 2)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(sr / 2 if fmax is None else fmax, htk), n_mels + 2), htk)
+    ramps = edges[:, None] - fft_hz[None, :]
+    widths = np.diff(edges)
+    rising, falling = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(rising, falling))
+    if norm == "slaney":  # each filter's area is the same
+        weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
 
 
 def mel_filters(pre: Preprocessing, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -178,16 +289,19 @@ def mel_power(windows: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return mel_filters(pre, windows.device) @ power
 
 
-def power_to_db(power: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
-    """``librosa.power_to_db`` applied to each item of a batch (B, n_mels, frames)."""
-    log_spec = 10.0 * torch.log10(power.clamp_min(pre.db_amin))
-    if pre.db_ref == "max":
-        ref = power.amax(dim=(-2, -1), keepdim=True)
-    else:
-        ref = torch.tensor(float(pre.db_ref), device=power.device)
-    log_spec = log_spec - 10.0 * torch.log10(ref.clamp_min(pre.db_amin))
+def power_to_db(power: torch.Tensor, pre: Preprocessing, peak: torch.Tensor | None = None) -> torch.Tensor:
+    """``librosa.power_to_db`` applied to each item of a batch (B, n_mels, frames).
+
+    ``peak`` (B, 1, 1): the largest power of each item's whole track, for ``db_scope="track"`` (the "max"
+    reference and the ``top_db`` floor are then the track's, as when the whole track is converted at once).
+    Without it, each item's own maximum.
+    """
+    amin = pre.db_amin
+    peak = power.amax(dim=(-2, -1), keepdim=True) if peak is None else peak
+    ref_db = 10.0 * torch.log10((peak if pre.db_ref == "max" else torch.tensor(float(pre.db_ref), device=power.device)).clamp_min(amin))
+    log_spec = 10.0 * torch.log10(power.clamp_min(amin)) - ref_db
     if pre.top_db is not None:
-        log_spec = torch.maximum(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True) - pre.top_db)
+        log_spec = torch.maximum(log_spec, 10.0 * torch.log10(peak.clamp_min(amin)) - ref_db - pre.top_db)
     return log_spec
 
 
@@ -220,7 +334,10 @@ def db_to_image(db: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
         x = x[:, None]
     if pre.render_size:
         x = _rasterize(x, *pre.render_size)
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    if pre.jpeg_quality:
+        x = _saved_as_jpeg(x, pre.jpeg_quality, pre.image_size)
+    else:
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     x = x.expand(-1, 3, -1, -1)
     mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
@@ -230,12 +347,29 @@ def db_to_image(db: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
 def _rasterize(x: torch.Tensor, height: float, width: float) -> torch.Tensor:
     """Draw the cells of ``x`` (B, C, rows, cols) into a height x width plot as matplotlib's Agg does.
 
-    Each pixel takes the cell under its centre; the saved image keeps whole pixels, so a
-    fractional height loses its fraction at the top and a fractional width at the right.
+    Each pixel takes the cell under its centre (a centre on an edge, within Agg's 1/256-pixel
+    precision, the cell before it); the saved image keeps whole pixels, so a fractional height
+    loses its fraction at the top and a fractional width at the right.
     """
-    rows = (torch.arange(int(height), device=x.device) + 0.5 + height % 1) * (x.shape[-2] / height)
-    cols = (torch.arange(int(width), device=x.device) + 0.5) * (x.shape[-1] / width)
-    return x[..., rows.long()[:, None], cols.long()[None, :]]
+    rows = (torch.arange(int(height), dtype=torch.float64) + 0.5 + height % 1) * (x.shape[-2] / height)
+    cols = (torch.arange(int(width), dtype=torch.float64) + 0.5) * (x.shape[-1] / width)
+    rows, cols = (torch.ceil(rows - 1e-6) - 1).long().to(x.device), (torch.ceil(cols - 1e-6) - 1).long().to(x.device)
+    return x[..., rows[:, None], cols[None, :]]
+
+
+def _saved_as_jpeg(x: torch.Tensor, quality: int, size: int) -> torch.Tensor:
+    """Each image of ``x`` (B, C, H, W in [0, 1]) as a plot saved to JPEG at ``quality`` and read back at ``size`` squared:
+    8 bits, PIL's encoder (as matplotlib saves) and PIL's bilinear resize (as torchvision resizes a PIL image)."""
+    from PIL import Image
+
+    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for image in pixels:
+        buf = io.BytesIO()
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buf, format="jpeg", quality=quality)
+        picture = Image.open(buf).resize((size, size), Image.Resampling.BILINEAR)
+        out.append(np.asarray(picture).reshape(size, size, -1))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device).float() / 255
 
 
 def windows_to_images(windows: torch.Tensor, pre: Preprocessing) -> torch.Tensor:

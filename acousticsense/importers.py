@@ -13,6 +13,8 @@ import os
 import re
 import socket
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,23 +36,26 @@ CCMUSIC_LABELS = [
     "Adult_alternative_rock", "Uplifting_anthemic_rock", "Soft_rock", "Acoustic_pop",
 ]  # fmt: skip
 CCMUSIC_ARCHITECTURE = {"name": "vit_b_16", "image_size": 224, "head": {"type": "mlp", "hidden": [289, 110, 42], "dropout": 0.5}}
-CCMUSIC_PREPROCESSING = Preprocessing(
-    sample_rate=22050,
+CCMUSIC_PREPROCESSING = Preprocessing(  # their demo: librosa.load, one mel and power_to_db(ref=np.max) of the whole track,
+    sample_rate=22050,  # centred 11.4 s chunks, each drawn with specshow and saved as JPEG, then a vote
+    resampler="soxr_hq",
     window_seconds=11.4,
     hop_seconds=11.4,  # non-overlapping chunks, as their demo cuts them
+    chunking="centred",
     n_fft=2048,
     hop_length=512,
     n_mels=128,
     db_ref="max",
+    db_scope="track",
     top_db=80.0,
     flip_frequency=True,
     colormap="magma",
     render_size=(369.6, 496.0),  # the axes of matplotlib's default 640x480 figure, saved with bbox_inches="tight"
+    jpeg_quality=75,  # matplotlib saves .jpg through PIL at its default quality
     image_size=224,
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
 )
-PULLABLE = {"ccmusic-vit_b_16_mel": (CCMUSIC_REPO, CCMUSIC_FILE)}
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 HUB_TIMEOUT = 5.0  # seconds to wait for the hub before calling it offline
 
@@ -59,7 +64,7 @@ class CheckpointError(AcousticSenseError):
     """A checkpoint, labels file or download that cannot become a bundle (message: "NAME: reason")."""
 
 
-def import_ccmusic(save_pt: str | os.PathLike, out: str | os.PathLike, aggregation: str = "mean") -> Path:
+def import_ccmusic(save_pt: str | os.PathLike, out: str | os.PathLike, aggregation: str = "vote") -> Path:
     """Bundle ccmusic's ``vit_b_16_mel/save.pt`` with its 16 labels and its preprocessing."""
     state = load_state_dict(save_pt)
     config = BundleConfig(
@@ -72,6 +77,25 @@ def import_ccmusic(save_pt: str | os.PathLike, out: str | os.PathLike, aggregati
     )
     hint = " (a plain Linear head: use `acousticsense import torchvision`)" if "heads.head.weight" in state else ""
     return _bundle(config, state, save_pt, out, hint)
+
+
+@dataclass(frozen=True)
+class Pullable:
+    """A published checkpoint that ``pull`` knows: where it is on the hub and which importer bundles it."""
+
+    repo: str
+    filename: str
+    importer: Callable[[str | os.PathLike, str | os.PathLike], Path]
+    import_command: str  # what to run on a file fetched by hand
+    description: str
+
+
+PULLABLE: dict[str, Pullable] = {
+    "ccmusic-vit_b_16_mel": Pullable(
+        CCMUSIC_REPO, CCMUSIC_FILE, import_ccmusic, "acousticsense import ccmusic",
+        "ccmusic-database/music_genre: ViT-B/16 on magma mel spectrograms, 16 genres (Symphony ... Acoustic_pop)",
+    ),
+}  # fmt: skip
 
 
 def import_torchvision(
@@ -120,9 +144,10 @@ def pull(name: str, out: str | os.PathLike | None = None) -> Path:
     """Download a known checkpoint from the Hugging Face hub (or its cache) and import it into ``out`` (default ``./NAME``)."""
     from huggingface_hub import constants, hf_hub_download
 
-    if name not in PULLABLE:
+    entry = PULLABLE.get(name)
+    if entry is None:
         raise CheckpointError(f"{name}: unknown model; known: {', '.join(PULLABLE)}")
-    repo, filename = PULLABLE[name]
+    repo, filename = entry.repo, entry.filename
     out = Path(out) if out is not None else Path(name)
     offline = constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     reachable = not offline and _reachable(constants.ENDPOINT)
@@ -132,9 +157,9 @@ def pull(name: str, out: str | os.PathLike | None = None) -> Path:
         reason = str(e).splitlines()[0] if reachable else "HF_HUB_OFFLINE is set" if offline else f"{constants.ENDPOINT} is unreachable"
         raise CheckpointError(
             f"{name}: cannot download {repo}/{filename} ({reason}); fetch https://huggingface.co/{repo}/resolve/main/{filename} "
-            f"yourself and run: acousticsense import ccmusic save.pt --out {out}"
+            f"yourself and run: {entry.import_command} {Path(filename).name} --out {out}"
         ) from None
-    return import_ccmusic(path, out)
+    return entry.importer(path, out)
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -1,28 +1,41 @@
-"""Classify tracks: waveform -> windows -> images -> ViT -> window probabilities -> track result."""
+"""Classify tracks: waveform -> mel of the whole track -> window slices -> ViT -> window probabilities -> track result.
+
+:class:`Classifier` exposes the three stages every caller shares (the CLI, REST, the web page, ``evaluate``,
+training validation): :meth:`~Classifier.preprocess` (decode, mel, windows, silence),
+:meth:`~Classifier.forward` (the model, in batches across inputs) and :meth:`~Classifier.postprocess` (the result).
+"""
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import torch
 
-from .audio import DEFAULT_MAX_SECONDS, Audio, AudioSource, load_audio, source_name
+from . import options as limits
+from .audio import Audio, AudioSource, load_audio, source_name
 from .bundle import Bundle, BundleConfig, load_bundle
 from .errors import AcousticSenseError, ParameterError
-from .features import Preprocessing, fit_to_window, gather_windows, window_count, window_rms_db, window_starts, windows_to_images
+from .features import (
+    Preprocessing,
+    db_to_image,
+    fit_to_window,
+    place_windows,
+    power_to_db,
+    track_mel,
+    window_count,
+    window_levels_db,
+)
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range
 
-DEFAULT_TOP_K = 5
-DEFAULT_BATCH_SIZE = 64
-# Documented ranges of the request options (CLI, Python API and REST alike).
-MAX_WINDOWS = 4000  # per track: a longer track or a shorter hop is refused, so one request's work stays bounded
-MAX_SECONDS_RANGE = (1.0, 4 * 3600.0)  # max_seconds: how much of a track is analysed
-HOP_RANGE = (0.1, 3600.0)  # seconds between window starts
-WINDOW_RANGE = (0.5, 60.0)  # a window length other than the bundle's (only with override_window)
+DECODE_THREADS = 2  # inputs decoded at once by classify_many (PyAV releases the GIL while decoding)
+DECODE_AHEAD = 4  # inputs decoded ahead of the model at most: memory stays bounded however many files
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -92,12 +105,26 @@ class Options:
 
 
 @dataclass
-class _Prepared:
+class Features:
+    """One input after :meth:`Classifier.preprocess`: its audio, the whole track's mel, where its windows lie."""
+
     source: str
     audio: Audio
-    samples: torch.Tensor  # (n,) on the model's device, at least one window long
+    options: Options
+    mel: torch.Tensor  # (n_mels, frames) power mel spectrogram of the (fitted) track, on the model's device
     starts: torch.Tensor  # (B,) window starts in samples
-    silent: torch.Tensor  # (B,) bool
+    frames: torch.Tensor  # (B,) each window's first mel frame; a window is mel[:, f : f + width]
+    width: int  # mel frames per window
+    silent: torch.Tensor  # (B,) bool: below the silence level, left out of the model and the result
+
+    def windows(self) -> Iterator[torch.Tensor]:
+        """The mel (n_mels, width) of each non-silent window: views, never copies."""
+        return (self.mel[:, f : f + self.width] for f in self.frames[~self.silent].tolist())
+
+    @property
+    def peak(self) -> torch.Tensor:
+        """The track's largest mel power (the dB reference when the bundle's ``db_scope`` is ``"track"``)."""
+        return self.mel.amax()
 
 
 class Classifier:
@@ -107,11 +134,18 @@ class Classifier:
     >>> clf.classify("song.mp3").top_k[0]
     """
 
-    def __init__(self, bundle: Bundle, device: str | torch.device | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self, bundle: Bundle, device: str | torch.device | None = None, batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None
+    ):
+        """``precision``: ``"fp32"`` or ``"bf16"`` (autocast around the model); default bf16 on CUDA, fp32 on the CPU
+        (where bf16 is several times slower)."""
         self.config: BundleConfig = bundle.config
         self.device = torch.device(device) if device is not None else default_device()
         self.model = bundle.model.to(self.device).eval()
         self.batch_size = batch_size
+        self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
+        if self.precision not in PRECISIONS:
+            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs: Any) -> "Classifier":
@@ -141,16 +175,16 @@ class Classifier:
         pre = self.config.preprocessing
         if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
             raise ParameterError(f"top_k must be a whole number of at least 1, not {top_k!r}")
-        max_seconds = _in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
+        max_seconds = in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
         changes: dict[str, float] = {}
         notes: list[dict[str, str]] = []
         if hop is not None:
-            changes["hop_seconds"] = _in_range("hop", hop, HOP_RANGE)
+            changes["hop_seconds"] = in_range("hop", hop, HOP_RANGE)
         if window is not None and window != pre.window_seconds:
-            window = _in_range("window", window, WINDOW_RANGE)
+            window = in_range("window", window, WINDOW_RANGE)
             if not override_window:
                 raise ParameterError(
-                    f"window {window:g} s differs from the {pre.window_seconds:g} s this model was trained on; "
+                    f"window {window:.9g} s differs from the {pre.window_seconds:.9g} s this model was trained on; "
                     "other lengths give spectrograms it has never seen (override_window / --override-window forces it)"
                 )
             changes["window_seconds"] = float(window)
@@ -171,9 +205,8 @@ class Classifier:
         Raises :class:`ParameterError` for options out of range (see :meth:`options`) and
         :class:`AudioError` for input that is not usable audio.
         """
-        opts = self.options(top_k, window, hop, max_seconds, override_window)
-        prepared = self._prepare(source, opts)
-        return self._report(prepared, self._forward([prepared], opts.pre)[0], opts)
+        features = self.preprocess(source, self.options(top_k, window, hop, max_seconds, override_window))
+        return self.postprocess(features, self.forward([features])[0])
 
     def classify_many(
         self,
@@ -186,79 +219,119 @@ class Classifier:
     ) -> Iterator[Result | Failure]:
         """Classify many inputs, batching windows across files; yields in input order.
 
-        Options are checked first (:class:`ParameterError`). After that, whatever goes wrong with one
-        file (unreadable, too long for the window limit, any unexpected error) yields a :class:`Failure`
-        with a one-line reason, and the other files go on.
+        Options are checked first (:class:`ParameterError`). Inputs are decoded by :data:`DECODE_THREADS`
+        threads, at most :data:`DECODE_AHEAD` ahead of the model. Whatever goes wrong with one input
+        (unreadable, too many windows, any unexpected error) yields a :class:`Failure` with a one-line reason,
+        and the others go on.
         """
         opts = self.options(top_k, window, hop, max_seconds, override_window)
-        pending: list[_Prepared] = []
+        pending: list[Features] = []
 
         def flush() -> Iterator[Result | Failure]:
             if not pending:
                 return
             try:
-                probs = self._forward(pending, opts.pre)
+                probs = self.forward(pending)
             except Exception as e:  # noqa: BLE001 - reported per file, never lost
-                yield from (Failure(p.source, _one_line(p.source, e)) for p in pending)
+                yield from (Failure(f.source, _one_line(f.source, e)) for f in pending)
             else:
-                for p, q in zip(pending, probs):
-                    yield _guard(p.source, self._report, p, q, opts)
+                for f, p in zip(pending, probs):
+                    yield _guard(f.source, self.postprocess, f, p)
             pending.clear()
 
-        for source in sources:
-            prepared = _guard(source_name(source), self._prepare, source, opts)
-            if isinstance(prepared, Failure):
+        for features in self._preprocess_ahead(sources, opts):
+            if isinstance(features, Failure):
                 yield from flush()  # keeps the input order
-                yield prepared
+                yield features
                 continue
-            pending.append(prepared)
-            if sum(int((~p.silent).sum()) for p in pending) >= self.batch_size:
+            pending.append(features)
+            if sum(int((~f.silent).sum()) for f in pending) >= self.batch_size:
                 yield from flush()
         yield from flush()
 
-    def _prepare(self, source: AudioSource, opts: Options) -> _Prepared:
+    def _preprocess_ahead(self, sources: Iterable[AudioSource], opts: Options) -> Iterator[Features | Failure]:
+        """:meth:`preprocess` of each source in threads (decoding releases the GIL), in input order."""
+        with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode") as pool:
+            ahead: deque[Future] = deque()
+            for source in sources:
+                ahead.append(pool.submit(_guard, source_name(source), self.preprocess, source, opts))
+                if len(ahead) > DECODE_AHEAD:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+
+    def preprocess(self, source: AudioSource, opts: Options | None = None) -> Features:
+        """Decode ``source``, compute its whole-track mel once, place the windows and mark the silent ones.
+
+        Raises :class:`AudioError` for unusable input and :class:`ParameterError` when the track would
+        make more than :data:`~acousticsense.options.MAX_WINDOWS` windows.
+        """
+        opts = opts or self.options()
         pre = opts.pre
-        audio = load_audio(source, pre.sample_rate, opts.max_seconds)
+        audio = load_audio(source, pre.sample_rate, opts.max_seconds, pre.resampler)
         count = window_count(len(audio.samples), pre)
-        if count > MAX_WINDOWS:
+        if count > limits.MAX_WINDOWS:
             raise ParameterError(
                 f"{source_name(source)}: {audio.duration:.0f} s with a hop of {pre.hop_seconds:g} s makes {count} windows, "
-                f"more than the {MAX_WINDOWS} analysed per track; use a longer hop or a lower max_seconds"
+                f"more than the {limits.MAX_WINDOWS} analysed per track; use a longer hop or a lower max_seconds"
             )
-        samples = fit_to_window(torch.from_numpy(audio.samples), pre).to(self.device)
-        starts = window_starts(len(samples), pre)
-        levels = [window_rms_db(gather_windows(samples, chunk, pre.window_samples)) for chunk in starts.split(self.batch_size)]
-        silent = torch.cat(levels).cpu() < pre.silence_db
-        return _Prepared(source_name(source), audio, samples, starts, silent)
+        samples = fit_to_window(torch.from_numpy(audio.samples), pre)
+        if self.device.type == "cuda":  # one pinned, asynchronous copy of the track
+            samples = samples.pin_memory().to(self.device, non_blocking=True)
+        starts, frames, width = place_windows(len(samples), pre)
+        silent = window_levels_db(samples, frames, pre).cpu() < pre.silence_db
+        return Features(source_name(source), audio, opts, track_mel(samples, pre), starts, frames, width, silent)
 
     @torch.inference_mode()
-    def _forward(self, items: list[_Prepared], pre: Preprocessing) -> list[torch.Tensor]:
-        """Softmax probabilities of each item's non-silent windows, in batches that span items.
+    def forward(self, items: Sequence[Features]) -> list[torch.Tensor]:
+        """Softmax probabilities (windows, labels) of each item's non-silent windows, in batches that span items.
 
-        Only one batch of windows is ever copied out of the waveforms.
+        Only one batch of mel windows is copied at a time. Items must share their preprocessing.
         """
-        jobs = [(p.samples, start) for p in items for start in p.starts[~p.silent].tolist()]
-        win, out = pre.window_samples, []
-        for i in range(0, len(jobs), self.batch_size):
-            windows = torch.stack([samples[start : start + win] for samples, start in jobs[i : i + self.batch_size]])
-            out.append(self.model(windows_to_images(windows, pre)).float().softmax(-1).cpu())
-        probs = torch.cat(out) if out else torch.zeros(0, len(self.labels))
-        return list(probs.split([int((~p.silent).sum()) for p in items]))
+        if not items:
+            return []
+        pre = items[0].options.pre
+        if any(f.options.pre != pre for f in items):
+            raise ParameterError("forward() needs items preprocessed with the same options")
+        track_db = pre.db_scope == "track"
+        out, batch, peaks = [], [], []
 
-    def _report(self, p: _Prepared, probs: torch.Tensor, opts: Options) -> Result:
-        labels, pre = self.labels, opts.pre
+        def run() -> None:
+            peak = torch.stack(peaks).view(-1, 1, 1) if track_db else None
+            images = db_to_image(power_to_db(torch.stack(batch), pre, peak), pre)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.model(images)
+            out.append(logits.float().softmax(-1).cpu())
+            batch.clear()
+            peaks.clear()
+
+        for f in items:
+            peak = f.peak if track_db else None
+            for window in f.windows():
+                if batch and (len(batch) == self.batch_size or window.shape != batch[0].shape):  # widths differ between tracks when centred
+                    run()
+                batch.append(window)
+                peaks.append(peak)
+        if batch:
+            run()
+        probs = torch.cat(out) if out else torch.zeros(0, len(self.labels))
+        return list(probs.split([int((~f.silent).sum()) for f in items]))
+
+    def postprocess(self, features: Features, probs: torch.Tensor) -> Result:
+        """The track's :class:`Result` from the probabilities of its non-silent windows (from :meth:`forward`)."""
+        labels, opts, pre = self.labels, features.options, features.options.pre
         if not torch.isfinite(probs).all():
-            raise AcousticSenseError(f"{p.source}: the model gave non-finite probabilities for this input; no result is reported")
-        warnings = [{"code": c, "message": m} for c, m in p.audio.warnings] + [dict(n) for n in opts.notes]
-        duration = p.audio.duration
+            raise AcousticSenseError(f"{features.source}: the model gave non-finite probabilities for this input; no result is reported")
+        warnings = [{"code": c, "message": m} for c, m in features.audio.warnings] + [dict(n) for n in opts.notes]
+        duration = features.audio.duration
         if duration < pre.window_seconds:
             fill = "repeated" if pre.short_pad == "repeat" else "zero-padded"
             warnings.append({"code": "short_audio", "message": f"clip is {duration:.2f} s, shorter than the {pre.window_seconds:g} s window; it was {fill} to fill one window"})
-        silent = p.silent
+        silent = features.silent
         all_probs = torch.zeros(len(silent), len(labels))
         all_probs[~silent] = probs
         timeline = []
-        for start, is_silent, row in zip(p.starts.tolist(), silent.tolist(), all_probs):
+        for start, is_silent, row in zip(features.starts.tolist(), silent.tolist(), all_probs):
             t0 = start / pre.sample_rate
             t1 = min(t0 + pre.window_seconds, duration)
             if is_silent:
@@ -268,21 +341,13 @@ class Classifier:
                 timeline.append(Window(round(t0, 3), round(t1, 3), labels[best], round(float(row[best]), 6), False, _as_dict(labels, row)))
         if bool(silent.all()):
             warnings.append({"code": "silent", "message": f"no window is louder than {pre.silence_db:g} dBFS: the recording is silent"})
-            return Result(p.source, self.config.model_id, round(duration, 3), [], timeline, True, self.config.aggregation, warnings)
+            return Result(features.source, self.config.model_id, round(duration, 3), [], timeline, True, self.config.aggregation, warnings)
         if bool(silent.any()):
             warnings.append({"code": "silent_windows", "message": f"{int(silent.sum())} of {len(silent)} windows are silent and were left out"})
         track = aggregate(probs, self.config.aggregation)
         order = track.argsort(descending=True)[: opts.top_k].tolist()
         top = [Genre(labels[i], round(float(track[i]), 6)) for i in order]
-        return Result(p.source, self.config.model_id, round(duration, 3), top, timeline, False, self.config.aggregation, warnings)
-
-
-def _in_range(name: str, value: Any, bounds: tuple[float, float]) -> float:
-    """``value`` as a float if it is a finite number within ``bounds``, else a :class:`ParameterError`."""
-    lo, hi = bounds
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or not lo <= value <= hi:
-        raise ParameterError(f"{name} must be a number from {lo:g} to {hi:g} s, not {value!r}")
-    return float(value)
+        return Result(features.source, self.config.model_id, round(duration, 3), top, timeline, False, self.config.aggregation, warnings)
 
 
 def _guard(name: str, step: Callable[..., Any], *args: Any) -> Any:

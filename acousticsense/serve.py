@@ -7,16 +7,18 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from .api import DEFAULT_MAX_QUEUE, DEFAULT_MAX_SECONDS, DEFAULT_MAX_UPLOAD_MB, create_api
+from .api import create_api
+from .bundle import EXAMPLES_DIR
 from .inference import Classifier
-from .ui import EXAMPLES_DIR, mount_ui
+from .options import SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
+from .ui import mount_ui
 
 
 def create_app(
     model: str | os.PathLike | Classifier | None = None,
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-    max_seconds: float = DEFAULT_MAX_SECONDS,
-    max_queue: int = DEFAULT_MAX_QUEUE,
+    max_upload_mb: float = SERVER_MAX_UPLOAD_MB,
+    max_seconds: float = SERVER_MAX_SECONDS,
+    max_queue: int = SERVER_MAX_QUEUE,
     device: str | None = None,
     examples_dir: Path = EXAMPLES_DIR,
 ) -> FastAPI:

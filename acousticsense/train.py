@@ -34,10 +34,10 @@ from torch import nn
 from tqdm import tqdm
 
 from .audio import load_audio
-from .errors import AcousticSenseError, AudioError
-from .bundle import CONFIG_NAME, BundleConfig, load_bundle, save_bundle
-from .features import Preprocessing, db_to_image, fit_to_window, frame_windows, mel_power, power_to_db, window_count, window_rms_db, windows_to_images
-from .inference import aggregate, default_device
+from .bundle import CONFIG_NAME, Bundle, BundleConfig, OnnxModel, load_bundle, save_bundle
+from .errors import AcousticSenseError
+from .features import Preprocessing, db_to_image, fit_to_window, frames_per_window, power_to_db, track_mel, window_count
+from .inference import Classifier, Features, aggregate, default_device
 from .model import ARCHITECTURES
 
 DEFAULT_ARCH = "vit_ti_16"
@@ -217,7 +217,7 @@ def split_tracks(tracks: list[Track], val_fraction: float, seed: int) -> tuple[l
 
 @dataclass
 class _TrainSet(torch.utils.data.Dataset):
-    """Random window crops of full-track power mels; each track counts its inference windows per epoch."""
+    """Random window crops of full-track power mels (with the track's peak power); each track counts its inference windows per epoch."""
 
     mels: list[torch.Tensor]  # (n_mels, frames) per track
     targets: list[int]
@@ -226,51 +226,50 @@ class _TrainSet(torch.utils.data.Dataset):
 
     def __post_init__(self) -> None:
         self.index = [i for i, n in enumerate(self.counts) for _ in range(n)]
+        self.peaks = [mel.amax() for mel in self.mels]
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         track = self.index[i]
         mel = self.mels[track]
         start = int(torch.randint(0, mel.shape[-1] - self.frames + 1, ()))
-        return mel[:, start : start + self.frames], self.targets[track]
+        return mel[:, start : start + self.frames], self.peaks[track], self.targets[track]
 
 
 @dataclass
 class _ValSet:
-    """Model inputs of every non-silent validation window, framed as inference frames them."""
+    """Validation tracks, preprocessed once exactly as inference preprocesses them (at least one non-silent window each)."""
 
-    images: torch.Tensor  # (N, 3, S, S)
-    targets: torch.Tensor  # (N,) label index per window
-    tracks: torch.Tensor  # (N,) track index per window
+    features: list[Features]
+    targets: list[int]  # label index per track
 
-
-def _window_frames(pre: Preprocessing) -> int:
-    """Mel frames of one window (torch.stft with center=True)."""
-    return 1 + pre.window_samples // pre.hop_length
+    @property
+    def windows(self) -> int:
+        return sum(int((~f.silent).sum()) for f in self.features)
 
 
-def _featurize(track: Track, pre: Preprocessing, for_val: bool) -> Any:
-    """Decode once; training: (full power mel, window count); validation: window images."""
-    samples = torch.from_numpy(load_audio(track.path, pre.sample_rate).samples)
-    if for_val:
-        windows, _ = frame_windows(samples, pre)
-        windows = windows[window_rms_db(windows) >= pre.silence_db]
-        return torch.cat([windows_to_images(w, pre) for w in windows.split(16)]) if len(windows) else None
+def _featurize(track: Track, pre: Preprocessing, validator: Classifier | None) -> Any:
+    """Decode once; training: (whole-track power mel, window count); validation: the classifier's Features."""
+    if validator is not None:
+        return validator.preprocess(track.path)
+    samples = torch.from_numpy(load_audio(track.path, pre.sample_rate, resampler=pre.resampler).samples)
     count = window_count(len(samples), pre)
-    samples = fit_to_window(samples, pre)  # a short clip is padded exactly as inference pads it
-    return mel_power(samples[None], pre)[0], count
+    return track_mel(fit_to_window(samples, pre), pre), count  # a short clip is padded exactly as inference pads it
 
 
-def _load(train: list[Track], val: list[Track], labels: list[str], pre: Preprocessing, workers: int, progress: bool) -> tuple[_TrainSet, _ValSet, dict[str, int]]:
+def _load(
+    train: list[Track], val: list[Track], labels: list[str], validator: Classifier, workers: int, progress: bool
+) -> tuple[_TrainSet, _ValSet, dict[str, int]]:
     """Decode and featurize every track in threads; unreadable files are skipped with a warning."""
-    jobs = [(t, False) for t in train] + [(t, True) for t in val]
+    pre = validator.config.preprocessing
+    jobs = [(t, None) for t in train] + [(t, validator) for t in val]
 
-    def run(job: tuple[Track, bool]) -> Any:
+    def run(job: tuple[Track, Classifier | None]) -> Any:
         try:
             return _featurize(job[0], pre, job[1])
-        except AudioError as e:
+        except AcousticSenseError as e:
             return e
 
     pool = ThreadPoolExecutor(workers)
@@ -278,28 +277,24 @@ def _load(train: list[Track], val: list[Track], labels: list[str], pre: Preproce
         results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="decoding", unit="track", disable=not progress, file=sys.stderr))
     finally:
         pool.shutdown(cancel_futures=True)  # Ctrl-C must not wait for the queue
-    skipped = [r for r in results if isinstance(r, AudioError)]
+    skipped = [r for r in results if isinstance(r, AcousticSenseError)]
     for e in skipped:
         tqdm.write(f"warning: skipping {e}", file=sys.stderr)
     if skipped:
         tqdm.write(f"warning: skipped {len(skipped)} of {len(jobs)} files", file=sys.stderr)
     target = {label: i for i, label in enumerate(labels)}
-    ok_train = [(t, r) for t, r in zip(train, results) if not isinstance(r, AudioError)]
+    ok_train = [(t, r) for t, r in zip(train, results) if not isinstance(r, AcousticSenseError)]
     missing = [label for label in labels if not any(t.label == label for t, _ in ok_train)]
     if missing:
         raise DataError(f"no usable training tracks for label(s): {', '.join(missing)}")
-    train_set = _TrainSet([r[0] for _, r in ok_train], [target[t.label] for t, _ in ok_train], [r[1] for _, r in ok_train], _window_frames(pre))
-    ok_val = [(t, r) for t, r in zip(val, results[len(train) :]) if isinstance(r, torch.Tensor)]
-    val_set = _ValSet(
-        torch.cat([r for _, r in ok_val]) if ok_val else torch.zeros(0, 3, pre.image_size, pre.image_size),
-        torch.tensor([target[t.label] for t, r in ok_val for _ in range(len(r))], dtype=torch.long),
-        torch.tensor([i for i, (_, r) in enumerate(ok_val) for _ in range(len(r))], dtype=torch.long),
-    )
+    train_set = _TrainSet([r[0] for _, r in ok_train], [target[t.label] for t, _ in ok_train], [r[1] for _, r in ok_train], frames_per_window(pre))
+    ok_val = [(t, r) for t, r in zip(val, results[len(train) :]) if isinstance(r, Features) and bool((~r.silent).any())]
+    val_set = _ValSet([r for _, r in ok_val], [target[t.label] for t, _ in ok_val])
     sizes = {
         "train_tracks": len(ok_train),
         "val_tracks": len(ok_val),
         "train_windows": len(train_set),
-        "val_windows": len(val_set.images),
+        "val_windows": val_set.windows,
         "skipped_files": len(skipped),
     }
     return train_set, val_set, sizes
@@ -371,8 +366,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     torch.manual_seed(config.seed + rank)
 
     device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else torch.device(config.device or default_device())
-    train_set, val_set, sizes = _load(train_tracks, val_tracks, labels, pre, config.workers or min(8, os.cpu_count() or 1), progress)
-    model.to(device)
+    validator = Classifier(Bundle(bundle_config, model), device, batch_size=config.batch_size)  # moves the model to device
+    train_set, val_set, sizes = _load(train_tracks, val_tracks, labels, validator, config.workers or min(8, os.cpu_count() or 1), progress)
     net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     sampler = torch.utils.data.DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else torch.utils.data.RandomSampler(train_set)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_set) > config.batch_size * world)
@@ -410,7 +405,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
             if world > 1:
                 sampler.set_epoch(epoch)
             train_loss, seconds, seen = _train_epoch(net, loader, optimizer, scheduler, config, pre, device, f"epoch {epoch}/{config.epochs}", progress)
-            metrics = _validate(model, val_set, bundle_config.aggregation, config.batch_size, device)
+            metrics = _validate(validator, val_set)
             key = (metrics["val_track_acc"], -metrics["val_loss"]) if metrics else (epoch, 0.0)
             improved = state["best"] is None or key > tuple(state["best"])
             entry = {"epoch": epoch, "train_loss": train_loss, **(metrics or {}), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2), "windows_per_s": round(seen * world / seconds, 2)}
@@ -485,9 +480,10 @@ def _train_epoch(net: nn.Module, loader, optimizer, scheduler, config: TrainConf
     start, total, count = time.perf_counter(), 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, file=sys.stderr) as bar:
-        for power, target in bar:
+        for power, peak, target in bar:
             power, target = power.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            images = db_to_image(spec_augment(power_to_db(power, pre), config.freq_mask, config.time_mask), pre)
+            peak = peak.to(device).view(-1, 1, 1) if pre.db_scope == "track" else None
+            images = db_to_image(spec_augment(power_to_db(power, pre, peak), config.freq_mask, config.time_mask), pre)
             with autocast:
                 if config.mixup > 0:
                     lam = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
@@ -507,26 +503,18 @@ def _train_epoch(net: nn.Module, loader, optimizer, scheduler, config: TrainConf
     return total / max(1, count), time.perf_counter() - start, count
 
 
-@torch.inference_mode()
-def _validate(model: nn.Module, val: _ValSet, aggregation: str, batch_size: int, device: torch.device) -> dict[str, float] | None:
-    """Window loss and accuracy, and track accuracy by ``aggregation`` of the window probabilities."""
-    if len(val.images) == 0:
+def _validate(clf: Classifier, val: _ValSet) -> dict[str, float] | None:
+    """Window loss and accuracy, and track accuracy, through the inference stages themselves (as ``evaluate`` scores)."""
+    if not val.features:
         return None
-    model.eval()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    logits = []
-    for i in range(0, len(val.images), batch_size):
-        with autocast:
-            logits.append(model(val.images[i : i + batch_size].to(device)).float().cpu())
-    logits = torch.cat(logits)
-    probs = logits.softmax(-1)
-    track_hits = [
-        int(aggregate(probs[val.tracks == t], aggregation).argmax()) == int(val.targets[val.tracks == t][0])
-        for t in val.tracks.unique().tolist()
-    ]
+    clf.model.eval()
+    probs = clf.forward(val.features)
+    windows = torch.cat(probs)
+    targets = torch.cat([torch.full((len(p),), t) for p, t in zip(probs, val.targets)])
+    track_hits = [int(aggregate(p, clf.config.aggregation).argmax()) == t for p, t in zip(probs, val.targets)]
     return {
-        "val_loss": round(float(F.cross_entropy(logits, val.targets)), 5),
-        "val_window_acc": round(float((probs.argmax(-1) == val.targets).float().mean()), 5),
+        "val_loss": round(float(F.nll_loss(windows.clamp_min(1e-12).log(), targets)), 5),
+        "val_window_acc": round(float((windows.argmax(-1) == targets).float().mean()), 5),
         "val_track_acc": round(sum(track_hits) / len(track_hits), 5),
     }
 
@@ -543,6 +531,8 @@ def _initial_model(config: TrainConfig, labels: list[str], progress: bool) -> tu
         aggregation, info = "mean", {"from": init}
     else:
         base = load_bundle(init)
+        if isinstance(base.model, OnnxModel):
+            raise TrainError(f"--init {init} is an ONNX export; fine-tune the bundle it was exported from ({base.config.provenance.get('export', {}).get('from', '?')})")
         arch = base.config.architecture["name"]
         if config.arch not in (None, arch):
             raise TrainError(f"--init {init} is a {arch}; it cannot be fine-tuned as {config.arch}")

@@ -16,21 +16,20 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-friendly; 
 import gradio as gr
 import matplotlib
 import numpy as np
-import torch
 from fastapi import FastAPI
 from gradio.processing_utils import save_bytes_to_cache
+from gradio_client import utils as client_utils
 from matplotlib.figure import Figure
 
-from .api import DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
-from .audio import load_audio
-from .bundle import DEFAULT_BUNDLE, BundleConfig, read_config
+from .api import LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
+from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
+from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, BundleConfig, read_config
 from .errors import AcousticSenseError
-from .features import mel_filters, mel_power, power_to_db
-from .inference import Result
+from .features import mel_filters, power_to_db
+from .inference import Features, Result
 
 matplotlib.use("Agg")
 
-EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
 UI_TOP_K = 5
 PLOT_WIDTH = 5.0  # inches at 100 dpi: natural size on a desktop, scaled to ~70 % on a phone
 PLOT_STYLE = {"font.size": 12, "figure.dpi": 100}  # 12 pt stays readable (about 11 px) at phone width
@@ -102,11 +101,11 @@ def summary_text(result: Result, example: Example | None, builtin: bool) -> str:
     return "\n\n".join(lines)
 
 
-def spectrogram_figure(samples: np.ndarray, config: BundleConfig) -> Figure:
-    """The whole track's mel spectrogram in dB, with time and frequency axes."""
-    pre = config.preprocessing
-    db = power_to_db(mel_power(torch.from_numpy(samples)[None], pre), pre)[0].numpy()
-    duration = len(samples) / pre.sample_rate
+def spectrogram_figure(features: Features) -> Figure:
+    """The whole track's mel spectrogram in dB (the one the model's windows are cut from), with time and frequency axes."""
+    pre = features.options.pre
+    db = power_to_db(features.mel[None], pre)[0].cpu().numpy()
+    duration = db.shape[1] * pre.hop_length / pre.sample_rate
     with matplotlib.rc_context(PLOT_STYLE):
         fig = Figure(figsize=(PLOT_WIDTH, 3.4), layout="constrained")
         ax = fig.subplots()
@@ -218,21 +217,50 @@ def failed(message: str, level: int = logging.INFO) -> tuple[Any, ...]:
     return cleared(f"⚠️ {message}")
 
 
+def only_uploads(component: gr.components.Component, allowed_dir: Path) -> gr.components.Component:
+    """Make ``component`` take only files already in Gradio's upload cache or in ``allowed_dir`` (the examples).
+
+    Gradio copies whatever path or URL a request names into its cache before the handler runs, and a mounted
+    app skips its own allowed-path check: without this, a crafted call could make the server read
+    ``/etc/passwd``, block on a FIFO or fetch a URL. (Wrapped on the instance: a subclass would make Gradio
+    write a ``.pyi`` stub next to this module.)
+    """
+    allowed = (Path(component.GRADIO_CACHE).resolve(), allowed_dir.resolve())
+
+    def check(path: str | Path | None) -> None:
+        if path is None:
+            return
+        name = Path(str(path)).name or str(path)
+        if client_utils.is_http_url_like(str(path)):
+            raise gr.Error(f"{name}: only clips uploaded to this page can be classified, not URLs", print_exception=False)
+        real = Path(path).resolve()
+        if not any(real.is_relative_to(d) for d in allowed) or not real.is_file():
+            raise gr.Error(f"{name}: only clips uploaded to this page can be classified", print_exception=False)
+
+    move, async_move = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
+
+    def guarded_move(path: str | Path | None) -> str | None:
+        check(path)
+        return move(path)
+
+    async def guarded_async_move(path: str | Path | None) -> str | None:
+        check(path)
+        return await async_move(path)
+
+    component.move_resource_to_block_cache, component.async_move_resource_to_block_cache = guarded_move, guarded_async_move
+    return component
+
+
 def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
     """The page: examples and audio in on the left (top on a phone), results beside it (below), model card last."""
     clf = engine.classifier
-    pre = clf.config.preprocessing
     builtin = clf.config.model_id == read_config(DEFAULT_BUNDLE).model_id
     examples = examples_in(examples_dir, clf.labels)
 
     def classify_and_draw(data: bytes, name: str) -> tuple[Result, Figure]:
-        """Decode once; the same waveform feeds the classifier and the spectrogram."""
-        audio = load_audio(named_bytes(data, name), pre.sample_rate, engine.max_seconds)
-        result = clf.classify(audio.samples, top_k=UI_TOP_K, max_seconds=engine.max_seconds)
-        codes = {w["code"] for w in result.warnings}
-        result.source = name
-        result.warnings = [{"code": c, "message": m} for c, m in audio.warnings if c not in codes] + result.warnings
-        return result, spectrogram_figure(audio.samples, clf.config)
+        """One pass through the classifier's stages; the spectrogram is drawn from the same features."""
+        features = clf.preprocess(named_bytes(data, name), clf.options(UI_TOP_K, max_seconds=engine.max_seconds))
+        return clf.postprocess(features, clf.forward([features])[0]), spectrogram_figure(features)
 
     def analyse(path: str | None) -> tuple[Any, ...]:
         if not path:
@@ -258,6 +286,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
 
     with gr.Blocks(title="AcousticSense", delete_cache=(600, 3600)) as ui:
         audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-in", render=False)
+        only_uploads(audio_in, examples_dir)
         results = [
             gr.Markdown(elem_id="summary", render=False),
             gr.Label(num_top_classes=UI_TOP_K, label="Top genres", elem_id="genres", render=False),
@@ -294,7 +323,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
 
 
 def mount_ui(
-    app: FastAPI, engine: Engine, examples_dir: Path = EXAMPLES_DIR, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_queue: int = DEFAULT_MAX_QUEUE
+    app: FastAPI, engine: Engine, examples_dir: Path = EXAMPLES_DIR, max_upload_mb: float = SERVER_MAX_UPLOAD_MB, max_queue: int = SERVER_MAX_QUEUE
 ) -> FastAPI:
     """Mount the page at ``/`` on ``app``; it shares ``engine``'s model slot, and its queue has the API's bound."""
     ui = build_ui(engine, examples_dir).queue(max_size=max_queue, default_concurrency_limit=MODEL_WORKERS)

@@ -56,6 +56,29 @@ def test_multichannel_and_low_rate(tmp_path):
     assert low.source_sample_rate == 8000 and "low_sample_rate" in [c for c, _ in low.warnings]
 
 
+@pytest.mark.parametrize("channels", [9, 64])
+def test_unnamed_channel_layouts_are_averaged(tmp_path, channels):
+    """FFmpeg has no remix matrix for e.g. 9 or 64 channels without a layout: they are averaged to mono."""
+    tone = 0.9 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
+    frames = np.zeros((SR, channels))
+    frames[:, 0] = tone  # one loud channel, the rest silent: the average is tone / channels
+    path = tmp_path / "many.wav"
+    path.write_bytes(_pcm_wav(frames, channels))
+    audio = load_audio(path, SR)
+    assert audio.source_channels == channels and len(audio.samples) == SR
+    assert np.sqrt(np.mean(audio.samples**2)) == pytest.approx(0.9 / np.sqrt(2) / channels, rel=0.01)
+
+
+def _pcm_wav(frames: np.ndarray, channels: int) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes((frames * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
 def _float_wav(path, samples):
     """A 32-bit float WAV (format tag 3) written by hand: the stdlib writes only PCM."""
     data = samples.astype("<f4").tobytes()
@@ -88,7 +111,7 @@ def _file(path, data: bytes):
 
 BAD_INPUTS = {
     "missing": (lambda d: d / "nope.mp3", "nope.mp3: file not found"),
-    "empty": (lambda d: _file(d / "empty.wav", b""), "empty.wav: file is empty"),
+    "empty": (lambda d: _file(d / "empty.wav", b""), "empty.wav: empty input (0 bytes)"),
     "text_as_mp3": (lambda d: _file(d / "notes.mp3", b"hello, I am not music\n" * 20), "notes.mp3: not a readable audio file"),
     "directory": (lambda d: d, "is a directory"),
     "video_only": (lambda d: video(d / "video.mp4", with_audio=False), "video.mp4: contains no audio stream"),
@@ -187,6 +210,9 @@ def test_empty_bytes_and_bad_array():
         load_audio(np.zeros((2, 100), np.float32), SR)
     with pytest.raises(AudioError, match="<array>: contains 1 NaN"):
         load_audio(np.array([0.0, np.nan], np.float32), SR)
+    for wrong, kind in ((12345, "int"), (None, "NoneType"), ([0.1, 0.2], "list")):
+        with pytest.raises(AudioError, match=f"<{kind}>: not an audio source"):
+            load_audio(wrong, SR)
 
 
 def test_pcm_wav_from_stdlib_decodes_exactly(tmp_path):

@@ -10,11 +10,14 @@ from acousticsense.features import (
     Preprocessing,
     db_to_image,
     frame_windows,
-    gather_windows,
+    frames_per_window,
+    mel_filters,
     mel_power,
     power_to_db,
+    track_mel,
     window_count,
-    window_rms_db,
+    window_frames,
+    window_levels_db,
     window_starts,
     windows_to_images,
 )
@@ -39,6 +42,17 @@ def test_fixed_reference_db_matches_librosa():
     ours = power_to_db(mel_power(torch.from_numpy(y)[None], pre), pre)[0].numpy()
     S = librosa.feature.melspectrogram(y=y, sr=pre.sample_rate, n_fft=pre.n_fft, hop_length=pre.hop_length, n_mels=pre.n_mels)
     assert np.abs(ours - librosa.power_to_db(S, ref=1.0, top_db=None)).max() < 0.01
+
+
+@pytest.mark.parametrize(
+    "sr,n_fft,n_mels,fmin,fmax,htk,norm",
+    [(22050, 2048, 128, 0.0, None, False, "slaney"), (16000, 1024, 64, 20.0, 7600.0, False, "slaney"), (44100, 4096, 96, 30.0, 16000.0, True, None)],
+)
+def test_mel_filter_bank_is_librosas(sr, n_fft, n_mels, fmin, fmax, htk, norm):
+    """Ours is computed without librosa (slow to import) and must equal it."""
+    pre = Preprocessing(sample_rate=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, mel_htk=htk, mel_norm=norm)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+    assert np.allclose(mel_filters(pre).numpy(), ref, rtol=1e-5, atol=1e-8)
 
 
 def test_batched_features_equal_single():
@@ -69,13 +83,13 @@ def test_short_clip_fills_one_window():
     assert torch.equal(windows[0, :30], x) and torch.count_nonzero(windows[0, 30:]) == 0 and windows.shape == (1, 100)
 
 
-def test_window_starts_count_and_gather_agree():
+def test_window_starts_count_and_frames_agree():
     pre = Preprocessing(sample_rate=100, window_seconds=1.0, hop_seconds=0.3)
     x = torch.arange(1000.0)
     for n in (100, 101, 129, 130, 131, 999):
         starts = window_starts(n, pre)
         assert window_count(n, pre) == len(starts) and starts[-1] + 100 == n and starts[0] == 0
-        assert torch.equal(gather_windows(x[:n], starts, 100)[:, 0], starts.float())
+        assert torch.equal(frame_windows(x[:n], pre)[0][:, 0], starts.float())
 
 
 def test_image_shape_range_and_orientation():
@@ -101,10 +115,30 @@ def test_magma_colormap_matches_matplotlib():
 
 
 def test_silence_level():
-    loud = torch.from_numpy(music_like(1.0)[0])[None]
-    assert window_rms_db(loud).item() > -30
-    assert window_rms_db(torch.zeros(1, 100)).item() == pytest.approx(-200.0)
-    assert window_rms_db(torch.full((1, 100), 1e-4)).item() == pytest.approx(-80.0, abs=0.01)
+    pre = Preprocessing(sample_rate=1000, window_seconds=1.0, hop_seconds=0.5, hop_length=100, n_fft=256)
+    first = torch.tensor([0, 10])  # frames: windows at 0 s and 1 s
+    quiet_then_loud = torch.cat([torch.full((1000,), 1e-4), torch.from_numpy(music_like(1.0, 1000)[0])])
+    quiet, loud = window_levels_db(quiet_then_loud, first, pre).tolist()
+    assert quiet == pytest.approx(-80.0, abs=0.01) and loud > -30
+    assert window_levels_db(torch.zeros(2000), first, pre).tolist() == pytest.approx([-200.0, -200.0])
+
+
+def test_whole_track_mel_in_chunks_and_its_window_slices():
+    """Inference cuts windows out of one whole-track mel: chunking changes nothing, slices match their windows."""
+    pre = Preprocessing(window_seconds=2.0, hop_seconds=1.0)
+    x = torch.from_numpy(music_like(7.3, seed=3)[0])
+    mel = track_mel(x, pre, chunk_frames=37)
+    assert torch.allclose(mel, mel_power(x[None], pre)[0], rtol=1e-4, atol=1e-6)
+    starts = window_starts(len(x), pre)
+    frames = window_frames(starts, len(x), pre)
+    width = frames_per_window(pre)
+    assert int(frames[-1]) + width == mel.shape[1]  # the last window ends with the track
+    assert (frames * pre.hop_length - starts).abs().max() <= pre.hop_length // 2
+    own = windows_to_images(frame_windows(x, pre)[0], pre)
+    sliced = db_to_image(power_to_db(torch.stack([mel[:, f : f + width] for f in frames.tolist()]), pre), pre)
+    # what the model sees barely differs (on a [-1, 1] scale): edge frames see context instead of padding, and
+    # a start off the frame grid moves to the nearest frame (up to 11.6 ms), as training's random crops are placed
+    assert (own - sliced).abs().mean(dim=(1, 2, 3)).max() < 0.06
 
 
 def test_preprocessing_round_trip_and_strictness():

@@ -21,10 +21,19 @@ def test_features_on_gpu_match_cpu():
 
 def test_classify_on_gpu_matches_cpu(tiny_bundle, clip_mp3):
     cpu = Classifier.from_bundle(tiny_bundle, device="cpu").classify(clip_mp3)
-    gpu_clf = Classifier.from_bundle(tiny_bundle, device="cuda")
+    gpu_clf = Classifier.from_bundle(tiny_bundle, device="cuda", precision="fp32")
     gpu = gpu_clf.classify(clip_mp3)
     assert next(gpu_clf.model.parameters()).is_cuda
     assert [g.label for g in gpu.top_k] == [g.label for g in cpu.top_k]
     assert max(abs(a.probability - b.probability) for a, b in zip(gpu.top_k, cpu.top_k)) < 1e-3
     many = list(gpu_clf.classify_many([clip_mp3, clip_mp3]))
     assert [g.label for g in many[1].top_k] == [g.label for g in cpu.top_k]
+
+
+def test_bf16_is_the_cuda_default_and_stays_close(tiny_bundle, clip_mp3):
+    fp32 = Classifier.from_bundle(tiny_bundle, device="cuda", precision="fp32").classify(clip_mp3, top_k=4)
+    clf = Classifier.from_bundle(tiny_bundle, device="cuda")
+    assert clf.precision == "bf16"
+    bf16 = clf.classify(clip_mp3, top_k=4)
+    by_label = {g.label: g.probability for g in fp32.top_k}
+    assert max(abs(g.probability - by_label[g.label]) for g in bf16.top_k) < 0.02

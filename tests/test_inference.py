@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from acousticsense import inference
+from acousticsense import inference, options
 from acousticsense.errors import AudioError, ParameterError
 from acousticsense.inference import Classifier, Failure, aggregate
 from conftest import TINY_LABELS, music_like, write_audio
@@ -123,7 +123,7 @@ def test_options_out_of_range_are_refused_before_any_work(clf, options, message)
 
 
 def test_window_cap_bounds_the_work_of_one_track(clf, monkeypatch):
-    monkeypatch.setattr(inference, "MAX_WINDOWS", 10)
+    monkeypatch.setattr(options, "MAX_WINDOWS", 10)
     ok = clf.classify(music_like(11.0, SR)[0], hop=1.0)  # (11 - 2) / 1 + 1 = 10 windows
     assert len(ok.timeline) == 10
     with pytest.raises(ParameterError, match="<array>: 11 s with a hop of 0.5 s makes 19 windows, more than the 10"):
@@ -200,3 +200,13 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing config.json" in bad.stderr
     info = _cli("info", tiny_bundle)
     assert info.returncode == 0 and json.loads(info.stdout)["labels"] == TINY_LABELS
+
+
+def test_precision_defaults_to_fp32_on_the_cpu_and_bf16_stays_close(tiny_bundle, clip_mp3):
+    clf = Classifier.from_bundle(tiny_bundle, device="cpu")
+    assert clf.precision == "fp32"
+    fp32 = {g.label: g.probability for g in clf.classify(clip_mp3, top_k=4).top_k}
+    bf16 = Classifier.from_bundle(tiny_bundle, device="cpu", precision="bf16").classify(clip_mp3, top_k=4)
+    assert max(abs(g.probability - fp32[g.label]) for g in bf16.top_k) < 0.02
+    with pytest.raises(ParameterError, match="precision must be one of fp32, bf16, not 'fp16'"):
+        Classifier.from_bundle(tiny_bundle, device="cpu", precision="fp16")

@@ -20,7 +20,7 @@ from acousticsense import train as train_module
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
 from acousticsense.evaluate import evaluate
-from acousticsense.features import Preprocessing, db_to_image, frame_windows, mel_power, power_to_db, window_count, windows_to_images
+from acousticsense.features import Preprocessing, db_to_image, frame_windows, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
 from acousticsense.inference import Classifier
 from acousticsense.synth import make_corpus
 from acousticsense.train import (
@@ -137,7 +137,7 @@ def test_training_crops_are_inference_windows():
     for n in (100, pre.window_samples, pre.window_samples + 1, len(x)):
         assert window_count(n, pre) == len(frame_windows(x[:n], pre)[0])
     windows, _ = frame_windows(x, pre)
-    frames = train_module._window_frames(pre)
+    frames = frames_per_window(pre)
     assert mel_power(windows, pre).shape[-1] == frames
     # a crop of the whole track's mel at frame k gives (nearly) the image of the window starting there
     full = mel_power(x[None], pre)[0]
@@ -213,6 +213,10 @@ def test_evaluate_on_the_held_out_tracks(trained, corpus, tmp_path):
     assert report["window"]["n"] == len(window_hits) == 24
     assert report["window"]["accuracy"] == pytest.approx(np.mean(window_hits))
     assert report["track"]["accuracy"] >= 0.6 and report["window"]["accuracy"] >= 0.6
+    # training validation ran the same stages on the same tracks: the saved (best) epoch's numbers are evaluate's
+    metrics = read_config(trained).metrics
+    assert metrics["val_track_acc"] == round(report["track"]["accuracy"], 5)
+    assert metrics["val_window_acc"] == round(report["window"]["accuracy"], 5)
 
     manifest.write_text(f"path,label\n{val[0].path},Polka\n{val[1].path},Bass\n")
     with pytest.raises(DataError, match="unknown to model bands: Polka"):

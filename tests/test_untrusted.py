@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import struct
 import subprocess
@@ -17,6 +18,7 @@ import time
 import zlib
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +27,7 @@ from acousticsense.audio import load_audio
 from acousticsense.errors import AudioError
 from acousticsense.serve import create_app
 from conftest import music_like, video, write_audio
+from test_serve import running
 
 SR = 22050
 REFUSED = "refused: '{}' is not an audio file format"
@@ -134,6 +137,8 @@ def make_corpus(d: Path, probe_url: str, secret: Path) -> dict[str, str | None]:
         # unusual but valid audio
         "low_8k.wav": (wav(8000, pcm16(music_like(3.0, 8000)[0])), "low_sample_rate"),
         "hi_96k_6ch.wav": (wav(96000, pcm16(music_like(1.0, 96000, channels=6).T.reshape(-1)), channels=6), None),
+        "unnamed_9ch.wav": (wav(SR, pcm16(np.repeat(music[:, None], 9, 1).reshape(-1)), channels=9), None),
+        "unnamed_64ch_float.wav": (wav(SR, float32(np.repeat(music[: 2 * SR, None], 64, 1).reshape(-1)), tag=3, channels=64, bits=32), None),
         "concat_rates.aac": (b"".join(write_audio(enc / f"{r}.aac", music_like(2.0, r, channels=2), r).read_bytes() for r in (44100, 22050)), None),
         "ok.mp3": (encoded[".mp3"], None),
         "ok.ogg": (encoded[".ogg"], None),
@@ -311,4 +316,29 @@ def test_stdin_and_pipes_are_read(clip_mp3, tiny_bundle):
         # a stream cannot be searched for the mp3's gapless info, so the first milliseconds differ a little
         assert doc["duration"] == pytest.approx(direct["duration"], abs=0.1)
     assert json.loads(piped.stdout)["source"] == "<stdin>" and json.loads(fifo.stdout)["source"].startswith("/dev/fd/")
+    closed = subprocess.run(["bash", "-c", '"$@" <&-', "_", *cli, "-"], capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 2 and closed.stderr.strip() == "error: '-': standard input is closed"
 
+
+def gradio_call(base: str, value: dict) -> str:
+    """One call of the page's ``analyse`` event through Gradio's HTTP API; returns the event stream's text."""
+    r = httpx.post(f"{base}/gradio_api/call/analyse", json={"data": [value]}, timeout=30)
+    r.raise_for_status()
+    return httpx.get(f"{base}/gradio_api/call/analyse/{r.json()['event_id']}", timeout=30).text
+
+
+def test_the_web_page_reads_only_what_was_uploaded_to_it(tiny_bundle, probe, secret, clip_mp3, tmp_path, capfd):
+    """A crafted call naming a server path, a FIFO, a device or a URL is refused before anything is read."""
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    with running(create_app(tiny_bundle, max_seconds=5)) as base:
+        for path in (secret, "/etc/passwd", fifo, "/dev/zero", f"{probe.url}/x.mp3", "http://example.com/x.mp3"):
+            start = time.monotonic()
+            text = gradio_call(base, {"path": str(path), "meta": {"_type": "gradio.FileData"}})
+            assert "event: error" in text and "only clips uploaded to this page can be classified" in text, (path, text)
+            assert time.monotonic() - start < 5, path  # nothing waited on the FIFO or read /dev/zero
+        uploaded = httpx.post(f"{base}/gradio_api/upload", files={"files": ("clip.mp3", clip_mp3.read_bytes())}, timeout=30).json()[0]
+        text = gradio_call(base, {"path": uploaded, "meta": {"_type": "gradio.FileData"}})
+        assert "event: complete" in text and "clip.mp3" in text and "analysed in" in text, text
+    assert probe.hits == 0
+    assert "Traceback" not in capfd.readouterr().err

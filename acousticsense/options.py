@@ -1,0 +1,33 @@
+"""Request options shared by every surface (CLI, Python API, REST): defaults, documented ranges, the range check.
+
+Free of heavy imports, so the CLI shows its help at once.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+from .errors import ParameterError
+
+DEFAULT_TOP_K = 5
+DEFAULT_BATCH_SIZE = 64  # windows per model batch (across files)
+DEFAULT_MAX_SECONDS = 1800.0  # longer inputs are analysed up to this point and flagged "truncated"
+MAX_WINDOWS = 4000  # per track: a longer track or a shorter hop is refused, so one request's work stays bounded
+MAX_SECONDS_RANGE = (1.0, 4 * 3600.0)  # max_seconds: how much of a track is analysed
+HOP_RANGE = (0.1, 3600.0)  # seconds between window starts
+WINDOW_RANGE = (0.5, 60.0)  # a window length other than the bundle's (only with override_window)
+
+# The web server: uploads are untrusted, so its limits are tighter than the library's.
+SERVER_MAX_UPLOAD_MB = 50.0  # largest request body accepted, in MiB; larger gets 413
+SERVER_MAX_SECONDS = 600.0  # tracks are analysed up to this point (with a "truncated" warning)
+SERVER_MAX_QUEUE = 32  # requests allowed to wait for the model; beyond that, 503
+
+
+def in_range(name: str, value: Any, bounds: tuple[float, float]) -> float:
+    """``value`` as a float if it is a finite number within ``bounds`` (seconds), else a :class:`ParameterError`."""
+    lo, hi = bounds
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or not lo <= value <= hi:
+        raise ParameterError(f"{name} must be a number from {lo:g} to {hi:g} s, not {value!r}")
+    return float(value)

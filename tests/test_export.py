@@ -1,0 +1,80 @@
+"""ONNX export: a bundle that runs through ONNX Runtime and gives torch's numbers; int8 stays close."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from acousticsense.bundle import ONNX_NAME, OnnxModel, load_bundle, read_config
+from acousticsense.errors import BundleError
+from acousticsense.export import export_onnx
+from acousticsense.inference import Classifier
+from acousticsense.train import TrainConfig, TrainError, _initial_model
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "tiny-onnx"
+    return out, export_onnx(tiny_bundle, out)
+
+
+def test_export_is_a_bundle_with_the_same_config_and_numbers(tiny_bundle, exported, clip_mp3):
+    out, record = exported
+    source, config = read_config(tiny_bundle), read_config(out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", ONNX_NAME]
+    assert config.labels == source.labels and config.preprocessing == source.preprocessing and config.aggregation == source.aggregation
+    assert config.model_id == "tiny-test-onnx" and config.provenance["export"]["from"] == "tiny-test"
+    check = record["check"]
+    assert check["files"] == 16 and check["max_abs_diff"] < 1e-4 and check["track_top1_agreement"] == 16
+    assert config.provenance["export"]["check"] == check
+    assert isinstance(load_bundle(out).model, OnnxModel)
+
+    # many windows in uneven batches: the batch axis is dynamic (traced with 2, run with 5 and 3)
+    torch_clf, onnx_clf = Classifier.from_bundle(tiny_bundle, device="cpu", batch_size=5), Classifier.from_bundle(out, batch_size=5)
+    a, b = torch_clf.classify(clip_mp3, hop=0.5), onnx_clf.classify(clip_mp3, hop=0.5)
+    assert len(a.timeline) == len(b.timeline) == 11 and b.model_id == "tiny-test-onnx"
+    for wa, wb in zip(a.timeline, b.timeline):
+        assert wa.probabilities == pytest.approx(wb.probabilities, abs=1e-4)
+
+
+def test_int8_export_reports_its_difference(tiny_bundle, exported, tmp_path):
+    record = export_onnx(tiny_bundle, tmp_path / "int8", int8=True)
+    assert record["quantization"] == "dynamic-int8" and read_config(tmp_path / "int8").model_id == "tiny-test-onnx-int8"
+    check = record["check"]
+    assert 0 < check["max_abs_diff"] < 0.2 and check["window_top1_agreement"] >= 0.8 * check["windows"]
+    assert (tmp_path / "int8" / ONNX_NAME).stat().st_size < 0.5 * (exported[0] / ONNX_NAME).stat().st_size
+
+
+def test_bad_exports_are_clear_errors(exported, tmp_path):
+    out, _ = exported
+    with pytest.raises(BundleError, match="exists and is not empty"):
+        export_onnx(None, out)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((out / "config.json").read_text())
+    (broken / ONNX_NAME).write_bytes(b"not onnx at all")
+    with pytest.raises(BundleError, match="not a usable ONNX model"):
+        load_bundle(broken)
+    other = json.loads((out / "config.json").read_text())
+    other["labels"] = ["A", "B"]
+    (broken / "config.json").write_text(json.dumps(other))
+    (broken / ONNX_NAME).write_bytes((out / ONNX_NAME).read_bytes())
+    with pytest.raises(BundleError, match="4 outputs but config.json has 2 labels"):
+        load_bundle(broken)
+    with pytest.raises(TrainError, match="is an ONNX export; fine-tune the bundle it was exported from \\(tiny-test\\)"):
+        _initial_model(TrainConfig(init=str(out)), ["Blues", "Jazz", "Metal", "Reggae"], progress=False)
+
+
+def test_cli_export_and_predict(tiny_bundle, clip_mp3, tmp_path):
+    cli = [sys.executable, "-m", "acousticsense.cli"]
+    done = subprocess.run([*cli, "export", str(tiny_bundle), "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {tmp_path / 'e'} (float32); check on 16 example clips: max |Δp| ")
+    assert "16/16 tracks" in done.stdout and "WARNING" not in done.stderr
+    doc = json.loads(subprocess.run([*cli, "predict", str(clip_mp3), "--model", str(tmp_path / "e"), "--json"], capture_output=True, text=True, timeout=120).stdout)
+    assert doc["model_id"] == "tiny-test-onnx" and len(doc["top_k"]) == 4
+    bad = subprocess.run([*cli, "export", "--format", "tflite", "--out", str(tmp_path / "f")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --format tflite: only 'onnx' is supported"
