@@ -7,10 +7,12 @@ training validation): :meth:`~Classifier.preprocess` (decode, mel, windows, sile
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from numbers import Integral
 from typing import Any
@@ -33,7 +35,9 @@ from .features import (
 )
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range
 
-DECODE_THREADS = 2  # inputs decoded at once by classify_many (PyAV releases the GIL while decoding)
+# Processes (forked: nothing of the caller's script is re-imported), not threads: decoding holds the GIL
+# most of its time, and two decoding threads were slower than one. 0: decode in this process.
+DECODE_WORKERS = min(4, os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 0
 DECODE_AHEAD = 4  # inputs decoded ahead of the model at most: memory stays bounded however many files
 PRECISIONS = ("fp32", "bf16")
 
@@ -219,8 +223,8 @@ class Classifier:
     ) -> Iterator[Result | Failure]:
         """Classify many inputs, batching windows across files; yields in input order.
 
-        Options are checked first (:class:`ParameterError`). Inputs are decoded by :data:`DECODE_THREADS`
-        threads, at most :data:`DECODE_AHEAD` ahead of the model. Whatever goes wrong with one input
+        Options are checked first (:class:`ParameterError`). Files are decoded by :data:`DECODE_WORKERS`
+        processes while this one computes features and runs the model, at most :data:`DECODE_AHEAD` ahead. Whatever goes wrong with one input
         (unreadable, too many windows, any unexpected error) yields a :class:`Failure` with a one-line reason,
         and the others go on.
         """
@@ -250,15 +254,42 @@ class Classifier:
         yield from flush()
 
     def _preprocess_ahead(self, sources: Iterable[AudioSource], opts: Options) -> Iterator[Features | Failure]:
-        """:meth:`preprocess` of each source in threads (decoding releases the GIL), in input order."""
-        with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode") as pool:
-            ahead: deque[Future] = deque()
+        """:meth:`preprocess` of each source, in input order; files are decoded ahead in worker processes.
+
+        A file that kills its worker (FFmpeg crashing on it) becomes its own :class:`Failure`: the files that
+        were in flight with it are decoded again, each in a process of its own, and a new pool takes the rest.
+        """
+        pre = opts.pre
+        decode_args = (pre.sample_rate, opts.max_seconds, pre.resampler)
+        ahead: deque[tuple[str, AudioSource, Future | None]] = deque()
+        pool: ProcessPoolExecutor | None = None
+
+        def ready(name: str, source: AudioSource, decoding: Future | None) -> Features | Failure:
+            nonlocal pool
+            if decoding is None:
+                audio = _decode(source, *decode_args)
+            else:
+                try:
+                    audio = decoding.result()
+                except BrokenProcessPool:  # a worker died on this file or on another one in flight
+                    pool = None
+                    audio = _decode_alone(source, decode_args)
+            return audio if isinstance(audio, Failure) else _guard(name, self._features, name, audio, opts)
+
+        try:
             for source in sources:
-                ahead.append(pool.submit(_guard, source_name(source), self.preprocess, source, opts))
+                decoding = None
+                if DECODE_WORKERS and isinstance(source, (str, os.PathLike)):
+                    pool = pool or ProcessPoolExecutor(DECODE_WORKERS, mp_context=multiprocessing.get_context("fork"))
+                    decoding = pool.submit(_decode, source, *decode_args)
+                ahead.append((source_name(source), source, decoding))
                 if len(ahead) > DECODE_AHEAD:
-                    yield ahead.popleft().result()
+                    yield ready(*ahead.popleft())
             while ahead:
-                yield ahead.popleft().result()
+                yield ready(*ahead.popleft())
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
     def preprocess(self, source: AudioSource, opts: Options | None = None) -> Features:
         """Decode ``source``, compute its whole-track mel once, place the windows and mark the silent ones.
@@ -268,11 +299,15 @@ class Classifier:
         """
         opts = opts or self.options()
         pre = opts.pre
-        audio = load_audio(source, pre.sample_rate, opts.max_seconds, pre.resampler)
+        return self._features(source_name(source), load_audio(source, pre.sample_rate, opts.max_seconds, pre.resampler), opts)
+
+    def _features(self, name: str, audio: Audio, opts: Options) -> Features:
+        """The rest of :meth:`preprocess`, from decoded audio."""
+        pre = opts.pre
         count = window_count(len(audio.samples), pre)
         if count > limits.MAX_WINDOWS:
             raise ParameterError(
-                f"{source_name(source)}: {audio.duration:.0f} s with a hop of {pre.hop_seconds:g} s makes {count} windows, "
+                f"{name}: {audio.duration:.0f} s with a hop of {pre.hop_seconds:g} s makes {count} windows, "
                 f"more than the {limits.MAX_WINDOWS} analysed per track; use a longer hop or a lower max_seconds"
             )
         samples = fit_to_window(torch.from_numpy(audio.samples), pre)
@@ -280,7 +315,7 @@ class Classifier:
             samples = samples.pin_memory().to(self.device, non_blocking=True)
         starts, frames, width = place_windows(len(samples), pre)
         silent = window_levels_db(samples, frames, pre).cpu() < pre.silence_db
-        return Features(source_name(source), audio, opts, track_mel(samples, pre), starts, frames, width, silent)
+        return Features(name, audio, opts, track_mel(samples, pre), starts, frames, width, silent)
 
     @torch.inference_mode()
     def forward(self, items: Sequence[Features]) -> list[torch.Tensor]:
@@ -348,6 +383,21 @@ class Classifier:
         order = track.argsort(descending=True)[: opts.top_k].tolist()
         top = [Genre(labels[i], round(float(track[i]), 6)) for i in order]
         return Result(features.source, self.config.model_id, round(duration, 3), top, timeline, False, self.config.aggregation, warnings)
+
+
+def _decode(source: AudioSource, *args: Any) -> Audio | Failure:
+    """``load_audio(source, *args)``, or the :class:`Failure` of ``source`` (runs in a worker process)."""
+    return _guard(source_name(source), load_audio, source, *args)
+
+
+def _decode_alone(source: AudioSource, args: tuple[Any, ...]) -> Audio | Failure:
+    """:func:`_decode` in a process of its own: if that one dies too, ``source`` is what kills it."""
+    name = source_name(source)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as alone:
+        try:
+            return alone.submit(_decode, source, *args).result()
+        except BrokenProcessPool:
+            return Failure(name, f"{name}: decoding crashed (the decoder process died on this file)")
 
 
 def _guard(name: str, step: Callable[..., Any], *args: Any) -> Any:

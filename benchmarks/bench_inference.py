@@ -26,14 +26,16 @@ SOURCE_RATE = 48000
 
 
 def write_track(path: Path, seconds: float = TRACK_SECONDS, samples: np.ndarray | None = None) -> Path:
-    """A 48 kHz stereo Ogg Vorbis track of synthetic music (``samples``: mono at 22,050 Hz; default: rock)."""
+    """A 48 kHz stereo Ogg Vorbis (``.ogg``) or 44.1 kHz mp3 (``.mp3``) track of synthetic music
+    (``samples``: mono at 22,050 Hz; default: rock)."""
     if samples is None:
         samples, _ = render_clip("Rock", 11, seconds)
     stereo = np.stack([samples, samples]).astype(np.float32)
-    with av.open(str(path), "w", format="ogg") as container:
-        stream = container.add_stream("vorbis", rate=SOURCE_RATE, layout="stereo")
+    fmt, codec, rate = ("mp3", "libmp3lame", 44100) if path.suffix == ".mp3" else ("ogg", "vorbis", SOURCE_RATE)
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate, layout="stereo")
         stream.codec_context.options = {"strict": "experimental"}
-        resampler = av.AudioResampler(format=stream.codec_context.codec.audio_formats[0].name, layout="stereo", rate=SOURCE_RATE)
+        resampler = av.AudioResampler(format=stream.codec_context.codec.audio_formats[0].name, layout="stereo", rate=rate)
         frame = av.AudioFrame.from_ndarray(stereo, format="fltp", layout="stereo")
         frame.sample_rate = 22050
         for chunk in [*resampler.resample(frame), *resampler.resample(None)]:

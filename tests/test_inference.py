@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -210,3 +211,23 @@ def test_precision_defaults_to_fp32_on_the_cpu_and_bf16_stays_close(tiny_bundle,
     assert max(abs(g.probability - fp32[g.label]) for g in bf16.top_k) < 0.02
     with pytest.raises(ParameterError, match="precision must be one of fp32, bf16, not 'fp16'"):
         Classifier.from_bundle(tiny_bundle, device="cpu", precision="fp16")
+
+
+def test_a_decoder_crash_in_a_worker_costs_only_its_file(tiny_bundle, clip_mp3, tmp_path, monkeypatch):
+    """Files are decoded in worker processes; one that kills its worker (as an FFmpeg crash would) is its own Failure."""
+    real = inference.load_audio
+
+    def crashing(source, *args):
+        if str(source).endswith("bad.mp3"):
+            os._exit(3)
+        return real(source, *args)
+
+    monkeypatch.setattr(inference, "load_audio", crashing)
+    paths = [tmp_path / name for name in ("a.mp3", "bad.mp3", "c.mp3", "d.mp3")]
+    for path in paths:
+        path.write_bytes(clip_mp3.read_bytes())
+    clf = Classifier.from_bundle(tiny_bundle, device="cpu")
+    results = list(clf.classify_many(paths))
+    assert [type(r).__name__ for r in results] == ["Result", "Failure", "Result", "Result"]
+    assert results[1].error.startswith(f"{paths[1]}: decoding crashed")
+    assert results[0].top_k == results[3].top_k == clf.classify(clip_mp3).top_k
