@@ -126,7 +126,10 @@ class _Counted(io.RawIOBase):
         return data
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self.raw.seek(offset, whence)
+        try:
+            return self.raw.seek(offset, whence)
+        except (OSError, ValueError):  # e.g. before the start of an empty file: an error code for FFmpeg, not a traceback
+            return -1
 
     def tell(self) -> int:
         return self.raw.tell()
@@ -216,6 +219,14 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # let the resampler count samples; broken timestamps must not skew it
+                if native and frame.sample_rate == sample_rate:  # no resampling: the channels' mean is the output
+                    if resampler is not None:
+                        _drain(resampler, None, out)
+                        resampler = setup = None
+                    out.add(_channel_mean(frame))
+                    if out.size > limit:
+                        break
+                    continue
                 if native or (len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels")):  # unnamed (9, 64): no remix matrix
                     frame = _average_channels(frame)
                 layout = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -244,17 +255,23 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
     return samples, src_rate, channels, warnings
 
 
-def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:
-    """``frame`` down-mixed to mono float by averaging its channels (``librosa.load``'s down-mix; FFmpeg has none for unnamed layouts)."""
+def _channel_mean(frame: av.AudioFrame) -> np.ndarray:
+    """The mean of ``frame``'s channels as float32 samples in [-1, 1] (``librosa.load``'s down-mix)."""
     x = frame.to_ndarray()
     x = x if frame.format.is_planar else x.reshape(-1, len(frame.layout.channels)).T
     if x.dtype.kind == "u":  # unsigned 8-bit: silence is 128
         x = x.astype(np.float32) / 128 - 1
     elif x.dtype.kind == "i":
         x = x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
+    if len(x) == 1:
+        return x[0].astype(np.float32)
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused with the file's name later
-        mean = x.mean(axis=0).astype(np.float32)
-    mono = av.AudioFrame.from_ndarray(mean[None, :], format="flt", layout="mono")
+        return x.mean(axis=0).astype(np.float32)
+
+
+def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:
+    """``frame`` down-mixed to a mono float frame by :func:`_channel_mean` (FFmpeg has no remix for unnamed layouts)."""
+    mono = av.AudioFrame.from_ndarray(_channel_mean(frame)[None, :], format="flt", layout="mono")
     mono.sample_rate = frame.sample_rate
     return mono
 

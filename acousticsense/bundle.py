@@ -21,7 +21,6 @@ from torch import nn
 
 from .errors import BundleError, ParameterError
 from .features import Preprocessing
-from .model import build_model
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -95,6 +94,8 @@ class BundleConfig:
 
     def build_model(self) -> nn.Module:
         """An untrained model of this config's architecture and label count."""
+        from .model import build_model  # torchvision's model zoo takes a second to import: ONNX bundles never need it
+
         arch = self.architecture
         try:
             return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
@@ -114,12 +115,15 @@ class Bundle:
 def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into directory ``path`` (atomically per file)."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BundleError(f"{path}: exists and is not a folder")
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_weights(config, state, str(path))
     tmp = path / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": config.model_id})
     os.replace(tmp, path / WEIGHTS_NAME)
+    (path / ONNX_NAME).unlink(missing_ok=True)  # a stale export would shadow these weights
     write_config(path, config)
     return path
 
@@ -152,9 +156,11 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
     """Load a bundle strictly (``None``: the built-in default model); an exported one runs through ONNX Runtime."""
     path = Path(path) if path is not None else DEFAULT_BUNDLE
     config = read_config(path)
-    if (path / ONNX_NAME).is_file():
-        return Bundle(config, OnnxModel(path / ONNX_NAME, len(config.labels)), path)
     weights_path = path / WEIGHTS_NAME
+    if (path / ONNX_NAME).is_file():
+        if weights_path.exists():
+            raise BundleError(f"{path}: holds both {WEIGHTS_NAME} and {ONNX_NAME}; a bundle has one model: remove the other")
+        return Bundle(config, OnnxModel(path / ONNX_NAME, len(config.labels), config.architecture["image_size"]), path)
     if not weights_path.is_file():
         raise BundleError(f"{path}: missing {WEIGHTS_NAME}")
     try:
@@ -170,7 +176,7 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
 class OnnxModel(nn.Module):
     """An exported model as a module: images (B, 3, S, S) in, logits (B, labels) out, computed by ONNX Runtime on the CPU."""
 
-    def __init__(self, path: Path, n_labels: int):
+    def __init__(self, path: Path, n_labels: int, image_size: int):
         super().__init__()
         try:
             import onnxruntime as ort
@@ -183,10 +189,13 @@ class OnnxModel(nn.Module):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file
             raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
-        (self.input,) = (i.name for i in self.session.get_inputs())
-        shape = self.session.get_outputs()[0].shape
-        if shape[-1] != n_labels:
-            raise BundleError(f"{path}: the model has {shape[-1]} outputs but config.json has {n_labels} labels")
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, image_size, image_size] or outputs[0].shape[-1] != n_labels:
+            raise BundleError(
+                f"{path}: the model takes {[list(i.shape) for i in inputs]} and gives {list(outputs[0].shape)}; "
+                f"config.json asks for images [batch, 3, {image_size}, {image_size}] and {n_labels} labels"
+            )
+        self.input = inputs[0].name
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(None, {self.input: images.detach().float().cpu().numpy()})

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import signal
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -97,60 +101,93 @@ def predict(
     if as_json and as_csv:
         fail("choose one of --json and --csv")
     clf = load_classifier(model, device, batch_size=batch_size)
-    clf.options(top_k, window, hop, max_seconds, override_window)  # a bad option stops before any file is read
-    results = []
-    with tqdm(total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr) as bar:
-        for r in clf.classify_many(_sources(files), top_k, window, hop, max_seconds, override_window):
-            if isinstance(r, Failure):
-                tqdm.write(f"error: {r.error}", file=sys.stderr)
-            results.append(r)
-            bar.update()
-    ok = [r for r in results if not isinstance(r, Failure)]
-    if as_json:
-        docs = [r.to_dict() for r in results]
-        typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, allow_nan=False))
-    elif as_csv:
-        _write_csv(results)
-    else:
-        _print_tables(ok)
-    if len(ok) < len(results):
+    results = clf.classify_many(_sources(files), top_k, window, hop, max_seconds, override_window)  # options checked here
+    out = _Output("json" if as_json else "csv" if as_csv else "table", several=len(files) > 1)
+    failed = 0
+    try:
+        with tqdm(total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr) as bar:
+            for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
+                if isinstance(r, Failure):
+                    tqdm.write(f"error: {r.error}", file=sys.stderr)
+                    failed += 1
+                out.write(r)
+                bar.update()
+    finally:
+        out.close()  # a JSON array is closed even after Ctrl-C, so what was written stays valid
+    if failed:
         raise typer.Exit(1)
 
 
-def _write_csv(results: list) -> None:
+class _Output:
+    """predict's stdout: a rich table per file, CSV rows, or JSON (an object for one file, an array for several)."""
+
+    def __init__(self, kind: str, several: bool):
+        self.kind, self.several, self.count = kind, several, 0
+        if kind == "csv":
+            self.csv = csv.writer(sys.stdout)
+            self.csv.writerow(["source", "rank", "label", "probability", "duration", "warnings", "error"])
+
+    def write(self, r) -> None:
+        from .inference import Failure
+
+        with _ctrl_c_deferred():  # a result is written whole or not at all
+            if self.kind == "json":
+                doc = json.dumps(r.to_dict(), indent=2, allow_nan=False)
+                sys.stdout.write(("[\n" if not self.count else ",\n") + textwrap.indent(doc, "  ") if self.several else doc + "\n")
+            elif self.kind == "csv":
+                self.csv.writerows(_csv_rows(r))
+            elif not isinstance(r, Failure):
+                _print_table(r)
+            sys.stdout.flush()
+            self.count += 1
+
+    def close(self) -> None:
+        if self.kind == "json" and self.several:
+            sys.stdout.write("\n]\n" if self.count else "[]\n")
+            sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it."""
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _csv_rows(r) -> list[list]:
     from .inference import Failure
 
-    writer = csv.writer(sys.stdout)
-    writer.writerow(["source", "rank", "label", "probability", "duration", "warnings", "error"])
-    for r in results:
-        if isinstance(r, Failure):
-            writer.writerow([r.source, "", "", "", "", "", r.error])
-            continue
-        codes = ";".join(w["code"] for w in r.warnings)
-        if not r.top_k:
-            writer.writerow([r.source, "", "", "", r.duration, codes, ""])
-        for rank, g in enumerate(r.top_k, 1):
-            writer.writerow([r.source, rank, g.label, f"{g.probability:.6f}", r.duration, codes, ""])
+    if isinstance(r, Failure):
+        return [[r.source, "", "", "", "", "", r.error]]
+    codes = ";".join(w["code"] for w in r.warnings)
+    if not r.top_k:
+        return [[r.source, "", "", "", r.duration, codes, ""]]
+    return [[r.source, rank, g.label, f"{g.probability:.6f}", r.duration, codes, ""] for rank, g in enumerate(r.top_k, 1)]
 
 
-def _print_tables(results: list) -> None:
+def _print_table(r) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    for r in results:
-        n = len(r.timeline)
-        table = Table(title=f"{r.source}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", title_justify="left")
-        table.add_column("#", justify="right")
-        table.add_column("genre")
-        table.add_column("probability", justify="right")
-        for rank, g in enumerate(r.top_k, 1):
-            table.add_row(str(rank), g.label, f"{g.probability:6.1%}")
-        if r.silent:
-            table.add_row("-", "(silent)", "")
-        console.print(table)
-        for w in r.warnings:
-            console.print(f"  [yellow]warning[/] {w['code']}: {w['message']}")
+    n = len(r.timeline)
+    table = Table(title=f"{r.source}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("genre")
+    table.add_column("probability", justify="right")
+    for rank, g in enumerate(r.top_k, 1):
+        table.add_row(str(rank), g.label, f"{g.probability:6.1%}")
+    if r.silent:
+        table.add_row("-", "(silent)", "")
+    console.print(table)
+    for w in r.warnings:
+        console.print(f"  [yellow]warning[/] {w['code']}: {w['message']}")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .bundle import EXAMPLES_DIR, ONNX_NAME, load_bundle, write_config
+from .bundle import EXAMPLES_DIR, ONNX_NAME, OnnxModel, load_bundle, write_config
 from .errors import BundleError
 from .inference import Classifier
 
@@ -44,10 +44,12 @@ def export_onnx(
         import onnxruntime  # noqa: F401 - needed to quantize and to check
     except ImportError:
         raise BundleError("ONNX export needs onnx and onnxruntime: pip install 'acousticsense[onnx]'") from None
-    source = load_bundle(bundle, "cpu")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise BundleError(f"{out}: exists and is not empty; choose a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
+    source = load_bundle(bundle, "cpu")
+    if isinstance(source.model, OnnxModel):
+        raise BundleError(f"{bundle}: is already an ONNX export; export the bundle it came from ({source.config.provenance.get('export', {}).get('from', '?')})")
     size = source.config.architecture["image_size"]
     with tempfile.TemporaryDirectory(prefix="acousticsense-onnx-") as tmp:
         fp32 = Path(tmp) / ONNX_NAME

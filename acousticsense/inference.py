@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import options as limits
@@ -38,7 +40,7 @@ from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP
 # Processes (forked: nothing of the caller's script is re-imported), not threads: decoding holds the GIL
 # most of its time, and two decoding threads were slower than one. 0: decode in this process.
 DECODE_WORKERS = min(4, os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 0
-DECODE_AHEAD = 4  # inputs decoded ahead of the model at most: memory stays bounded however many files
+DECODE_AHEAD = 2  # inputs decoded ahead of the model at most: memory stays bounded however many files
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -98,6 +100,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _checked_device(device: str | torch.device | None) -> torch.device:
+    """``device`` (default: :func:`default_device`), refused with a :class:`ParameterError` if it is not here."""
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except RuntimeError as e:
+        raise ParameterError(f"device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {device}: no CUDA GPU is available here (use cpu)")
+    return device
+
+
 @dataclass(frozen=True)
 class Options:
     """Validated options of one request: the preprocessing to use and what to report."""
@@ -144,7 +157,7 @@ class Classifier:
         """``precision``: ``"fp32"`` or ``"bf16"`` (autocast around the model); default bf16 on CUDA, fp32 on the CPU
         (where bf16 is several times slower)."""
         self.config: BundleConfig = bundle.config
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = _checked_device(device)
         self.model = bundle.model.to(self.device).eval()
         self.batch_size = batch_size
         self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
@@ -154,7 +167,7 @@ class Classifier:
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs: Any) -> "Classifier":
         """Load a bundle directory (``None``: the built-in default model)."""
-        device = torch.device(device) if device is not None else default_device()
+        device = _checked_device(device)
         return cls(load_bundle(path, device), device, **kwargs)
 
     @property
@@ -223,12 +236,16 @@ class Classifier:
     ) -> Iterator[Result | Failure]:
         """Classify many inputs, batching windows across files; yields in input order.
 
-        Options are checked first (:class:`ParameterError`). Files are decoded by :data:`DECODE_WORKERS`
-        processes while this one computes features and runs the model, at most :data:`DECODE_AHEAD` ahead. Whatever goes wrong with one input
-        (unreadable, too many windows, any unexpected error) yields a :class:`Failure` with a one-line reason,
-        and the others go on.
+        Options are checked at the call (:class:`ParameterError`). Files after the first are decoded by
+        :data:`DECODE_WORKERS` processes while this one computes features and runs the model, at most
+        :data:`DECODE_AHEAD` ahead. Whatever goes wrong with one input (unreadable, too many windows, any
+        unexpected error) yields a :class:`Failure` with a one-line reason, and the others go on.
         """
-        opts = self.options(top_k, window, hop, max_seconds, override_window)
+        if isinstance(sources, (str, bytes, bytearray, os.PathLike, np.ndarray)) or callable(getattr(sources, "read", None)):
+            raise ParameterError("classify_many takes a list (or any iterable) of sources; for one source use classify")
+        return self._classify_many(sources, self.options(top_k, window, hop, max_seconds, override_window))
+
+    def _classify_many(self, sources: Iterable[AudioSource], opts: Options) -> Iterator[Result | Failure]:
         pending: list[Features] = []
 
         def flush() -> Iterator[Result | Failure]:
@@ -263,6 +280,7 @@ class Classifier:
         decode_args = (pre.sample_rate, opts.max_seconds, pre.resampler)
         ahead: deque[tuple[str, AudioSource, Future | None]] = deque()
         pool: ProcessPoolExecutor | None = None
+        paths = 0
 
         def ready(name: str, source: AudioSource, decoding: Future | None) -> Features | Failure:
             nonlocal pool
@@ -279,9 +297,15 @@ class Classifier:
         try:
             for source in sources:
                 decoding = None
-                if DECODE_WORKERS and isinstance(source, (str, os.PathLike)):
-                    pool = pool or ProcessPoolExecutor(DECODE_WORKERS, mp_context=multiprocessing.get_context("fork"))
-                    decoding = pool.submit(_decode, source, *decode_args)
+                if isinstance(source, (str, os.PathLike)):
+                    paths += 1
+                    if DECODE_WORKERS and paths > 1:  # one file alone is decoded here: no pool, no copies
+                        try:
+                            pool = pool or _pool(DECODE_WORKERS)
+                            decoding = pool.submit(_decode, source, *decode_args)
+                        except BrokenProcessPool:  # a worker died on a file in flight: a new pool for the rest
+                            pool = _pool(DECODE_WORKERS)
+                            decoding = pool.submit(_decode, source, *decode_args)
                 ahead.append((source_name(source), source, decoding))
                 if len(ahead) > DECODE_AHEAD:
                     yield ready(*ahead.popleft())
@@ -355,6 +379,11 @@ class Classifier:
     def postprocess(self, features: Features, probs: torch.Tensor) -> Result:
         """The track's :class:`Result` from the probabilities of its non-silent windows (from :meth:`forward`)."""
         labels, opts, pre = self.labels, features.options, features.options.pre
+        if tuple(probs.shape) != (int((~features.silent).sum()), len(labels)):
+            raise ParameterError(
+                f"{features.source}: postprocess needs ({int((~features.silent).sum())}, {len(labels)}) probabilities "
+                f"(one row per non-silent window, from forward), got {tuple(probs.shape)}"
+            )
         if not torch.isfinite(probs).all():
             raise AcousticSenseError(f"{features.source}: the model gave non-finite probabilities for this input; no result is reported")
         warnings = [{"code": c, "message": m} for c, m in features.audio.warnings] + [dict(n) for n in opts.notes]
@@ -390,10 +419,15 @@ def _decode(source: AudioSource, *args: Any) -> Audio | Failure:
     return _guard(source_name(source), load_audio, source, *args)
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Forked decoding processes (nothing of the caller's script is re-imported) that leave Ctrl-C to this one."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+
+
 def _decode_alone(source: AudioSource, args: tuple[Any, ...]) -> Audio | Failure:
     """:func:`_decode` in a process of its own: if that one dies too, ``source`` is what kills it."""
     name = source_name(source)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as alone:
+    with _pool(1) as alone:
         try:
             return alone.submit(_decode, source, *args).result()
         except BrokenProcessPool:

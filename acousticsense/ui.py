@@ -254,7 +254,8 @@ def only_uploads(component: gr.components.Component, allowed_dir: Path) -> gr.co
 def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
     """The page: examples and audio in on the left (top on a phone), results beside it (below), model card last."""
     clf = engine.classifier
-    builtin = clf.config.model_id == read_config(DEFAULT_BUNDLE).model_id
+    default_id = read_config(DEFAULT_BUNDLE).model_id
+    builtin = default_id in (clf.config.model_id, clf.config.provenance.get("export", {}).get("from"))  # or its ONNX export
     examples = examples_in(examples_dir, clf.labels)
 
     def classify_and_draw(data: bytes, name: str) -> tuple[Result, Figure]:

@@ -220,3 +220,11 @@ def test_pcm_wav_from_stdlib_decodes_exactly(tmp_path):
     with wave.open(str(tmp_path / "pcm.wav"), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR), w.writeframes(x.tobytes())
     assert np.allclose(load_audio(tmp_path / "pcm.wav", SR).samples, x / 32768.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["empty.mp3", "empty.ogg", "empty.wav"])
+def test_an_empty_file_is_one_line_and_no_traceback(tmp_path, capfd, name):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(AudioError, match=f"{name}: empty input"):
+        load_audio(tmp_path / name, SR)
+    assert "Traceback" not in capfd.readouterr().err

@@ -50,8 +50,13 @@ def test_int8_export_reports_its_difference(tiny_bundle, exported, tmp_path):
 
 def test_bad_exports_are_clear_errors(exported, tmp_path):
     out, _ = exported
-    with pytest.raises(BundleError, match="exists and is not empty"):
+    with pytest.raises(BundleError, match="exists and is not an empty folder"):
         export_onnx(None, out)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(BundleError, match="a_file: exists and is not an empty folder"):
+        export_onnx(None, tmp_path / "a_file")
+    with pytest.raises(BundleError, match="is already an ONNX export; export the bundle it came from \\(tiny-test\\)"):
+        export_onnx(out, tmp_path / "again")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((out / "config.json").read_text())
@@ -62,7 +67,14 @@ def test_bad_exports_are_clear_errors(exported, tmp_path):
     other["labels"] = ["A", "B"]
     (broken / "config.json").write_text(json.dumps(other))
     (broken / ONNX_NAME).write_bytes((out / ONNX_NAME).read_bytes())
-    with pytest.raises(BundleError, match="4 outputs but config.json has 2 labels"):
+    with pytest.raises(BundleError, match=r"gives \['batch', 4\]; config.json asks for images \[batch, 3, 32, 32\] and 2 labels"):
+        load_bundle(broken)
+    other["labels"], other["architecture"]["image_size"], other["preprocessing"]["image_size"] = ["A", "B", "C", "D"], 64, 64
+    (broken / "config.json").write_text(json.dumps(other))
+    with pytest.raises(BundleError, match="takes .*32, 32.*asks for images \\[batch, 3, 64, 64\\]"):
+        load_bundle(broken)
+    (broken / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BundleError, match="holds both model.safetensors and model.onnx"):
         load_bundle(broken)
     with pytest.raises(TrainError, match="is an ONNX export; fine-tune the bundle it was exported from \\(tiny-test\\)"):
         _initial_model(TrainConfig(init=str(out)), ["Blues", "Jazz", "Metal", "Reggae"], progress=False)
@@ -78,3 +90,15 @@ def test_cli_export_and_predict(tiny_bundle, clip_mp3, tmp_path):
     assert doc["model_id"] == "tiny-test-onnx" and len(doc["top_k"]) == 4
     bad = subprocess.run([*cli, "export", "--format", "tflite", "--out", str(tmp_path / "f")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --format tflite: only 'onnx' is supported"
+
+
+def test_writing_torch_weights_over_an_export_removes_the_stale_onnx(exported, tmp_path):
+    import shutil
+
+    from acousticsense.bundle import save_bundle
+    from conftest import random_model, tiny_config
+
+    folder = tmp_path / "reused"
+    shutil.copytree(exported[0], folder)
+    save_bundle(folder, random_model(tiny_config()), tiny_config())
+    assert not (folder / ONNX_NAME).exists() and not isinstance(load_bundle(folder).model, OnnxModel)

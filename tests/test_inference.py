@@ -223,11 +223,48 @@ def test_a_decoder_crash_in_a_worker_costs_only_its_file(tiny_bundle, clip_mp3, 
         return real(source, *args)
 
     monkeypatch.setattr(inference, "load_audio", crashing)
-    paths = [tmp_path / name for name in ("a.mp3", "bad.mp3", "c.mp3", "d.mp3")]
+    paths = [tmp_path / f"{name}.mp3" for name in ("a", "b", "bad", *"cdefghij")]  # more files than fit in flight
     for path in paths:
         path.write_bytes(clip_mp3.read_bytes())
     clf = Classifier.from_bundle(tiny_bundle, device="cpu")
     results = list(clf.classify_many(paths))
-    assert [type(r).__name__ for r in results] == ["Result", "Failure", "Result", "Result"]
-    assert results[1].error.startswith(f"{paths[1]}: decoding crashed")
-    assert results[0].top_k == results[3].top_k == clf.classify(clip_mp3).top_k
+    assert [type(r).__name__ for r in results] == ["Result"] * 2 + ["Failure"] + ["Result"] * 8
+    assert results[2].error.startswith(f"{paths[2]}: decoding crashed")
+    assert all(r.top_k == clf.classify(clip_mp3).top_k for r in results if r is not results[2])
+
+
+def test_classify_many_checks_its_arguments_at_the_call(tiny_bundle, clip_mp3):
+    clf = Classifier.from_bundle(tiny_bundle, device="cpu")
+    with pytest.raises(ParameterError, match="top_k"):
+        clf.classify_many([clip_mp3], top_k=0)  # not only when iterated
+    with pytest.raises(ParameterError, match="for one source use classify"):
+        clf.classify_many(str(clip_mp3))
+    features = clf.preprocess(clip_mp3)
+    with pytest.raises(ParameterError, match=r"postprocess needs \(6, 4\) probabilities"):
+        clf.postprocess(features, torch.zeros(3, 4))
+    with pytest.raises(ParameterError, match="no CUDA GPU is available"):
+        if torch.cuda.is_available():
+            raise ParameterError("no CUDA GPU is available (skipped: this machine has one)")
+        Classifier.from_bundle(tiny_bundle, device="cuda")
+
+
+def test_ctrl_c_keeps_the_results_written_so_far(tiny_bundle, clip_mp3, tmp_path):
+    """predict writes each result as it comes: interrupted, its JSON array is closed and valid, and nothing is left running."""
+    import signal
+    import time
+
+    files = [str(clip_mp3)] * 40
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acousticsense.cli", "predict", *files, "--model", str(tiny_bundle), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = proc.stdout.readline()  # "[": results are on their way
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.stdout.read(), proc.stderr.read()  # to the end: the process exits
+    proc.wait(timeout=60)
+    docs = json.loads(first + rest)
+    assert 1 <= len(docs) < 40 and all(d["source"] == str(clip_mp3) for d in docs)
+    assert "Traceback" not in err and proc.returncode != 0
+    leftovers = subprocess.run(["pgrep", "-f", f"acousticsense.cli predict {clip_mp3}"], capture_output=True, text=True).stdout
+    assert not leftovers.strip()
