@@ -282,15 +282,20 @@ class Classifier:
         pool: ProcessPoolExecutor | None = None
         paths = 0
 
-        def ready(name: str, source: AudioSource, decoding: Future | None) -> Features | Failure:
+        def drop_pool(wait: bool = False) -> None:
             nonlocal pool
+            if pool is not None:
+                pool.shutdown(wait=wait, cancel_futures=True)
+                pool = None
+
+        def ready(name: str, source: AudioSource, decoding: Future | None) -> Features | Failure:
             if decoding is None:
                 audio = _decode(source, *decode_args)
             else:
                 try:
                     audio = decoding.result()
                 except BrokenProcessPool:  # a worker died on this file or on another one in flight
-                    pool = None
+                    drop_pool()
                     audio = _decode_alone(source, decode_args)
             return audio if isinstance(audio, Failure) else _guard(name, self._features, name, audio, opts)
 
@@ -300,20 +305,20 @@ class Classifier:
                 if isinstance(source, (str, os.PathLike)):
                     paths += 1
                     if DECODE_WORKERS and paths > 1:  # one file alone is decoded here: no pool, no copies
-                        try:
+                        for _ in range(2):  # a pool broken by a file in flight is replaced for the rest
                             pool = pool or _pool(DECODE_WORKERS)
-                            decoding = pool.submit(_decode, source, *decode_args)
-                        except BrokenProcessPool:  # a worker died on a file in flight: a new pool for the rest
-                            pool = _pool(DECODE_WORKERS)
-                            decoding = pool.submit(_decode, source, *decode_args)
+                            try:
+                                decoding = pool.submit(_decode, source, *decode_args)
+                                break
+                            except BrokenProcessPool:
+                                drop_pool()
                 ahead.append((source_name(source), source, decoding))
                 if len(ahead) > DECODE_AHEAD:
                     yield ready(*ahead.popleft())
             while ahead:
                 yield ready(*ahead.popleft())
         finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            drop_pool(wait=True)
 
     def preprocess(self, source: AudioSource, opts: Options | None = None) -> Features:
         """Decode ``source``, compute its whole-track mel once, place the windows and mark the silent ones.
