@@ -263,10 +263,8 @@ def _channel_mean(frame: av.AudioFrame) -> np.ndarray:
         x = x.astype(np.float32) / 128 - 1
     elif x.dtype.kind == "i":
         x = x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
-    if len(x) == 1:
-        return x[0].astype(np.float32)
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused with the file's name later
-        return x.mean(axis=0).astype(np.float32)
+        return (x[0] if len(x) == 1 else x.mean(axis=0)).astype(np.float32)
 
 
 def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:

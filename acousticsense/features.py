@@ -154,7 +154,7 @@ def place_windows(n: int, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tenso
         starts = window_starts(n, pre)
         return starts, window_frames(starts, n, pre), frames_per_window(pre)
     frames, width, hop = _centred_grid(n, pre)
-    count = 1 + max(0, frames - width) // hop
+    count = window_count(n, pre)
     first = (frames - (count - 1) * hop - width) // 2 + hop * torch.arange(count)
     return first * pre.hop_length, first, width
 
