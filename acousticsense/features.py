@@ -167,18 +167,6 @@ def _centred_grid(n: int, pre: Preprocessing) -> tuple[int, int, int]:
     return frames, width, max(1, int(pre.hop_seconds * per_second))
 
 
-def frame_windows(samples: torch.Tensor, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut a mono waveform into windows of ``pre.window_samples`` (see :func:`window_starts`): copies, for per-window work.
-
-    A clip shorter than one window becomes a single window filled by ``pre.short_pad``.
-    Returns ``(windows (B, L), starts (B,))`` with starts in samples. Inference copies no windows:
-    it slices the frames of :func:`track_mel` (see :func:`window_frames`).
-    """
-    samples = fit_to_window(samples, pre)
-    starts = window_starts(samples.shape[-1], pre)
-    return samples.unfold(-1, pre.window_samples, 1)[starts.to(samples.device)], starts.to(samples.device)
-
-
 def frames_per_window(pre: Preprocessing) -> int:
     """Mel frames of one window (``torch.stft`` with ``center=True`` over ``window_samples``)."""
     return 1 + pre.window_samples // pre.hop_length

@@ -123,10 +123,14 @@ class Options:
 
 @dataclass
 class Features:
-    """One input after :meth:`Classifier.preprocess`: its audio, the whole track's mel, where its windows lie."""
+    """One input after :meth:`Classifier.preprocess`: the whole track's mel, where its windows lie, what decoding noted.
+
+    The decoded samples are not kept: only the mel is needed from here on.
+    """
 
     source: str
-    audio: Audio
+    duration: float  # seconds decoded (before a short clip is filled to one window)
+    warnings: list[tuple[str, str]]  # (code, message) from decoding
     options: Options
     mel: torch.Tensor  # (n_mels, frames) power mel spectrogram of the (fitted) track, on the model's device
     starts: torch.Tensor  # (B,) window starts in samples
@@ -344,7 +348,7 @@ class Classifier:
             samples = samples.pin_memory().to(self.device, non_blocking=True)
         starts, frames, width = place_windows(len(samples), pre)
         silent = window_levels_db(samples, frames, pre).cpu() < pre.silence_db
-        return Features(name, audio, opts, track_mel(samples, pre), starts, frames, width, silent)
+        return Features(name, audio.duration, audio.warnings, opts, track_mel(samples, pre), starts, frames, width, silent)
 
     @torch.inference_mode()
     def forward(self, items: Sequence[Features]) -> list[torch.Tensor]:
@@ -391,8 +395,8 @@ class Classifier:
             )
         if not torch.isfinite(probs).all():
             raise AcousticSenseError(f"{features.source}: the model gave non-finite probabilities for this input; no result is reported")
-        warnings = [{"code": c, "message": m} for c, m in features.audio.warnings] + [dict(n) for n in opts.notes]
-        duration = features.audio.duration
+        warnings = [{"code": c, "message": m} for c, m in features.warnings] + [dict(n) for n in opts.notes]
+        duration = features.duration
         if duration < pre.window_seconds:
             fill = "repeated" if pre.short_pad == "repeat" else "zero-padded"
             warnings.append({"code": "short_audio", "message": f"clip is {duration:.2f} s, shorter than the {pre.window_seconds:g} s window; it was {fill} to fill one window"})

@@ -10,9 +10,19 @@ import pytest
 import torch
 
 from acousticsense.bundle import BundleConfig, save_bundle
-from acousticsense.features import Preprocessing
+from acousticsense.features import Preprocessing, fit_to_window, window_starts
 
 TINY_LABELS = ["Blues", "Jazz", "Metal", "Reggae"]
+
+
+def frame_windows(samples: torch.Tensor, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference windows, copied out of the waveform one by one: ``(windows (B, L), starts (B,))``.
+
+    Inference copies no windows (it slices the frames of ``track_mel``); the tests compare it with this.
+    """
+    samples = fit_to_window(samples, pre)
+    starts = window_starts(samples.shape[-1], pre)
+    return samples.unfold(-1, pre.window_samples, 1)[starts.to(samples.device)], starts.to(samples.device)
 
 # (container format, codec) per file extension, for encoding test fixtures with PyAV.
 ENCODINGS = {

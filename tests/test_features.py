@@ -9,7 +9,6 @@ from acousticsense.errors import ParameterError
 from acousticsense.features import (
     Preprocessing,
     db_to_image,
-    frame_windows,
     frames_per_window,
     mel_filters,
     mel_power,
@@ -21,7 +20,7 @@ from acousticsense.features import (
     window_starts,
     windows_to_images,
 )
-from conftest import music_like
+from conftest import frame_windows, music_like
 
 
 @pytest.mark.parametrize("sr,n_fft,hop,n_mels", [(22050, 2048, 512, 128), (16000, 1024, 160, 64)])

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from acousticsense.features import Preprocessing, frame_windows, mel_power, power_to_db, windows_to_images
+from acousticsense.features import Preprocessing, mel_power, power_to_db, windows_to_images
 from acousticsense.inference import Classifier
-from conftest import music_like
+from conftest import frame_windows, music_like
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

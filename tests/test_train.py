@@ -20,7 +20,7 @@ from acousticsense import train as train_module
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
 from acousticsense.evaluate import evaluate
-from acousticsense.features import Preprocessing, db_to_image, frame_windows, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
+from acousticsense.features import Preprocessing, db_to_image, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
 from acousticsense.inference import Classifier
 from acousticsense.synth import make_corpus
 from acousticsense.train import (
@@ -35,7 +35,7 @@ from acousticsense.train import (
     split_tracks,
     train,
 )
-from conftest import music_like, write_audio
+from conftest import frame_windows, music_like, write_audio
 
 SR = 22050
 BANDS = {"Air": (5000, 11025), "Bass": (0, 300), "Mid": (300, 1200), "Treble": (1200, 5000)}  # Hz, sorted by name
