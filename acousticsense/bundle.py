@@ -21,14 +21,13 @@ from torch import nn
 
 from .errors import BundleError, ParameterError
 from .features import Preprocessing
+from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
 AGGREGATIONS = ("mean", "vote")
-DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_model"
-EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # one clip per genre of the built-in model
 
 
 @dataclass

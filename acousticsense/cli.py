@@ -274,15 +274,29 @@ def pull(
 @app.command()
 def export(
     bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle directory (default: the built-in model).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="New bundle directory (config.json + model.onnx).")] = Path("model-onnx"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="New bundle directory (default: model-onnx); with --db a file (default: stdout).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="ONNX Runtime dynamic int8 quantization (smaller; faster on some CPUs).")] = False,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Export a library database's tracks instead (with --csv or --json).")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="With --db: CSV, one row per track.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --db: a JSON array of tracks (with timelines).")] = False,
 ) -> None:
-    """Export a bundle to ONNX; it then runs through ONNX Runtime with `predict --model OUT`."""
+    """Export a bundle to ONNX (it then runs through ONNX Runtime with `predict --model OUT`), or a library with --db."""
+    if db is not None:
+        from .cli_library import export_library
+
+        if as_csv == as_json:
+            fail("with --db choose one of --csv and --json")
+        count = export_library(db, "csv" if as_csv else "json", out)
+        typer.echo(f"{count} tracks of {db}" + (f" written to {out}" if out else ""), err=True)
+        return
+    if as_csv or as_json:
+        fail("--csv and --json export a library: add --db LIBRARY.db")
     if fmt != "onnx":
         fail(f"--format {fmt}: only 'onnx' is supported")
     from .export import export_onnx
 
+    out = out or Path("model-onnx")
     record = export_onnx(bundle, out, int8=int8)
     check = record["check"]
     typer.echo(
@@ -301,13 +315,14 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, max=4096, help="Largest upload accepted (MB); bigger gets 413.")] = SERVER_MAX_UPLOAD_MB,
     max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = SERVER_MAX_SECONDS,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests allowed to wait for the model; more get 503.")] = SERVER_MAX_QUEUE,
+    db: Annotated[Optional[Path], typer.Option("--db", help="A library database (from `scan`): adds the Library tab and /api/v1/library.")] = None,
 ) -> None:
     """Start the web app: the UI at /, the REST API at /api/v1, its docs at /docs."""
     import uvicorn
 
     from .serve import create_app
 
-    app = create_app(load_classifier(model, device), max_upload_mb=max_upload_mb, max_seconds=max_seconds, max_queue=max_queue)
+    app = create_app(load_classifier(model, device), max_upload_mb=max_upload_mb, max_seconds=max_seconds, max_queue=max_queue, db=db)
     typer.echo(f"AcousticSense on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
     uvicorn.run(app, host=host, port=port)
 
@@ -407,5 +422,9 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
+from . import cli_library  # noqa: E402, F401 - registers scan, search and similar on the same app
+
+if __name__ == "__main__":  # python -m acousticsense.cli: run the package's module, where those commands live
+    from acousticsense.cli import main as package_main
+
+    package_main()

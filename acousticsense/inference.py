@@ -7,16 +7,18 @@ training validation): :meth:`~Classifier.preprocess` (decode, mel, windows, sile
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from numbers import Integral
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -74,6 +76,7 @@ class Result:
     silent: bool = False
     aggregation: str = "mean"
     warnings: list[dict[str, str]] = field(default_factory=list)  # {"code", "message"}
+    embedding: np.ndarray | None = None  # asked for with ``embed=True``: see :func:`track_embedding`
 
     @property
     def label(self) -> str | None:
@@ -81,7 +84,12 @@ class Result:
         return self.top_k[0].label if self.top_k else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.embedding is None:
+            del d["embedding"]
+        else:
+            d["embedding"] = self.embedding.tolist()
+        return d
 
 
 @dataclass
@@ -220,14 +228,18 @@ class Classifier:
         hop: float | None = None,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         override_window: bool = False,
+        embed: bool = False,
     ) -> Result:
         """Classify one file, bytes, file object, or mono float waveform at the model's sample rate.
 
+        ``embed``: also give the track's :attr:`Result.embedding` (see :meth:`forward`).
         Raises :class:`ParameterError` for options out of range (see :meth:`options`) and
         :class:`AudioError` for input that is not usable audio.
         """
         features = self.preprocess(source, self.options(top_k, window, hop, max_seconds, override_window))
-        return self.postprocess(features, self.forward([features])[0])
+        if not embed:
+            return self.postprocess(features, self.forward([features])[0])
+        return self.postprocess(features, *self.forward([features], embed=True)[0])
 
     def classify_many(
         self,
@@ -237,6 +249,7 @@ class Classifier:
         hop: float | None = None,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         override_window: bool = False,
+        embed: bool = False,
     ) -> Iterator[Result | Failure]:
         """Classify many inputs, batching windows across files; yields in input order.
 
@@ -247,21 +260,23 @@ class Classifier:
         """
         if isinstance(sources, (str, bytes, bytearray, os.PathLike, np.ndarray)) or callable(getattr(sources, "read", None)):
             raise ParameterError("classify_many takes a list (or any iterable) of sources; for one source use classify")
-        return self._classify_many(sources, self.options(top_k, window, hop, max_seconds, override_window))
+        if embed:
+            self._embedding_layer()  # refused now, not at the first file
+        return self._classify_many(sources, self.options(top_k, window, hop, max_seconds, override_window), embed)
 
-    def _classify_many(self, sources: Iterable[AudioSource], opts: Options) -> Iterator[Result | Failure]:
+    def _classify_many(self, sources: Iterable[AudioSource], opts: Options, embed: bool = False) -> Iterator[Result | Failure]:
         pending: list[Features] = []
 
         def flush() -> Iterator[Result | Failure]:
             if not pending:
                 return
             try:
-                probs = self.forward(pending)
+                outputs = self.forward(pending, embed=True) if embed else [(p,) for p in self.forward(pending)]
             except Exception as e:  # noqa: BLE001 - reported per file, never lost
                 yield from (Failure(f.source, _one_line(f.source, e)) for f in pending)
             else:
-                for f, p in zip(pending, probs):
-                    yield _guard(f.source, self.postprocess, f, p)
+                for f, out in zip(pending, outputs):
+                    yield _guard(f.source, self.postprocess, f, *out)
             pending.clear()
 
         for features in self._preprocess_ahead(sources, opts):
@@ -350,9 +365,22 @@ class Classifier:
         silent = window_levels_db(samples, frames, pre).cpu() < pre.silence_db
         return Features(name, audio.duration, audio.warnings, opts, track_mel(samples, pre), starts, frames, width, silent)
 
+    def _embedding_layer(self) -> torch.nn.Module:
+        """The classification head, whose input is the ViT's pooled representation (the class token)."""
+        heads = getattr(self.model, "heads", None)
+        if not isinstance(heads, torch.nn.Module):
+            raise ParameterError(f"{self.config.model_id}: this backend gives no embeddings (an exported bundle); use the torch bundle it came from")
+        return heads
+
+    @overload
+    def forward(self, items: Sequence[Features], embed: Literal[False] = False) -> list[torch.Tensor]: ...
+    @overload
+    def forward(self, items: Sequence[Features], embed: Literal[True]) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
+
     @torch.inference_mode()
-    def forward(self, items: Sequence[Features]) -> list[torch.Tensor]:
+    def forward(self, items: Sequence[Features], embed: bool = False) -> list[torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor]]:
         """Softmax probabilities (windows, labels) of each item's non-silent windows, in batches that span items.
+        With ``embed``: (probabilities, pooled) per item, ``pooled`` (windows, dim) being the class token the head reads.
 
         Only one batch of mel windows is copied at a time. Items must share their preprocessing.
         """
@@ -362,7 +390,8 @@ class Classifier:
         if any(f.options.pre != pre for f in items):
             raise ParameterError("forward() needs items preprocessed with the same options")
         track_db = pre.db_scope == "track"
-        out, batch, peaks = [], [], []
+        out, pooled, batch, peaks = [], [], [], []
+        hook = self._embedding_layer().register_forward_pre_hook(lambda _, args: pooled.append(args[0].float().cpu())) if embed else None
 
         def run() -> None:
             peak = torch.stack(peaks).view(-1, 1, 1) if track_db else None
@@ -373,20 +402,29 @@ class Classifier:
             batch.clear()
             peaks.clear()
 
-        for f in items:
-            peak = f.peak if track_db else None
-            for window in f.windows():
-                if batch and (len(batch) == self.batch_size or window.shape != batch[0].shape):  # widths differ between tracks when centred
-                    run()
-                batch.append(window)
-                peaks.append(peak)
-        if batch:
-            run()
+        try:
+            for f in items:
+                peak = f.peak if track_db else None
+                for window in f.windows():
+                    if batch and (len(batch) == self.batch_size or window.shape != batch[0].shape):  # widths differ between tracks when centred
+                        run()
+                    batch.append(window)
+                    peaks.append(peak)
+            if batch:
+                run()
+        finally:
+            if hook is not None:
+                hook.remove()
+        sizes = [int((~f.silent).sum()) for f in items]
         probs = torch.cat(out) if out else torch.zeros(0, len(self.labels))
-        return list(probs.split([int((~f.silent).sum()) for f in items]))
+        if not embed:
+            return list(probs.split(sizes))
+        reps = torch.cat(pooled) if pooled else torch.zeros(0, 0)
+        return list(zip(probs.split(sizes), reps.split(sizes)))
 
-    def postprocess(self, features: Features, probs: torch.Tensor) -> Result:
-        """The track's :class:`Result` from the probabilities of its non-silent windows (from :meth:`forward`)."""
+    def postprocess(self, features: Features, probs: torch.Tensor, pooled: torch.Tensor | None = None) -> Result:
+        """The track's :class:`Result` from the probabilities of its non-silent windows (from :meth:`forward`);
+        with their ``pooled`` representations, also its :func:`track_embedding`."""
         labels, opts, pre = self.labels, features.options, features.options.pre
         if tuple(probs.shape) != (int((~features.silent).sum()), len(labels)):
             raise ParameterError(
@@ -420,7 +458,8 @@ class Classifier:
         track = aggregate(probs, self.config.aggregation)
         order = track.argsort(descending=True)[: opts.top_k].tolist()
         top = [Genre(labels[i], round(float(track[i]), 6)) for i in order]
-        return Result(features.source, self.config.model_id, round(duration, 3), top, timeline, False, self.config.aggregation, warnings)
+        embedding = None if pooled is None else track_embedding(pooled, probs)
+        return Result(features.source, self.config.model_id, round(duration, 3), top, timeline, False, self.config.aggregation, warnings, embedding)
 
 
 def _decode(source: AudioSource, *args: Any) -> Audio | Failure:
@@ -429,8 +468,20 @@ def _decode(source: AudioSource, *args: Any) -> Audio | Failure:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """Forked decoding processes (nothing of the caller's script is re-imported) that leave Ctrl-C to this one."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    """Forked decoding processes (nothing of the caller's script is re-imported) that leave Ctrl-C to this one
+    and end with it, even when it is killed."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start, initargs=(os.getpid(),))
+
+
+def _worker_start(parent: int) -> None:
+    """A decoding worker ignores Ctrl-C (the parent handles it) and, on Linux, is killed when the parent dies:
+    a forked worker shares the parent's pipes, so it would never see them close and would wait forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
 
 
 def _decode_alone(source: AudioSource, args: tuple[Any, ...]) -> Audio | Failure:
@@ -455,6 +506,17 @@ def _one_line(name: str, e: Exception) -> str:
     """A one-line reason naming the input: the project's own message, or the unexpected error's type and text."""
     text = str(e) if isinstance(e, AcousticSenseError) else f"{name}: could not be analysed ({type(e).__name__}: {e})"
     return " ".join(text.split())
+
+
+def track_embedding(pooled: torch.Tensor, probs: torch.Tensor) -> np.ndarray:
+    """A track's embedding (float32, unit length) from its windows' pooled class tokens and probabilities:
+    the mean class token (unit length) beside the square root of the mean genre distribution (unit length too),
+    scaled by 1/√2 — so the cosine of two tracks is the mean of their class tokens' cosine and of their genre
+    distributions' Bhattacharyya coefficient. Measured in BENCHMARKS.md: same-genre precision@10 0.91 on
+    unseen synthetic music, against 0.87 for the class token alone.
+    """
+    token = torch.nn.functional.normalize(pooled.mean(0), dim=0)
+    return (torch.cat([token, probs.mean(0).clamp(min=0).sqrt()]) / 2**0.5).numpy().astype(np.float32)
 
 
 def aggregate(probs: torch.Tensor, rule: str) -> torch.Tensor:

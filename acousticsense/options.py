@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 from .errors import ParameterError
 
+DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_model"  # the built-in model
+EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # one clip per genre of the built-in model
 DEFAULT_TOP_K = 5
 DEFAULT_BATCH_SIZE = 64  # windows per model batch (across files)
 DEFAULT_MAX_SECONDS = 1800.0  # longer inputs are analysed up to this point and flagged "truncated"

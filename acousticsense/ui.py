@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -9,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-friendly; must precede the gradio import
 
@@ -27,6 +28,9 @@ from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, BundleConfig, read_config
 from .errors import AcousticSenseError
 from .features import mel_filters, power_to_db
 from .inference import Features, Result
+
+if TYPE_CHECKING:
+    from .library_api import Library
 
 matplotlib.use("Agg")
 
@@ -251,8 +255,11 @@ def only_uploads(component: gr.components.Component, allowed_dir: Path) -> gr.co
     return component
 
 
-def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
-    """The page: examples and audio in on the left (top on a phone), results beside it (below), model card last."""
+def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library | None = None) -> gr.Blocks:
+    """The page: examples and audio in on the left (top on a phone), results beside it (below), model card last.
+
+    With a ``library`` this is the "Classify" tab, and a "Library" tab follows (:mod:`.library_ui`).
+    """
     clf = engine.classifier
     default_id = read_config(DEFAULT_BUNDLE).model_id
     builtin = default_id in (clf.config.model_id, clf.config.provenance.get("export", {}).get("from"))  # or its ONNX export
@@ -297,25 +304,30 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
         ]
         summary, download = results[0], results[2]
         gr.Markdown(INTRO)
-        with gr.Row():
-            with gr.Column(scale=2, min_width=320):  # on a phone: examples, clip, Classify, then the results right below
-                if examples:
-                    gr.Examples(
-                        [[str(e.path)] for e in examples.values()], inputs=audio_in, outputs=results, fn=analyse, run_on_click=True,
-                        cache_examples=False, example_labels=[e.label for e in examples.values()], examples_per_page=len(examples),
-                        label="Examples: click one to classify it",
-                    )  # fmt: skip
-                audio_in.render()
-                button = gr.Button("Classify", variant="primary", elem_id="classify")
-            with gr.Column(scale=3, min_width=320, elem_id="results"):
-                for component in results:
-                    component.render()
-        with gr.Row():
-            with gr.Column(min_width=320):
-                gr.Markdown(HOW_IT_WORKS)
-                api_md = gr.Markdown(API_HELP.format(base="http://localhost:8000"), elem_id="api-help")
-            with gr.Column(min_width=320):
-                gr.Markdown(model_card(clf.config), elem_id="model-card")
+        with gr.Tab("Classify", id="classify") if library else contextlib.nullcontext():
+            with gr.Row():
+                with gr.Column(scale=2, min_width=320):  # on a phone: examples, clip, Classify, then the results right below
+                    if examples:
+                        gr.Examples(
+                            [[str(e.path)] for e in examples.values()], inputs=audio_in, outputs=results, fn=analyse, run_on_click=True,
+                            cache_examples=False, example_labels=[e.label for e in examples.values()], examples_per_page=len(examples),
+                            label="Examples: click one to classify it",
+                        )  # fmt: skip
+                    audio_in.render()
+                    button = gr.Button("Classify", variant="primary", elem_id="classify")
+                with gr.Column(scale=3, min_width=320, elem_id="results"):
+                    for component in results:
+                        component.render()
+            with gr.Row():
+                with gr.Column(min_width=320):
+                    gr.Markdown(HOW_IT_WORKS)
+                    api_md = gr.Markdown(API_HELP.format(base="http://localhost:8000"), elem_id="api-help")
+                with gr.Column(min_width=320):
+                    gr.Markdown(model_card(clf.config), elem_id="model-card")
+        if library:
+            from .library_ui import library_tab
+
+            library_tab(library)
         audio_in.change(cleared, outputs=results, queue=False, show_progress="hidden")
         button.click(cleared, outputs=results, queue=False, show_progress="hidden").then(analyse, audio_in, results, show_progress_on=summary)
         summary.change(None, summary, js=SCROLL_TO_RESULTS)
@@ -324,10 +336,15 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
 
 
 def mount_ui(
-    app: FastAPI, engine: Engine, examples_dir: Path = EXAMPLES_DIR, max_upload_mb: float = SERVER_MAX_UPLOAD_MB, max_queue: int = SERVER_MAX_QUEUE
+    app: FastAPI,
+    engine: Engine,
+    examples_dir: Path = EXAMPLES_DIR,
+    max_upload_mb: float = SERVER_MAX_UPLOAD_MB,
+    max_queue: int = SERVER_MAX_QUEUE,
+    library: Library | None = None,
 ) -> FastAPI:
     """Mount the page at ``/`` on ``app``; it shares ``engine``'s model slot, and its queue has the API's bound."""
-    ui = build_ui(engine, examples_dir).queue(max_size=max_queue, default_concurrency_limit=MODEL_WORKERS)
+    ui = build_ui(engine, examples_dir, library).queue(max_size=max_queue, default_concurrency_limit=MODEL_WORKERS)
     theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     return gr.mount_gradio_app(
         app, ui, path="/", max_file_size=int(max_upload_mb * 2**20), allowed_paths=[str(examples_dir)], theme=theme, css=CSS,

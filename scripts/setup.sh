@@ -21,5 +21,5 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch/torchvision first and pinned exactly: pip takes them from this machine's local files.
 "$VENV/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
-"$VENV/bin/python" -m pip install -q -e ".[dev,onnx]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,onnx,ray]"
 touch "$VENV/.installed"

@@ -228,3 +228,40 @@ def test_api_docs_render_offline(browser, url, path, ready):
         assert blocked == []
     finally:
         page.close()
+
+
+def test_the_library_tab_searches_finds_similar_tracks_and_plays_them(browser, tiny_bundle, examples, tmp_path):
+    from acousticsense.scan import scan
+
+    music = tmp_path / "music"
+    music.mkdir()
+    for clip in examples.glob("*.ogg"):
+        (music / clip.name).write_bytes(clip.read_bytes())
+    scan(music, tmp_path / "library.db", tiny_bundle)
+    with running(create_app(tiny_bundle, examples_dir=examples, db=tmp_path / "library.db")) as base:
+        genres = httpx.get(f"{base}/api/v1/library/genres").json()["genres"]
+        genre = next(iter(genres))
+        [first, *_] = httpx.get(f"{base}/api/v1/library/search", params={"genre": genre}).json()["tracks"]
+        page = open_page(browser, base)
+        try:
+            page.get_by_role("tab", name="Library").click()
+            page.locator("#library-chart img[src^='data:image/png']").wait_for()  # the genre distribution
+            page.locator("#library-genre input").fill(genre)
+            page.keyboard.press("Enter")
+            page.click("#library-search")
+            status = f"{genres[genre]} track{'s' if genres[genre] > 1 else ''} whose top genre is {genre}: click one for more like it."
+            page.locator("#library-status").get_by_text(status).wait_for()
+            page.locator("#library-results").get_by_text(first["path"]).filter(visible=True).first.click()
+            nearest = page.locator("#library-similar [role=row]:has([role=gridcell])")
+            nearest.nth(len(list(examples.glob("*.ogg"))) - 1).wait_for()  # the query first, then every other track
+            assert nearest.first.locator("[role=gridcell]").all_inner_texts()[:3] == ["this", str(first["id"]), first["path"]]
+            audio = page.locator("#library-player audio")
+            assert audio.get_attribute("src") == f"api/v1/library/tracks/{first['id']}/audio"
+            page.wait_for_function("() => document.querySelector('#library-player audio').duration > 0")  # loaded through the API
+            other = nearest.nth(1).locator("[role=gridcell]")
+            other.nth(2).click()  # a similar track: the player takes it
+            page.locator(f"#library-player audio[src='api/v1/library/tracks/{other.nth(1).inner_text()}/audio']").wait_for()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-library.png"), full_page=True)
+        finally:
+            page.close()

@@ -1,0 +1,315 @@
+"""The music library's database: one SQLite file (WAL) holding what a scan found for every track.
+
+Schema (version :data:`SCHEMA_VERSION`; :data:`MIGRATIONS` brings an older file up to date, a newer one is refused):
+
+``tracks``
+    one row per file: ``path`` (absolute, unique), ``size``, ``mtime_ns``, ``hash`` (BLAKE2b-128 of the bytes),
+    ``status`` (``ok`` | ``silent`` | ``failed``), ``error``, ``model`` (``model_id@weights-hash``), ``duration``
+    (seconds), ``genre`` / ``probability`` (the top genre), ``top_k`` (JSON ``[[label, p], ...]``), ``timeline``
+    (JSON ``[[start, end, label|null, p], ...]``), ``warnings`` (JSON), ``embedding`` (float32 bytes, L2-normalised:
+    the ViT's pooled representation averaged over the track's windows), ``tag`` (the genre written into the file's
+    metadata, if any), ``scanned_at`` (unix time), ``seen`` (the last scan that found the file).
+``track_genres``
+    the track's whole genre distribution, one row per (track, genre): what ``search --min-prob`` reads.
+``scans``
+    one row per scan: root, model, engine, start and end time, counts (JSON).
+``schema_version``
+    one row: the schema's version.
+
+Only this module writes SQL; the scan and the queries call its methods.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AcousticSenseError
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, str] = {  # version -> the SQL that brings version - 1 to it
+    1: """
+    CREATE TABLE tracks (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        hash TEXT,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'silent', 'failed')),
+        error TEXT,
+        model TEXT,
+        duration REAL,
+        genre TEXT,
+        probability REAL,
+        top_k TEXT,
+        timeline TEXT,
+        warnings TEXT,
+        embedding BLOB,
+        tag TEXT,
+        scanned_at REAL NOT NULL,
+        seen INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX tracks_hash ON tracks (hash);
+    CREATE INDEX tracks_genre ON tracks (genre, probability);
+    CREATE TABLE track_genres (
+        track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+        genre TEXT NOT NULL,
+        probability REAL NOT NULL,
+        PRIMARY KEY (track_id, genre)
+    ) WITHOUT ROWID;
+    CREATE INDEX track_genres_genre ON track_genres (genre, probability);
+    CREATE TABLE scans (
+        id INTEGER PRIMARY KEY,
+        root TEXT NOT NULL,
+        model TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        started REAL NOT NULL,
+        finished REAL,
+        counts TEXT
+    );
+    """,
+}
+assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+
+
+class LibraryError(AcousticSenseError):
+    """The library database cannot be used (not a database, made by a newer version, no such track)."""
+
+
+@dataclass
+class Outcome:
+    """What classifying one file gave, ready to store (the same from every engine)."""
+
+    status: str  # ok | silent | failed
+    error: str | None = None
+    duration: float | None = None
+    genres: list[tuple[str, float]] | None = None  # the whole distribution, best first
+    timeline: list[tuple[float, float, str | None, float]] | None = None
+    warnings: list[dict[str, str]] | None = None
+    embedding: np.ndarray | None = None  # (dim,) float32
+
+    def to_json(self) -> str:
+        d = self.__dict__ | {"embedding": None if self.embedding is None else self.embedding.tolist()}
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Outcome":
+        d = json.loads(text)
+        if d["embedding"] is not None:
+            d["embedding"] = np.asarray(d["embedding"], dtype=np.float32)
+        return cls(**d)
+
+
+@dataclass
+class FileState:
+    """A file as the scan found it on disk."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None = None
+
+
+class Catalog:
+    """An open library database. Writes happen inside :meth:`transaction` blocks; readers never block a scan (WAL)."""
+
+    def __init__(self, path: str | Path, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise LibraryError(f"{self.path}: no such library database (make one with: acousticsense scan DIR --db {self.path})")
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # with WAL: a killed process loses nothing committed
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise LibraryError(f"{self.path}: not a usable library database ({e})") from None
+
+    def _migrate(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "schema_version" in tables:
+            version = self.db.execute("SELECT version FROM schema_version").fetchone()[0]
+        elif tables:
+            raise LibraryError(f"{self.path}: an SQLite database, but not an AcousticSense library")
+        else:
+            version = 0
+        if version > SCHEMA_VERSION:
+            raise LibraryError(f"{self.path}: schema version {version} was written by a newer AcousticSense (this one reads up to {SCHEMA_VERSION})")
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            if version == 0:
+                self.db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                self.db.execute("INSERT INTO schema_version VALUES (0)")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in filter(str.strip, MIGRATIONS[v].split(";")):
+                    self.db.execute(statement)
+            self.db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def transaction(self) -> "_Transaction":
+        """``with catalog.transaction():`` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an exception."""
+        return _Transaction(self.db)
+
+    # -- the scan's writes --------------------------------------------------------------------------------------
+
+    def begin_scan(self, root: str, model: str, engine: str) -> int:
+        with self.transaction():
+            return self.db.execute("INSERT INTO scans (root, model, engine, started) VALUES (?, ?, ?, ?)", (root, model, engine, time.time())).lastrowid
+
+    def finish_scan(self, scan: int, counts: dict[str, int]) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE scans SET finished = ?, counts = ? WHERE id = ?", (time.time(), json.dumps(counts), scan))
+
+    def lookup(self, path: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM tracks WHERE path = ?", (path,)).fetchone()
+
+    def same_content(self, digest: str) -> list[sqlite3.Row]:
+        """Tracks whose file had these bytes (a moved or copied file), classified ones first."""
+        return self.db.execute("SELECT * FROM tracks WHERE hash = ? ORDER BY status = 'failed', id", (digest,)).fetchall()
+
+    def mark_seen(self, track: int, scan: int, state: FileState | None = None) -> None:
+        """The scan found the track (``state``: at a new size/mtime, or path when moved)."""
+        if state is None:
+            self.db.execute("UPDATE tracks SET seen = ? WHERE id = ?", (scan, track))
+        else:
+            self.db.execute(
+                "UPDATE tracks SET seen = ?, path = ?, size = ?, mtime_ns = ?, hash = ? WHERE id = ?",
+                (scan, state.path, state.size, state.mtime_ns, state.hash, track),
+            )
+
+    def copy_track(self, track: int, state: FileState, scan: int) -> None:
+        """A second file with the same bytes as ``track``: the same results under the new path."""
+        cols = "status, error, model, duration, genre, probability, top_k, timeline, warnings, embedding, scanned_at"
+        new = self.db.execute(
+            f"INSERT INTO tracks (path, size, mtime_ns, hash, seen, {cols}) SELECT ?, ?, ?, ?, ?, {cols} FROM tracks WHERE id = ?",
+            (state.path, state.size, state.mtime_ns, state.hash, scan, track),
+        ).lastrowid
+        self.db.execute("INSERT INTO track_genres SELECT ?, genre, probability FROM track_genres WHERE track_id = ?", (new, track))
+
+    def store(self, state: FileState, model: str, outcome: Outcome, scan: int, top_k: int) -> int:
+        """Insert or replace the file's row with a fresh classification; returns the track id."""
+        genres = outcome.genres or []
+        top = genres[0] if genres else (None, None)
+        values = dict(
+            path=state.path, size=state.size, mtime_ns=state.mtime_ns, hash=state.hash, status=outcome.status, error=outcome.error,
+            model=model, duration=outcome.duration, genre=top[0], probability=top[1],
+            top_k=None if outcome.genres is None else json.dumps(genres[:top_k]),
+            timeline=None if outcome.timeline is None else json.dumps(outcome.timeline),
+            warnings=json.dumps(outcome.warnings or []),
+            embedding=None if outcome.embedding is None else np.asarray(outcome.embedding, "<f4").tobytes(),
+            tag=None, scanned_at=time.time(), seen=scan,
+        )
+        names = ", ".join(values)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values if k != "path")
+        track = self.db.execute(
+            f"INSERT INTO tracks ({names}) VALUES ({', '.join('?' * len(values))}) ON CONFLICT (path) DO UPDATE SET {updates} RETURNING id",
+            tuple(values.values()),
+        ).fetchone()[0]
+        self.db.execute("DELETE FROM track_genres WHERE track_id = ?", (track,))
+        self.db.executemany("INSERT INTO track_genres VALUES (?, ?, ?)", [(track, g, p) for g, p in genres])
+        return track
+
+    def tagged(self, track: int, genre: str, state: FileState) -> None:
+        """``genre`` was written into the file, which now has this size, mtime and hash."""
+        self.db.execute("UPDATE tracks SET tag = ?, size = ?, mtime_ns = ?, hash = ? WHERE id = ?", (genre, state.size, state.mtime_ns, state.hash, track))
+
+    def forget_unseen(self, root: str, scan: int) -> int:
+        """Delete the tracks under ``root`` that this scan did not find (deleted files); returns how many."""
+        prefix = root.rstrip("/") + "/"
+        return self.db.execute("DELETE FROM tracks WHERE substr(path, 1, ?) = ? AND seen != ?", (len(prefix), prefix, scan)).rowcount
+
+    # -- queries -------------------------------------------------------------------------------------------------
+
+    def track(self, key: int | str) -> sqlite3.Row:
+        """A track by id or path; :class:`LibraryError` if the library has none."""
+        row = self.db.execute(f"SELECT * FROM tracks WHERE {'id' if isinstance(key, int) else 'path'} = ?", (key,)).fetchone()
+        if row is None:
+            raise LibraryError(f"{self.path}: no track {key!r} in this library")
+        return row
+
+    def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> list[sqlite3.Row]:
+        """Tracks whose top genre is ``genre`` (best first) or, with ``min_prob``, whose probability of it is at least that."""
+        if min_prob is None:
+            sql = "SELECT * FROM tracks WHERE status = 'ok' AND genre = ? ORDER BY probability DESC, path LIMIT ? OFFSET ?"
+            return self.db.execute(sql, (genre, limit, offset)).fetchall()
+        sql = (
+            "SELECT t.*, g.probability AS match FROM track_genres g JOIN tracks t ON t.id = g.track_id "
+            "WHERE t.status = 'ok' AND g.genre = ? AND g.probability >= ? ORDER BY g.probability DESC, t.path LIMIT ? OFFSET ?"
+        )
+        return self.db.execute(sql, (genre, min_prob, limit, offset)).fetchall()
+
+    def genres(self) -> dict[str, int]:
+        """Tracks per top genre, most common first."""
+        rows = self.db.execute("SELECT genre, count(*) FROM tracks WHERE status = 'ok' GROUP BY genre ORDER BY count(*) DESC, genre")
+        return {g: n for g, n in rows}
+
+    def models(self) -> dict[str, int]:
+        """Classified tracks per model key."""
+        return {m: n for m, n in self.db.execute("SELECT model, count(*) FROM tracks WHERE status = 'ok' GROUP BY model ORDER BY count(*) DESC")}
+
+    def embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, (n, dim) float32 embeddings, top genres) of every classified track of ``model``."""
+        sql = "SELECT id, embedding, genre FROM tracks WHERE status = 'ok' AND model = ? AND embedding IS NOT NULL ORDER BY id"
+        rows = self.db.execute(sql, (model,)).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 1), np.float32), np.zeros(0, object)
+        return (
+            np.array([r[0] for r in rows], np.int64),
+            np.stack([np.frombuffer(r[1], "<f4") for r in rows]),
+            np.array([r[2] for r in rows], object),
+        )
+
+    def tracks(self, ids: list[int]) -> list[sqlite3.Row]:
+        """The rows of these track ids (any order)."""
+        return [r for i in range(0, len(ids), 500) for r in self.db.execute(f"SELECT * FROM tracks WHERE id IN ({','.join('?' * len(ids[i:i + 500]))})", ids[i : i + 500])]
+
+    def rows(self) -> Iterator[sqlite3.Row]:
+        """Every track, by path (streamed)."""
+        return self.db.execute("SELECT * FROM tracks ORDER BY path")
+
+    def counts(self) -> dict[str, int]:
+        return {s: n for s, n in self.db.execute("SELECT status, count(*) FROM tracks GROUP BY status")}
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type | None, *exc: Any) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def track_summary(row: sqlite3.Row) -> dict[str, Any]:
+    """A track row as plain data for JSON, CSV and the web page (no embedding, no timeline)."""
+    return {
+        "id": row["id"],
+        "path": row["path"],
+        "status": row["status"],
+        "genre": row["genre"],
+        "probability": row["probability"],
+        "top_k": json.loads(row["top_k"]) if row["top_k"] else [],
+        "duration": row["duration"],
+        "model": row["model"],
+        "error": row["error"],
+    }

@@ -1,0 +1,156 @@
+"""The music-library commands of the CLI: ``scan``, ``search``, ``similar`` (and ``export --db``'s writer)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli import DeviceOpt, ModelOpt, app, fail
+from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE
+
+DbOpt = Annotated[Path, typer.Option("--db", help="The library database (SQLite).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+
+
+@app.command()
+def scan(
+    library: Annotated[Path, typer.Argument(help="Folder of audio files (searched recursively; symbolic links are not followed).")],
+    db: Annotated[Path, typer.Option("--db", help="The library database (SQLite); made if missing.")] = Path("library.db"),
+    model: ModelOpt = None,
+    rescan_model: Annotated[bool, typer.Option("--rescan-model", help="Classify again the tracks another model classified.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the files that failed before again.")] = False,
+    write_tags: Annotated[bool, typer.Option("--write-tags", help="Write each track's top genre into its file's metadata (safely: a verified copy replaces it).")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local, or ray (Ray Data; pip install 'acousticsense[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address for --engine ray (default: a local Ray).")] = None,
+    device: DeviceOpt = None,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = DEFAULT_MAX_SECONDS,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify a music library into a database; rerun it to pick up changes (only new or changed files are read).
+
+    Interrupted or killed, it loses nothing: the next run finishes the job.
+    """
+    from tqdm import tqdm
+
+    from .scan import scan as run_scan
+
+    bar = tqdm(unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    try:
+        report = run_scan(
+            library, db, model, rescan_model=rescan_model, retry_failed=retry_failed, write_tags=write_tags, engine=engine,
+            address=address, device=device, max_seconds=max_seconds, progress=bar.update, on_total=total,
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        fail(f"interrupted; what was classified is stored in {db}: run the same command again to finish", code=130)
+    bar.close()
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        c = report.counts
+        done = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in ("classified", "unchanged", "moved", "copied", "failed", "silent", "removed", "tagged", "tag_failed") if c[k])
+        typer.echo(f"{report.db}: {c['found']} audio files under {report.root} in {report.seconds:.1f} s ({done or 'nothing to do'})")
+        if c["other_model"]:
+            typer.echo(f"  {c['other_model']} tracks were classified by another model than {report.model}; --rescan-model redoes them")
+        for error in report.errors:
+            typer.echo(f"  {error}", err=True)
+        if c["failed"] and not retry_failed:
+            typer.echo("  failed files are recorded with the reason; --retry-failed tries them again", err=True)
+
+
+@app.command()
+def search(
+    genre: Annotated[str, typer.Option("--genre", "-g", help="A genre of the model, e.g. Jazz.")],
+    db: DbOpt = Path("library.db"),
+    min_prob: Annotated[Optional[float], typer.Option("--min-prob", min=0.0, max=1.0, help="Tracks whose probability of GENRE is at least this (default: tracks whose top genre it is).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Tracks to list at most.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the library's tracks of a genre, most certain first."""
+    from .catalog import Catalog, track_summary
+
+    with Catalog(db, create=False) as catalog:
+        rows = catalog.search(genre, min_prob, limit)
+        tracks = [track_summary(r) | ({"match": r["match"]} if min_prob is not None else {}) for r in rows]
+        known = catalog.genres()
+    if as_json:
+        typer.echo(json.dumps({"genre": genre, "min_prob": min_prob, "tracks": tracks}, indent=2))
+        return
+    if not tracks:
+        hint = f" (top genres in this library: {', '.join(known)})" if genre not in known else ""
+        typer.echo(f"no track of {genre}{hint}", err=True)
+    for t in tracks:
+        typer.echo(f"{t.get('match', t['probability']):7.3f}  {t['path']}")
+
+
+@app.command()
+def similar(
+    track: Annotated[str, typer.Argument(help="A track of the library (its path or id), or any audio file (classified now).")],
+    db: DbOpt = Path("library.db"),
+    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Neighbours to list.")] = 10,
+    same_genre: Annotated[bool, typer.Option("--same-genre", help="Only tracks whose top genre is the query's.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tracks that sound most like TRACK (cosine similarity of the model's embeddings); the query comes first."""
+    from .catalog import Catalog
+    from .similar import resolve
+    from .similar import similar as nearest
+
+    with Catalog(db, create=False) as catalog:
+        key: int | str = int(track) if track.isdigit() and not Path(track).exists() else track
+        query = resolve(catalog, key, model, device)
+        tracks = nearest(catalog, query, k, same_genre)
+    if as_json:
+        typer.echo(json.dumps({"query": query.track, "tracks": tracks}, indent=2))
+        return
+    if query.id is None:
+        typer.echo(f"query  {query.track['path']} ({query.genre}; not in the library)")
+    for rank, t in enumerate(tracks, start=0 if query.id is not None else 1):
+        typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {t['path']}")
+
+
+def export_library(db: Path, fmt: str, out: Path | None) -> int:
+    """Write every track of the library as CSV or JSON (an array) to ``out`` or stdout; returns how many."""
+    from .catalog import Catalog, track_summary
+
+    count = 0
+    with Catalog(db, create=False) as catalog, (open(out, "w", newline="") if out else _stdout()) as f:
+        if fmt == "csv":
+            w = csv.writer(f)
+            w.writerow(["path", "status", "genre", "probability", "top_k", "duration", "model", "error"])
+        else:
+            f.write("[")
+        for row in catalog.rows():
+            t = track_summary(row)
+            if fmt == "csv":
+                top = ";".join(f"{g}:{p:.4f}" for g, p in t["top_k"])
+                w.writerow([t["path"], t["status"], t["genre"] or "", "" if t["probability"] is None else f"{t['probability']:.6f}", top, t["duration"] or "", t["model"], t["error"] or ""])
+            else:
+                t |= {"hash": row["hash"], "warnings": json.loads(row["warnings"] or "[]"), "timeline": json.loads(row["timeline"] or "[]")}
+                f.write(("\n  " if not count else ",\n  ") + json.dumps(t))
+            count += 1
+        if fmt == "json":
+            f.write("\n]\n" if count else "]\n")
+    return count
+
+
+class _stdout:
+    """stdout as a context manager that is not closed."""
+
+    def __enter__(self):  # noqa: ANN204
+        return sys.stdout
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        sys.stdout.flush()

@@ -1,0 +1,309 @@
+"""Scan a music library into its database: walk → decide what changed → classify only that → store, committing as it goes.
+
+A file whose size and mtime match its row is not read at all. Otherwise its bytes are hashed: the same bytes
+under a new path are a moved (or copied) file and keep their results; new bytes are classified through the
+engine (:meth:`Classifier.classify_many`, or Ray Data with ``engine="ray"``). Every classified file is committed
+at once, so a scan killed at any moment (``kill -9`` included) loses nothing and the next run finishes the job.
+
+This module imports no torch until a file actually needs the model: an unchanged library rescans in a moment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog, FileState, LibraryError, Outcome
+from .errors import AcousticSenseError, ParameterError
+from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS
+from .tags import TEMP_PREFIX, write_genre
+
+AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())
+TOP_K = 5  # genres kept in a track's ``top_k`` (its whole distribution goes to ``track_genres``)
+COMMIT_SECONDS = 1.0  # cheap bookkeeping (files found unchanged) is committed at least this often
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class ScanReport:
+    """What a scan did. ``counts`` keys: found, unchanged, classified, failed, silent, moved, copied, removed,
+    other_model (kept, scanned with another model), retried, tagged, tag_failed."""
+
+    db: str
+    root: str
+    model: str
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # the first few reasons, one line each
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def model_key(bundle: str | os.PathLike | None) -> str:
+    """``model_id@hash``: the bundle's id and the first 12 hex digits of its weights' BLAKE2b (torch not needed).
+
+    Two bundles with the same id but other weights (a retrained model) get different keys: their embeddings
+    and results are never mixed.
+    """
+    path = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
+    try:
+        model_id = json.loads((path / "config.json").read_text())["model_id"]
+        weights = next((path / n for n in ("model.safetensors", "model.onnx") if (path / n).is_file()), None)
+        if weights is None:
+            raise FileNotFoundError("no model.safetensors or model.onnx")
+        return f"{model_id}@{file_hash(weights)[:12]}"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LibraryError(f"{path}: not a model bundle ({e})") from None
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """BLAKE2b-128 of a file's bytes (hex)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def walk(root: Path, unreadable: list[str], temps: list[str] | None = None) -> Iterator[FileState]:
+    """Audio files under ``root`` (by extension), sorted per folder, with their size and mtime.
+
+    Symbolic links are not followed (a file in the library must not decide what else is read). Folders that
+    cannot be listed are appended to ``unreadable``; temporary copies left by a killed ``--write-tags`` are
+    skipped (and appended to ``temps``).
+    """
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as e:
+        unreadable.append(f"{root}: {e.strerror or e}")
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield from walk(Path(entry.path), unreadable, temps)
+        elif not stat.S_ISREG(st.st_mode):
+            continue
+        elif entry.name.startswith(TEMP_PREFIX):
+            if temps is not None:
+                temps.append(entry.path)
+        elif Path(entry.name).suffix.lower() in AUDIO_EXTENSIONS:
+            yield FileState(entry.path, st.st_size, st.st_mtime_ns)
+
+
+def outcome_of(result: Any) -> Outcome:
+    """A :class:`Result` or :class:`Failure` of ``classify_many(..., embed=True)`` as an :class:`Outcome` to store."""
+    if not hasattr(result, "top_k"):  # a Failure
+        return Outcome("failed", error=result.error)
+    timeline = [(w.start, w.end, w.label, w.probability) for w in result.timeline]
+    genres = [(g.label, g.probability) for g in result.top_k]
+    return Outcome("silent" if result.silent else "ok", None, result.duration, genres, timeline, result.warnings, result.embedding)
+
+
+Engine = Callable[[Iterator[str]], Iterator[Outcome]]
+
+
+def local_engine(bundle: str | os.PathLike | None, device: str | None = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> Engine:
+    """Classify paths in this process (``classify_many``: decoding in worker processes, windows batched across files).
+
+    The model is loaded when the first path arrives: a scan with nothing new never imports torch.
+    """
+
+    def run(paths: Iterator[str]) -> Iterator[Outcome]:
+        first = next(paths, None)
+        if first is None:
+            return
+        from .inference import Classifier
+
+        clf = Classifier.from_bundle(bundle, device)
+        results = clf.classify_many(_chain(first, paths), top_k=len(clf.labels), max_seconds=max_seconds, embed=True)
+        yield from map(outcome_of, results)
+
+    return run
+
+
+def scan(
+    root: str | os.PathLike,
+    db: str | os.PathLike,
+    bundle: str | os.PathLike | None = None,
+    *,
+    rescan_model: bool = False,
+    retry_failed: bool = False,
+    write_tags: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    device: str | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    progress: Callable[[int], Any] | None = None,
+    on_total: Callable[[int], Any] | None = None,
+) -> ScanReport:
+    """Bring the database ``db`` up to date with the audio files under ``root``; see the module docstring.
+
+    ``rescan_model``: re-classify tracks that another model classified (kept otherwise). ``retry_failed``: try
+    files that failed before again. ``write_tags``: write each track's top genre into its file (see
+    :mod:`acousticsense.tags`). ``engine``: ``"local"`` or ``"ray"`` (``address``: a Ray cluster; default a local one).
+    ``on_total(n)`` is called once the files are counted, ``progress(n)`` as each is settled.
+    """
+    started = time.perf_counter()
+    root_path = Path(root).expanduser().resolve()
+    if not root_path.is_dir():
+        raise ParameterError(f"{root}: not a folder")
+    if engine not in ENGINES:
+        raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    key = model_key(bundle)
+    if engine == "ray":
+        from .ray_engine import ray_engine
+
+        classify = ray_engine(bundle, address, max_seconds)
+    else:
+        classify = local_engine(bundle, device, max_seconds)
+    if on_total is not None:
+        on_total(sum(1 for _ in walk(root_path, [])))
+    tagger = write_genre if write_tags else None
+
+    with Catalog(db) as catalog:
+        report = ScanReport(str(catalog.path), str(root_path), key)
+        counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed"), 0)
+        scan_id = catalog.begin_scan(str(root_path), key, engine)
+        writer = _Writer(catalog)
+        queue: deque[FileState] = deque()
+        unreadable: list[str] = []
+        temps: list[str] = []
+
+        def note(error: str) -> None:
+            if len(report.errors) < 20:
+                report.errors.append(error)
+
+        def tag(track: int, genre: str, state: FileState) -> None:
+            try:
+                tagger(state.path, genre)
+            except AcousticSenseError as e:
+                counts["tag_failed"] += 1
+                note(str(e))
+                return
+            st = os.stat(state.path)
+            catalog.tagged(track, genre, FileState(state.path, st.st_size, st.st_mtime_ns, file_hash(state.path)))
+            counts["tagged"] += 1
+
+        def keep(row: Any, state: FileState | None) -> bool:
+            """Keep ``row``'s results for this file (marking it found); False: classify the file again."""
+            redo = (row["status"] == "failed" and retry_failed) or (row["status"] != "failed" and row["model"] != key and rescan_model)
+            if redo:
+                return False
+            catalog.mark_seen(row["id"], scan_id, state)
+            counts["other_model"] += row["model"] != key and row["status"] != "failed"
+            if tagger and row["status"] == "ok" and row["tag"] != row["genre"]:
+                tag(row["id"], row["genre"], state or FileState(row["path"], row["size"], row["mtime_ns"], row["hash"]))
+            return True
+
+        def plan() -> Iterator[str]:
+            """Settle each file found; yield the paths the engine must classify (their states queue up in order)."""
+            for state in walk(root_path, unreadable, temps):
+                counts["found"] += 1
+                row = catalog.lookup(state.path)
+                if row is not None and (row["size"], row["mtime_ns"]) == (state.size, state.mtime_ns):
+                    if keep(row, None):
+                        counts["unchanged"] += 1
+                        writer.tick()
+                        _advance(progress)
+                        continue
+                    state.hash = row["hash"]
+                else:
+                    try:
+                        state.hash = file_hash(state.path)
+                    except OSError as e:
+                        counts["failed"] += 1
+                        writer.store(state, key, Outcome("failed", f"{state.path}: cannot be read ({e.strerror or e})"), scan_id)
+                        _advance(progress)
+                        continue
+                    if row is not None and row["hash"] == state.hash and keep(row, state):  # touched, same bytes
+                        counts["unchanged"] += 1
+                        writer.tick()
+                        _advance(progress)
+                        continue
+                    if row is None and (donor := _donor(catalog, state.hash)) is not None:
+                        moved = not os.path.exists(donor["path"])
+                        if moved:
+                            catalog.mark_seen(donor["id"], scan_id, state)
+                        else:
+                            catalog.copy_track(donor["id"], state, scan_id)
+                        counts["moved" if moved else "copied"] += 1
+                        writer.tick()
+                        _advance(progress)
+                        continue
+                if row is not None and row["status"] == "failed":
+                    counts["retried"] += 1
+                queue.append(state)
+                yield state.path
+
+        for outcome in classify(plan()):
+            state = queue.popleft()
+            counts[{"ok": "classified", "silent": "silent", "failed": "failed"}[outcome.status]] += 1
+            if outcome.error:
+                note(outcome.error)
+            track = writer.store(state, key, outcome, scan_id)
+            if tagger and outcome.status == "ok":
+                tag(track, outcome.genres[0][0], state)
+            _advance(progress)
+        writer.commit()
+        if tagger:  # copies a killed --write-tags left behind (the originals are intact)
+            for temp in temps:
+                Path(temp).unlink(missing_ok=True)
+        if unreadable:
+            report.errors[:0] = [f"{u} (folder skipped; tracks under it are kept)" for u in unreadable]
+        else:
+            with catalog.transaction():
+                counts["removed"] = catalog.forget_unseen(str(root_path), scan_id)
+        report.counts = counts
+        report.seconds = round(time.perf_counter() - started, 3)
+        catalog.finish_scan(scan_id, counts)
+    return report
+
+
+class _Writer:
+    """Commits each classified file at once and the cheap bookkeeping at least every :data:`COMMIT_SECONDS`."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog, self.db = catalog, catalog.db
+        self.last = time.monotonic()
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last >= COMMIT_SECONDS:
+            self.commit(again=True)
+
+    def store(self, state: FileState, key: str, outcome: Outcome, scan_id: int) -> int:
+        track = self.catalog.store(state, key, outcome, scan_id, TOP_K)
+        self.commit(again=True)
+        return track
+
+    def commit(self, again: bool = False) -> None:
+        self.db.execute("COMMIT")
+        self.last = time.monotonic()
+        if again:
+            self.db.execute("BEGIN IMMEDIATE")
+
+
+def _donor(catalog: Catalog, digest: str) -> Any:
+    """The stored track with these bytes whose results a new path can take over, if any."""
+    rows = [r for r in catalog.same_content(digest) if r["status"] != "failed"]
+    gone = [r for r in rows if not os.path.exists(r["path"])]
+    return (gone or rows or [None])[0]
+
+
+def _advance(progress: Callable[[int], Any] | None) -> None:
+    if progress is not None:
+        progress(1)
+
+
+def _chain(first: str, rest: Iterable[str]) -> Iterator[str]:
+    yield first
+    yield from rest

@@ -1,0 +1,305 @@
+"""The music library: incremental, resumable scans into SQLite, rename detection, search, similar, export, tags."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acousticsense.audio import load_audio
+from acousticsense.bundle import DEFAULT_BUNDLE, EXAMPLES_DIR
+from acousticsense.catalog import SCHEMA_VERSION, Catalog, LibraryError
+from acousticsense.errors import ParameterError
+from acousticsense.scan import model_key, scan
+from acousticsense.similar import resolve, similar
+from acousticsense.synth import GENRES, make_corpus
+from acousticsense.tags import read_genre
+from conftest import write_audio
+
+CLI = [sys.executable, "-m", "acousticsense.cli"]
+
+
+def make_library(folder: Path, copies: int = 1, gain_step: float = 0.05) -> list[Path]:
+    """The example clips as WAVs under two sub-folders; each copy at another gain, so every file has other bytes."""
+    paths = []
+    for i, clip in enumerate(sorted(EXAMPLES_DIR.glob("*.ogg"))):
+        samples = load_audio(clip, 22050).samples
+        for c in range(copies):
+            path = folder / ("ab"[i % 2]) / f"{clip.stem}-{c}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            paths.append(write_audio(path, samples * (0.8 - gain_step * c), 22050))
+    return paths
+
+
+def rows(db: Path) -> dict[str, sqlite3.Row]:
+    with Catalog(db, create=False) as c:
+        return {r["path"]: r for r in c.rows()}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> tuple[Path, Path]:
+    """16 example clips plus a broken file, scanned once into a database (copied by tests that change it)."""
+    folder = tmp_path_factory.mktemp("library")
+    make_library(folder)
+    (folder / "b" / "broken.mp3").write_bytes(os.urandom(2000))
+    (folder / "b" / "notes.txt").write_text("not audio")
+    db = folder.parent / "library.db"
+    report = scan(folder, db)
+    assert report.counts["found"] == 17 and report.counts["classified"] == 16 and report.counts["failed"] == 1
+    return folder, db
+
+
+@pytest.fixture
+def own_library(library, tmp_path) -> tuple[Path, Path]:
+    folder, db = library
+    shutil.copytree(folder, tmp_path / "lib")
+    shutil.copy(db, tmp_path / "library.db")
+    with Catalog(tmp_path / "library.db") as c:  # the copy's rows name the copy's files
+        c.db.execute("UPDATE tracks SET path = replace(path, ?, ?)", (str(folder), str(tmp_path / "lib")))
+    return tmp_path / "lib", tmp_path / "library.db"
+
+
+def test_a_scan_stores_every_track_with_its_genres_timeline_and_embedding(library):
+    folder, db = library
+    tracks = rows(db)
+    assert len(tracks) == 17
+    ok = [r for r in tracks.values() if r["status"] == "ok"]
+    right = sum(r["genre"].lower().replace("&", "") == Path(r["path"]).stem.rsplit("-", 1)[0].replace("&", "") for r in ok)
+    assert len(ok) == 16 and right >= 13  # the built-in model on its own example clips
+    for r in ok:
+        assert r["model"] == model_key(None) and r["duration"] == pytest.approx(10.0, abs=0.05)
+        top = json.loads(r["top_k"])
+        assert len(top) == 5 and top[0] == [r["genre"], r["probability"]]
+        assert len(json.loads(r["timeline"])) >= 2
+        e = np.frombuffer(r["embedding"], "<f4")
+        assert e.shape == (192 + len(GENRES),) and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-5)
+        with Catalog(db, create=False) as c:
+            dist = dict(c.db.execute("SELECT genre, probability FROM track_genres WHERE track_id = ?", (r["id"],)).fetchall())
+        assert set(dist) == set(GENRES) and sum(dist.values()) == pytest.approx(1.0, abs=1e-4)
+    broken = tracks[str(folder / "b" / "broken.mp3")]
+    assert broken["status"] == "failed" and "broken.mp3" in broken["error"] and broken["embedding"] is None
+
+
+def test_rescanning_an_unchanged_library_reads_no_file_and_loads_no_model(own_library):
+    folder, db = own_library
+    code = f"import sys; from acousticsense.scan import scan; r = scan({str(folder)!r}, {str(db)!r}); print(r.counts['unchanged'], r.counts['classified'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["17", "0", "False"]
+
+
+def test_moved_copied_changed_touched_and_deleted_files(own_library):
+    folder, db = own_library
+    before = rows(db)
+    (folder / "c").mkdir()
+    os.rename(folder / "a" / "blues-0.wav", folder / "c" / "moved.wav")
+    shutil.copy(folder / "b" / "classical-0.wav", folder / "c" / "copy.wav")
+    os.utime(folder / "b" / "disco-0.wav", ns=(1, 1))  # same bytes, another mtime
+    (folder / "a" / "rock-0.wav").unlink()
+    jazz = folder / "b" / "jazz-0.wav"
+    write_audio(jazz, load_audio(jazz, 22050).samples * 0.5, 22050)  # new bytes
+    counts = scan(folder, db).counts
+    assert {k: counts[k] for k in ("found", "moved", "copied", "unchanged", "classified", "removed")} == dict(
+        found=17, moved=1, copied=1, unchanged=14, classified=1, removed=1
+    )
+    after = rows(db)
+    assert len(after) == 17 and str(folder / "a" / "rock-0.wav") not in after
+    moved = after[str(folder / "c" / "moved.wav")]
+    assert moved["id"] == before[str(folder / "a" / "blues-0.wav")]["id"] and moved["scanned_at"] == before[str(folder / "a" / "blues-0.wav")]["scanned_at"]
+    copy, original = after[str(folder / "c" / "copy.wav")], after[str(folder / "b" / "classical-0.wav")]
+    assert (copy["genre"], copy["embedding"], copy["hash"]) == (original["genre"], original["embedding"], original["hash"])
+    assert after[str(jazz)]["hash"] != before[str(jazz)]["hash"] and after[str(jazz)]["scanned_at"] > before[str(jazz)]["scanned_at"]
+    with Catalog(db) as c:
+        assert c.db.execute("SELECT count(*) FROM track_genres").fetchone()[0] == 16 * len(GENRES)  # 16 ok tracks, no orphans
+
+
+def test_failed_files_are_kept_with_their_reason_until_retried(own_library):
+    folder, db = own_library
+    counts = scan(folder, db).counts
+    assert counts["unchanged"] == 17 and counts["failed"] == 0
+    counts = scan(folder, db, retry_failed=True).counts
+    assert counts["retried"] == 1 and counts["failed"] == 1 and counts["unchanged"] == 16
+
+
+def test_tracks_of_another_model_are_kept_unless_rescan_model(own_library, tmp_path):
+    folder, db = own_library
+    other = tmp_path / "other_model"
+    shutil.copytree(DEFAULT_BUNDLE, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"model_id": "retrained"}))
+    counts = scan(folder, db, other).counts
+    assert counts["other_model"] == 16 and counts["classified"] == 0
+    counts = scan(folder, db, other, rescan_model=True).counts
+    assert counts["classified"] == 16 and counts["other_model"] == 0
+    assert {r["model"] for r in rows(db).values() if r["status"] == "ok"} == {model_key(other)}
+
+
+@pytest.mark.slow
+def test_a_scan_killed_mid_way_is_finished_by_the_next_run_without_duplicates(tmp_path):
+    folder = tmp_path / "lib"
+    files = make_library(folder, copies=3)  # 48 files, all different bytes
+    db = tmp_path / "library.db"
+    env = os.environ | {"OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*CLI, "scan", str(folder), "--db", str(db)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stored, deadline = 0, time.monotonic() + 120
+    while stored < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as c:
+                    stored = c.execute("SELECT count(*) FROM tracks").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", f"acousticsense.cli scan {folder}"], capture_output=True, text=True).stdout
+    assert not leftovers.strip(), "decoding workers outlived the killed scan"
+    committed = len(rows(db))
+    assert 3 <= committed < len(files), "the scan was not killed mid-way"
+    report = json.loads(subprocess.run([*CLI, "scan", str(folder), "--db", str(db), "--json"], env=env, capture_output=True, text=True, check=True).stdout)
+    assert report["counts"]["unchanged"] == committed and report["counts"]["classified"] == len(files) - committed
+    after = rows(db)
+    assert sorted(after) == sorted(map(str, files)) and all(r["status"] == "ok" for r in after.values())
+    with Catalog(db) as c:
+        assert c.db.execute("SELECT count(*) FROM track_genres").fetchone()[0] == len(files) * len(GENRES)
+        assert c.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_write_tags_tags_each_file_and_the_next_scan_still_sees_it_unchanged(tmp_path):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    for name in ("jazz", "metal"):
+        shutil.copy(EXAMPLES_DIR / f"{name}.ogg", folder / f"{name}.ogg")
+    (folder / ".acousticsense-tmp-jazz.x1.ogg").write_bytes(b"left by a killed write")
+    db = tmp_path / "library.db"
+    counts = scan(folder, db, write_tags=True).counts
+    assert counts["classified"] == 2 and counts["tagged"] == 2 and counts["found"] == 2
+    tracks = rows(db)
+    for path, r in tracks.items():
+        assert read_genre(path) == r["genre"] == r["tag"]
+        assert r["size"] == os.stat(path).st_size
+    assert sorted(p.name for p in folder.iterdir()) == ["jazz.ogg", "metal.ogg"]  # the stale copy is gone
+    counts = scan(folder, db, write_tags=True).counts
+    assert counts["unchanged"] == 2 and counts["classified"] == 0 and counts["tagged"] == 0
+
+
+def test_search_by_top_genre_or_by_probability(library):
+    folder, db = library
+    with Catalog(db, create=False) as c:
+        tracks = rows(db)
+        for genre in c.genres():
+            found = c.search(genre)
+            assert found and all(r["genre"] == genre for r in found)
+            assert [r["probability"] for r in found] == sorted((r["probability"] for r in found), reverse=True)
+            assert len(found) == sum(r["genre"] == genre for r in tracks.values())
+        loose = c.search("Jazz", min_prob=0.001)
+        assert all(r["match"] >= 0.001 for r in loose) and len(loose) >= len(c.search("Jazz"))
+        assert c.search("Polka") == []
+
+
+def test_similar_puts_the_query_first_and_its_copy_next(own_library):
+    folder, db = own_library
+    shutil.copy(folder / "a" / "blues-0.wav", folder / "a" / "blues-copy.wav")
+    scan(folder, db)
+    with Catalog(db, create=False) as c:
+        found = similar(c, resolve(c, folder / "a" / "blues-0.wav"), k=5)
+        assert [t["path"] for t in found[:2]] == [str(folder / "a" / "blues-0.wav"), str(folder / "a" / "blues-copy.wav")]
+        assert found[0]["query"] and found[1]["similarity"] == pytest.approx(1.0, abs=1e-5) and len(found) == 6
+        assert [t["similarity"] for t in found] == sorted((t["similarity"] for t in found), reverse=True)
+        outside = similar(c, resolve(c, EXAMPLES_DIR / "metal.ogg"), k=3)  # a file outside the library, embedded now
+        assert len(outside) == 3 and outside[0]["path"].endswith("metal-0.wav") and outside[0]["similarity"] > 0.99
+        same = similar(c, resolve(c, folder / "a" / "blues-0.wav"), k=5, same_genre=True)
+        assert {t["genre"] for t in same} == {"Blues"}
+        with pytest.raises(LibraryError, match="neither a track"):
+            resolve(c, "/no/such/file.wav")
+        with pytest.raises(LibraryError, match="no track"):
+            resolve(c, "/etc/passwd", files=False)  # the server's way: never reads a file the library does not list
+        with pytest.raises(LibraryError, match="no embedding"):
+            resolve(c, folder / "b" / "broken.mp3")
+
+
+@pytest.mark.slow
+def test_similar_tracks_are_mostly_of_the_same_genre_on_fresh_synthetic_music(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", per_genre=3, seconds=8.0, seed=7, progress=False).parent
+    db = tmp_path / "library.db"
+    assert scan(corpus, db).counts["classified"] == 48
+    hits = firsts = 0
+    with Catalog(db, create=False) as c:
+        for r in c.rows():
+            found = similar(c, resolve(c, r["id"]), k=2)
+            firsts += found[0]["id"] == r["id"]
+            hits += sum(Path(t["path"]).parent.name == Path(r["path"]).parent.name for t in found[1:])
+    assert firsts == 48
+    assert hits / (48 * 2) >= 0.8, f"precision@2 {hits / 96:.2f}"
+
+
+def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
+    folder, db = library
+    run = lambda *args: subprocess.run([*CLI, *args], capture_output=True, text=True)  # noqa: E731
+    found = json.loads(run("search", "--db", str(db), "--genre", "Metal", "--json").stdout)
+    assert found["tracks"] and {t["genre"] for t in found["tracks"]} == {"Metal"}
+    metal = found["tracks"][0]
+    near = json.loads(run("similar", metal["path"], "--db", str(db), "-k", "3", "--json").stdout)
+    assert near["tracks"][0]["path"] == metal["path"] and near["tracks"][0]["query"] and len(near["tracks"]) == 4
+    assert json.loads(run("similar", str(metal["id"]), "--db", str(db), "-k", "1", "--json").stdout)["tracks"][0]["id"] == metal["id"]
+    csv_out = run("export", "--db", str(db), "--csv").stdout.splitlines()
+    assert csv_out[0].startswith("path,status,genre") and len(csv_out) == 18
+    exported = json.loads(run("export", "--db", str(db), "--json").stdout)
+    assert len(exported) == 17 and sum(t["status"] == "failed" for t in exported) == 1
+    bad = run("search", "--db", str(tmp_path / "missing.db"), "--genre", "Jazz")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no such library database" in bad.stderr
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_databases_of_other_kinds_or_newer_versions_are_refused(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as c:
+        c.execute("CREATE TABLE songs (x)")
+    with pytest.raises(LibraryError, match="not an AcousticSense library"):
+        Catalog(other)
+    text = tmp_path / "text.db"
+    text.write_text("hello " * 100)
+    with pytest.raises(LibraryError, match="not a usable library database"):
+        Catalog(text)
+    newer = tmp_path / "newer.db"
+    Catalog(newer).close()
+    with sqlite3.connect(newer) as c:
+        c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(LibraryError, match="newer"):
+        Catalog(newer)
+
+
+def test_the_embedding_is_the_class_token_beside_the_genre_distribution(tiny_bundle):
+    from acousticsense.inference import Classifier
+    from conftest import music_like
+
+    clf = Classifier.from_bundle(tiny_bundle)
+    a, b = music_like(9.0, seed=1)[0], music_like(9.0, seed=2)[0]
+    one = clf.classify(a, embed=True)
+    many = list(clf.classify_many([a, b], embed=True))
+    assert np.allclose(one.embedding, many[0].embedding, atol=1e-5) and one.to_dict()["embedding"] == pytest.approx(one.embedding.tolist())
+    assert "embedding" not in clf.classify(a).to_dict()
+    dim = clf.model.hidden_dim
+    x, y = many[0].embedding * 2**0.5, many[1].embedding * 2**0.5
+    token_cos = float(x[:dim] @ y[:dim])
+    bhattacharyya = float(np.sqrt(np.array([g.probability for g in sorted(many[0].top_k, key=lambda g: g.label)]) * [g.probability for g in sorted(many[1].top_k, key=lambda g: g.label)]).sum())
+    assert float(many[0].embedding @ many[1].embedding) == pytest.approx((token_cos + bhattacharyya) / 2, abs=1e-3)
+
+
+def test_a_ray_address_that_does_not_answer_is_refused_at_once(tmp_path):
+    pytest.importorskip("ray")
+    (tmp_path / "lib").mkdir()
+    shutil.copy(EXAMPLES_DIR / "jazz.ogg", tmp_path / "lib")
+    started = time.monotonic()
+    with pytest.raises(ParameterError, match="127.0.0.1:1: it does not answer"):
+        scan(tmp_path / "lib", tmp_path / "library.db", engine="ray", address="127.0.0.1:1")
+    with pytest.raises(ParameterError, match="expected HOST:PORT"):
+        scan(tmp_path / "lib", tmp_path / "library.db", engine="ray", address="nonsense")
+    assert time.monotonic() - started < 10
