@@ -11,15 +11,17 @@ from typing import Annotated, Any, Callable, Optional
 
 from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from .errors import AcousticSenseError, ParameterError
+from .explain import Explanation, explain, relevance_png
 from .inference import Classifier, Result
 from .options import DEFAULT_TOP_K, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
 
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
+EXPLAIN_BANDS, EXPLAIN_COLUMNS = 32, 256  # ?explain=true: the map summed into at most this many mel bands × time columns
 LOG = logging.getLogger("uvicorn.error")  # the server's log: one line per event, next to uvicorn's own
 
 
@@ -38,6 +40,16 @@ class Engine:
 
     def classify(self, data: bytes, name: str, **kwargs: Any) -> Result:
         return self.run(self.classifier.classify, named_bytes(data, name), max_seconds=self.max_seconds, **kwargs)
+
+    def explained(self, data: bytes, name: str, genre: str | None = None, top_k: int = DEFAULT_TOP_K, **kwargs: Any) -> tuple[Result, Explanation]:
+        """The result and the relevance map (for ``genre``, default the top one) from one decode of the upload."""
+
+        def run() -> tuple[Result, Explanation]:
+            clf = self.classifier
+            features = clf.preprocess(named_bytes(data, name), clf.options(top_k, max_seconds=self.max_seconds, **kwargs))
+            return clf.postprocess(features, clf.forward([features])[0]), explain(clf, features, genre)
+
+        return self.run(run)
 
 
 def named_bytes(data: bytes, name: str) -> io.BytesIO:
@@ -80,7 +92,7 @@ class BodyLimit:
 
 
 def api_router(engine: Engine, max_queue: int) -> APIRouter:
-    """``/api/v1``: classify, health, model."""
+    """``/api/v1``: classify (optionally explained), explain.png, health, model."""
     api = APIRouter(prefix="/api/v1", tags=["api"])
     capacity = MODEL_WORKERS + max_queue
     busy = 0  # requests running or waiting; one event loop, so no lock is needed
@@ -100,16 +112,37 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         window: Annotated[Optional[float], Query(description="Window length in seconds (default: the model's; another needs override_window)")] = None,
         hop: Annotated[Optional[float], Query(description="Hop between windows in seconds (default: the model's)")] = None,
         override_window: Annotated[bool, Query(description="Allow a window other than the model's (flagged `window_override`)")] = False,
+        explain: Annotated[bool, Query(description=f"Also return `explanation`: where the model looked, summed into ≤ {EXPLAIN_BANDS} mel bands × ≤ {EXPLAIN_COLUMNS} time columns")] = False,
+        genre: Annotated[Optional[str], Query(description="With explain: the genre to explain (default: the top one)")] = None,
     ) -> dict[str, Any]:
+        options = dict(top_k=top_k, window=window, hop=hop, override_window=override_window)
+        if not explain:
+            return (await guarded(file, engine.classify, **options)).to_dict()
+        result, explanation = await guarded(file, engine.explained, genre=genre, **options)
+        return result.to_dict() | {"explanation": explanation.to_dict(EXPLAIN_BANDS, EXPLAIN_COLUMNS)}
+
+    @api.post(
+        "/explain.png",
+        summary="Where the model looked: the spectrogram with the relevance map over it, as a PNG",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 400: {"description": "An unknown genre"}, 422: {"description": "A file that cannot be analysed"}},
+    )
+    async def explain_png(
+        file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
+        genre: Annotated[Optional[str], Query(description="The genre to explain (default: the top one)")] = None,
+    ) -> Response:
+        _, explanation = await guarded(file, engine.explained, genre=genre)
+        return Response(await run_in_threadpool(relevance_png, explanation), media_type="image/png")
+
+    async def guarded(file: UploadFile, work: Callable[..., Any], **options: Any) -> Any:
+        """``work(data, name, **options)`` in a worker thread within the queue bound; errors as one-line 400/422/503."""
         nonlocal busy
         if busy >= capacity:
             raise HTTPException(503, f"server busy: {busy} requests are queued, try again shortly")
         busy += 1
         name = file.filename or "upload"
         try:
-            data = await file.read()
-            options = dict(top_k=top_k, window=window, hop=hop, override_window=override_window)
-            result = await run_in_threadpool(engine.classify, data, name, **options)
+            return await run_in_threadpool(work, await file.read(), name, **options)
         except ParameterError as e:
             raise HTTPException(400, str(e)) from None
         except AcousticSenseError as e:
@@ -121,7 +154,6 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         finally:
             busy -= 1
             await file.close()
-        return result.to_dict()
 
     @api.get("/health", summary="Liveness and queue state")
     async def health() -> dict[str, Any]:
@@ -135,10 +167,10 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
 
 
 async def one_line_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A request FastAPI cannot parse: 400 for a bad option (query), 422 for a bad or missing file, one line of detail."""
+    """A request FastAPI cannot parse: 400 for a bad option (query or path), 422 for a bad or missing file, one line of detail."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query"))
-    return JSONResponse({"detail": f"{where}: {first['msg']}"}, 400 if first["loc"][0] == "query" else 422)
+    return JSONResponse({"detail": f"{where}: {first['msg']}"}, 400 if first["loc"][0] in ("query", "path") else 422)
 
 
 def create_api(

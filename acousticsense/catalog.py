@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AcousticSenseError
+from .errors import AcousticSenseError, ParameterError
 
 SCHEMA_VERSION = 1
+MAX_ID = 2**63 - 1  # SQLite's largest integer
 MIGRATIONS: dict[int, str] = {  # version -> the SQL that brings version - 1 to it
     1: """
     CREATE TABLE tracks (
@@ -124,20 +125,29 @@ class Catalog:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise LibraryError(f"{self.path}: no such library database (make one with: acousticsense scan DIR --db {self.path})")
+        if create and not self.path.parent.is_dir():
+            raise LibraryError(f"{self.path}: no such folder {self.path.parent}")
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            if create:
+                self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            else:  # readers open it read-only: a library on read-only storage can be searched and served
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=30, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")  # with WAL: a killed process loses nothing committed
+            if create:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")  # with WAL: a killed process loses nothing committed
             self.db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._migrate(create)
         except sqlite3.DatabaseError as e:
             raise LibraryError(f"{self.path}: not a usable library database ({e})") from None
 
-    def _migrate(self) -> None:
+    def _migrate(self, write: bool) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "schema_version" in tables:
-            version = self.db.execute("SELECT version FROM schema_version").fetchone()[0]
+            row = self.db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None or not isinstance(row[0], int):
+                raise LibraryError(f"{self.path}: its schema_version table is damaged")
+            version = row[0]
         elif tables:
             raise LibraryError(f"{self.path}: an SQLite database, but not an AcousticSense library")
         else:
@@ -146,6 +156,8 @@ class Catalog:
             raise LibraryError(f"{self.path}: schema version {version} was written by a newer AcousticSense (this one reads up to {SCHEMA_VERSION})")
         if version == SCHEMA_VERSION:
             return
+        if not write:
+            raise LibraryError(f"{self.path}: written by an older AcousticSense (schema {version}); `acousticsense scan` upgrades it")
         with self.transaction():
             if version == 0:
                 self.db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -195,7 +207,7 @@ class Catalog:
                 (scan, state.path, state.size, state.mtime_ns, state.hash, track),
             )
 
-    def copy_track(self, track: int, state: FileState, scan: int) -> None:
+    def copy_track(self, track: int, state: FileState, scan: int) -> int:
         """A second file with the same bytes as ``track``: the same results under the new path."""
         cols = "status, error, model, duration, genre, probability, top_k, timeline, warnings, embedding, scanned_at"
         new = self.db.execute(
@@ -203,6 +215,7 @@ class Catalog:
             (state.path, state.size, state.mtime_ns, state.hash, scan, track),
         ).lastrowid
         self.db.execute("INSERT INTO track_genres SELECT ?, genre, probability FROM track_genres WHERE track_id = ?", (new, track))
+        return new
 
     def store(self, state: FileState, model: str, outcome: Outcome, scan: int, top_k: int) -> int:
         """Insert or replace the file's row with a fresh classification; returns the track id."""
@@ -240,19 +253,22 @@ class Catalog:
 
     def track(self, key: int | str) -> sqlite3.Row:
         """A track by id or path; :class:`LibraryError` if the library has none."""
-        row = self.db.execute(f"SELECT * FROM tracks WHERE {'id' if isinstance(key, int) else 'path'} = ?", (key,)).fetchone()
+        in_range = not isinstance(key, int) or 0 <= key <= MAX_ID
+        row = self.db.execute(f"SELECT * FROM tracks WHERE {'id' if isinstance(key, int) else 'path'} = ?", (key,)).fetchone() if in_range else None
         if row is None:
             raise LibraryError(f"{self.path}: no track {key!r} in this library")
         return row
 
     def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> list[sqlite3.Row]:
-        """Tracks whose top genre is ``genre`` (best first) or, with ``min_prob``, whose probability of it is at least that."""
+        """Tracks whose top genre is ``genre`` (any case; best first) or, with ``min_prob``, whose probability of it is at least that."""
+        if not (0 < limit <= MAX_ID and 0 <= offset <= MAX_ID):
+            raise ParameterError(f"limit must be at least 1 and offset at least 0 (both up to {MAX_ID}), not {limit}, {offset}")
         if min_prob is None:
-            sql = "SELECT * FROM tracks WHERE status = 'ok' AND genre = ? ORDER BY probability DESC, path LIMIT ? OFFSET ?"
+            sql = "SELECT * FROM tracks WHERE status = 'ok' AND genre = ? COLLATE NOCASE ORDER BY probability DESC, path LIMIT ? OFFSET ?"
             return self.db.execute(sql, (genre, limit, offset)).fetchall()
         sql = (
             "SELECT t.*, g.probability AS match FROM track_genres g JOIN tracks t ON t.id = g.track_id "
-            "WHERE t.status = 'ok' AND g.genre = ? AND g.probability >= ? ORDER BY g.probability DESC, t.path LIMIT ? OFFSET ?"
+            "WHERE t.status = 'ok' AND g.genre = ? COLLATE NOCASE AND g.probability >= ? ORDER BY g.probability DESC, t.path LIMIT ? OFFSET ?"
         )
         return self.db.execute(sql, (genre, min_prob, limit, offset)).fetchall()
 

@@ -422,7 +422,7 @@ def main() -> None:
     app()
 
 
-from . import cli_library  # noqa: E402, F401 - registers scan, search and similar on the same app
+from . import cli_library, cli_live  # noqa: E402, F401 - register scan, search, similar; stream, listen, explain
 
 if __name__ == "__main__":  # python -m acousticsense.cli: run the package's module, where those commands live
     from acousticsense.cli import main as package_main

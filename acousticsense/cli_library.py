@@ -59,7 +59,7 @@ def scan(
     else:
         c = report.counts
         done = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in ("classified", "unchanged", "moved", "copied", "failed", "silent", "removed", "tagged", "tag_failed") if c[k])
-        typer.echo(f"{report.db}: {c['found']} audio files under {report.root} in {report.seconds:.1f} s ({done or 'nothing to do'})")
+        typer.echo(f"{report.db}: {c['found']} audio file{'s' * (c['found'] != 1)} under {report.root} in {report.seconds:.1f} s ({done or 'nothing to do'})")
         if c["other_model"]:
             typer.echo(f"  {c['other_model']} tracks were classified by another model than {report.model}; --rescan-model redoes them")
         for error in report.errors:
@@ -73,7 +73,7 @@ def search(
     genre: Annotated[str, typer.Option("--genre", "-g", help="A genre of the model, e.g. Jazz.")],
     db: DbOpt = Path("library.db"),
     min_prob: Annotated[Optional[float], typer.Option("--min-prob", min=0.0, max=1.0, help="Tracks whose probability of GENRE is at least this (default: tracks whose top genre it is).")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Tracks to list at most.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1_000_000, help="Tracks to list at most.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """List the library's tracks of a genre, most certain first."""
@@ -95,7 +95,7 @@ def search(
 
 @app.command()
 def similar(
-    track: Annotated[str, typer.Argument(help="A track of the library (its path or id), or any audio file (classified now).")],
+    track: Annotated[str, typer.Argument(metavar="TRACK", help="A track of the library (its path or id), or any audio file (classified now).")],
     db: DbOpt = Path("library.db"),
     k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Neighbours to list.")] = 10,
     same_genre: Annotated[bool, typer.Option("--same-genre", help="Only tracks whose top genre is the query's.")] = False,
@@ -109,7 +109,7 @@ def similar(
     from .similar import similar as nearest
 
     with Catalog(db, create=False) as catalog:
-        key: int | str = int(track) if track.isdigit() and not Path(track).exists() else track
+        key: int | str = int(track) if track.isascii() and track.isdigit() and not Path(track).exists() else track
         query = resolve(catalog, key, model, device)
         tracks = nearest(catalog, query, k, same_genre)
     if as_json:
@@ -117,6 +117,8 @@ def similar(
         return
     if query.id is None:
         typer.echo(f"query  {query.track['path']} ({query.genre}; not in the library)")
+    if len(tracks) == (query.id is not None):
+        typer.echo(f"no other track{' of ' + str(query.genre) if same_genre else ''} in {db} to compare with", err=True)
     for rank, t in enumerate(tracks, start=0 if query.id is not None else 1):
         typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {t['path']}")
 
@@ -126,7 +128,9 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
     from .catalog import Catalog, track_summary
 
     count = 0
-    with Catalog(db, create=False) as catalog, (open(out, "w", newline="") if out else _stdout()) as f:
+    if out is not None and Path(out).resolve() == Path(db).resolve():
+        fail(f"--out {out} is the database itself: choose another file")
+    with Catalog(db, create=False) as catalog, (_open_out(out) if out else _stdout()) as f:
         if fmt == "csv":
             w = csv.writer(f)
             w.writerow(["path", "status", "genre", "probability", "top_k", "duration", "model", "error"])
@@ -144,6 +148,13 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
         if fmt == "json":
             f.write("\n]\n" if count else "]\n")
     return count
+
+
+def _open_out(out: Path):  # noqa: ANN202
+    try:
+        return open(out, "w", newline="")
+    except OSError as e:
+        fail(f"--out {out}: cannot be written ({e.strerror or e})")
 
 
 class _stdout:

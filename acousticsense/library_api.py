@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as Path_
 from fastapi.responses import FileResponse
 
-from .catalog import Catalog, LibraryError, track_summary
+from .catalog import MAX_ID, Catalog, LibraryError, track_summary
 from .errors import AcousticSenseError, ParameterError
 from .similar import MAX_K, resolve, similar
 
@@ -70,13 +71,17 @@ class Library:
     def audio(self, track: int) -> Path:
         """The file of a track the library holds; :class:`NotInLibrary` if there is none or it is no longer a regular file."""
         with self.lock:
-            path = Path(self._row(track)["path"])
+            row = self._row(track)
+        path = Path(row["path"])
+        if row["status"] not in ("ok", "silent"):
+            raise NotInLibrary(f"track {track}: not playable audio ({row['status']})")
         try:  # the scan stored real paths and follows no links; neither does the server (nor through a linked folder)
-            regular = stat.S_ISREG(os.lstat(path).st_mode) and os.path.realpath(path) == str(path)
+            st = os.lstat(path)
+            same = stat.S_ISREG(st.st_mode) and os.path.realpath(path) == str(path) and (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])
         except OSError:
-            regular = False
-        if not regular:
-            raise NotInLibrary(f"track {track}: its file is gone")
+            same = False
+        if not same:  # gone, or replaced since the scan (by a link to another file, say): rescan to serve it again
+            raise NotInLibrary(f"track {track}: its file is gone or changed since the scan")
         return path
 
 
@@ -100,13 +105,13 @@ def library_router(library: Library) -> APIRouter:
         genre: Annotated[str, Query(description="A genre label, e.g. Jazz (an unknown one finds nothing)")],
         min_prob: Annotated[Optional[float], Query(ge=0, le=1, description="Any track whose probability of the genre is at least this (default: tracks whose top genre it is); each gets `match`")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:
         return {"genre": genre, "min_prob": min_prob, "tracks": library.search(genre, min_prob, limit, offset)}
 
     @api.get("/similar", summary="More like this: a track, then its nearest tracks by sound", responses=not_found)
     def similar_tracks(
-        track: Annotated[Optional[int], Query(description="A track id")] = None,
+        track: Annotated[Optional[int], Query(ge=0, le=MAX_ID, description="A track id")] = None,
         path: Annotated[Optional[str], Query(description="Or: a path the library lists (no other file is read)")] = None,
         k: Annotated[int, Query(ge=1, le=MAX_K, description="Similar tracks to return")] = 10,
         same_genre: Annotated[bool, Query(description="Only tracks with the same top genre")] = False,
@@ -125,7 +130,7 @@ def library_router(library: Library) -> APIRouter:
         return {"genres": counts, "tracks": sum(counts.values())}
 
     @api.get("/tracks/{track}/audio", summary="A track's audio file, as the library lists it", response_class=FileResponse, responses=not_found)
-    def audio(track: int) -> FileResponse:
+    def audio(track: Annotated[int, Path_(ge=0, le=MAX_ID)]) -> FileResponse:
         try:
             path = library.audio(track)
         except AcousticSenseError as e:

@@ -15,6 +15,7 @@ from .errors import ParameterError
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_model"  # the built-in model
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # one clip per genre of the built-in model
 DEFAULT_TOP_K = 5
+DEFAULT_SMOOTHING = 0.5  # live rankings: weight of the newest window in the moving average (1: none)
 DEFAULT_BATCH_SIZE = 64  # windows per model batch (across files)
 DEFAULT_MAX_SECONDS = 1800.0  # longer inputs are analysed up to this point and flagged "truncated"
 MAX_WINDOWS = 4000  # per track: a longer track or a shorter hop is refused, so one request's work stays bounded

@@ -10,9 +10,11 @@ This module imports no torch until a file actually needs the model: an unchanged
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import sqlite3
 import stat
 import time
 from collections import deque
@@ -23,7 +25,7 @@ from typing import Any
 
 from .catalog import Catalog, FileState, LibraryError, Outcome
 from .errors import AcousticSenseError, ParameterError
-from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS
+from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
 from .tags import TEMP_PREFIX, write_genre
 
 AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())
@@ -35,7 +37,7 @@ ENGINES = ("local", "ray")
 @dataclass
 class ScanReport:
     """What a scan did. ``counts`` keys: found, unchanged, classified, failed, silent, moved, copied, removed,
-    other_model (kept, scanned with another model), retried, tagged, tag_failed."""
+    other_model (kept, scanned with another model), retried, tagged, tag_failed, skipped (names not UTF-8)."""
 
     db: str
     root: str
@@ -71,31 +73,57 @@ def file_hash(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
-def walk(root: Path, unreadable: list[str], temps: list[str] | None = None) -> Iterator[FileState]:
-    """Audio files under ``root`` (by extension), sorted per folder, with their size and mtime.
+@dataclass
+class WalkNotes:
+    """What a walk passed over: folders it could not list, names it could not store, ``--write-tags`` leftovers."""
+
+    unreadable: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    temps: list[str] = field(default_factory=list)
+
+
+def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
+    """Audio files under ``root`` (by extension), depth first and sorted per folder, with their size and mtime.
 
     Symbolic links are not followed (a file in the library must not decide what else is read). Folders that
-    cannot be listed are appended to ``unreadable``; temporary copies left by a killed ``--write-tags`` are
-    skipped (and appended to ``temps``).
+    cannot be listed, names that are not valid UTF-8 (the database stores text) and temporary copies left by a
+    killed ``--write-tags`` are passed over and noted in ``notes``.
     """
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError as e:
-        unreadable.append(f"{root}: {e.strerror or e}")
-        return
-    for entry in entries:
+    notes = notes or WalkNotes()
+    stack: list[Iterator[os.DirEntry]] = []
+
+    def enter(folder: str) -> None:
+        try:
+            stack.append(iter(sorted(os.scandir(folder), key=lambda e: e.name)))
+        except OSError as e:
+            notes.unreadable.append(f"{folder}: cannot be listed ({e.strerror or e}); the tracks under it are kept")
+
+    enter(str(root))
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if stat.S_ISDIR(st.st_mode):
-            yield from walk(Path(entry.path), unreadable, temps)
-        elif not stat.S_ISREG(st.st_mode):
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
             continue
-        elif entry.name.startswith(TEMP_PREFIX):
-            if temps is not None:
-                temps.append(entry.path)
-        elif Path(entry.name).suffix.lower() in AUDIO_EXTENSIONS:
+        if entry.name.startswith(TEMP_PREFIX) and stat.S_ISREG(st.st_mode):
+            notes.temps.append(entry.path)
+            continue
+        if not stat.S_ISDIR(st.st_mode) and Path(entry.name).suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        try:
+            entry.path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+            notes.skipped.append(f"{shown}: skipped, its name is not valid UTF-8 (rename it to scan it)")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            enter(entry.path)
+        else:
             yield FileState(entry.path, st.st_size, st.st_mtime_ns)
 
 
@@ -130,6 +158,21 @@ def local_engine(bundle: str | os.PathLike | None, device: str | None = None, ma
     return run
 
 
+def _database_errors(run: Callable[..., ScanReport]) -> Callable[..., ScanReport]:
+    """SQLite's own errors during a scan (a locked or full disk, a file that broke) as :class:`LibraryError`."""
+
+    @functools.wraps(run)
+    def guarded(root: str | os.PathLike, db: str | os.PathLike, *args: Any, **kwargs: Any) -> ScanReport:
+        try:
+            return run(root, db, *args, **kwargs)
+        except sqlite3.Error as e:
+            busy = " (another scan is writing to it: wait for it to finish)" if "locked" in str(e) else ""
+            raise LibraryError(f"{db}: {e}{busy}") from None
+
+    return guarded
+
+
+@_database_errors
 def scan(
     root: str | os.PathLike,
     db: str | os.PathLike,
@@ -158,7 +201,10 @@ def scan(
         raise ParameterError(f"{root}: not a folder")
     if engine not in ENGINES:
         raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
     key = model_key(bundle)
+    if (Path(bundle or DEFAULT_BUNDLE) / "model.onnx").is_file():
+        raise ParameterError(f"{bundle}: an exported ONNX bundle gives no embeddings for the library; scan with the torch bundle it came from")
     if engine == "ray":
         from .ray_engine import ray_engine
 
@@ -166,17 +212,16 @@ def scan(
     else:
         classify = local_engine(bundle, device, max_seconds)
     if on_total is not None:
-        on_total(sum(1 for _ in walk(root_path, [])))
+        on_total(sum(1 for _ in walk(root_path)))
     tagger = write_genre if write_tags else None
 
     with Catalog(db) as catalog:
-        report = ScanReport(str(catalog.path), str(root_path), key)
-        counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed"), 0)
+        report = ScanReport(str(catalog.path.resolve()), str(root_path), key)
+        counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed", "skipped"), 0)
         scan_id = catalog.begin_scan(str(root_path), key, engine)
         writer = _Writer(catalog)
         queue: deque[FileState] = deque()
-        unreadable: list[str] = []
-        temps: list[str] = []
+        walked = WalkNotes()
 
         def note(error: str) -> None:
             if len(report.errors) < 20:
@@ -190,7 +235,9 @@ def scan(
                 note(str(e))
                 return
             st = os.stat(state.path)
+            writer.begin()
             catalog.tagged(track, genre, FileState(state.path, st.st_size, st.st_mtime_ns, file_hash(state.path)))
+            writer.commit()
             counts["tagged"] += 1
 
         def keep(row: Any, state: FileState | None) -> bool:
@@ -198,6 +245,7 @@ def scan(
             redo = (row["status"] == "failed" and retry_failed) or (row["status"] != "failed" and row["model"] != key and rescan_model)
             if redo:
                 return False
+            writer.begin()
             catalog.mark_seen(row["id"], scan_id, state)
             counts["other_model"] += row["model"] != key and row["status"] != "failed"
             if tagger and row["status"] == "ok" and row["tag"] != row["genre"]:
@@ -206,7 +254,7 @@ def scan(
 
         def plan() -> Iterator[str]:
             """Settle each file found; yield the paths the engine must classify (their states queue up in order)."""
-            for state in walk(root_path, unreadable, temps):
+            for state in walk(root_path, walked):
                 counts["found"] += 1
                 row = catalog.lookup(state.path)
                 if row is not None and (row["size"], row["mtime_ns"]) == (state.size, state.mtime_ns):
@@ -231,17 +279,20 @@ def scan(
                         continue
                     if row is None and (donor := _donor(catalog, state.hash)) is not None:
                         moved = not os.path.exists(donor["path"])
+                        writer.begin()
                         if moved:
                             catalog.mark_seen(donor["id"], scan_id, state)
-                        else:
-                            catalog.copy_track(donor["id"], state, scan_id)
+                        track = donor["id"] if moved else catalog.copy_track(donor["id"], state, scan_id)
                         counts["moved" if moved else "copied"] += 1
+                        if tagger and donor["status"] == "ok" and (donor["tag"] != donor["genre"] or not moved):
+                            tag(track, donor["genre"], state)
                         writer.tick()
                         _advance(progress)
                         continue
                 if row is not None and row["status"] == "failed":
                     counts["retried"] += 1
                 queue.append(state)
+                writer.commit()  # the engine may take a while: no lock held meanwhile
                 yield state.path
 
         for outcome in classify(plan()):
@@ -255,11 +306,11 @@ def scan(
             _advance(progress)
         writer.commit()
         if tagger:  # copies a killed --write-tags left behind (the originals are intact)
-            for temp in temps:
+            for temp in walked.temps:
                 Path(temp).unlink(missing_ok=True)
-        if unreadable:
-            report.errors[:0] = [f"{u} (folder skipped; tracks under it are kept)" for u in unreadable]
-        else:
+        report.errors[:0] = walked.unreadable + walked.skipped
+        counts["skipped"] = len(walked.skipped)
+        if not walked.unreadable:
             with catalog.transaction():
                 counts["removed"] = catalog.forget_unseen(str(root_path), scan_id)
         report.counts = counts
@@ -269,27 +320,33 @@ def scan(
 
 
 class _Writer:
-    """Commits each classified file at once and the cheap bookkeeping at least every :data:`COMMIT_SECONDS`."""
+    """Short write transactions: each classified file is committed at once, the bookkeeping of files found
+    unchanged, moved or copied at least every :data:`COMMIT_SECONDS` and before the model is asked for more.
+    The write lock is never held while the model works, so another scan or a reader waits a moment at most."""
 
     def __init__(self, catalog: Catalog):
         self.catalog, self.db = catalog, catalog.db
-        self.last = time.monotonic()
-        self.db.execute("BEGIN IMMEDIATE")
+        self.open, self.since = False, 0.0
+
+    def begin(self) -> None:
+        if not self.open:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.open, self.since = True, time.monotonic()
 
     def tick(self) -> None:
-        if time.monotonic() - self.last >= COMMIT_SECONDS:
-            self.commit(again=True)
+        if self.open and time.monotonic() - self.since >= COMMIT_SECONDS:
+            self.commit()
 
     def store(self, state: FileState, key: str, outcome: Outcome, scan_id: int) -> int:
+        self.begin()
         track = self.catalog.store(state, key, outcome, scan_id, TOP_K)
-        self.commit(again=True)
+        self.commit()
         return track
 
-    def commit(self, again: bool = False) -> None:
-        self.db.execute("COMMIT")
-        self.last = time.monotonic()
-        if again:
-            self.db.execute("BEGIN IMMEDIATE")
+    def commit(self) -> None:
+        if self.open:
+            self.db.execute("COMMIT")
+            self.open = False
 
 
 def _donor(catalog: Catalog, digest: str) -> Any:

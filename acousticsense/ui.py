@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from .api import LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
 from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
 from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, BundleConfig, read_config
 from .errors import AcousticSenseError
+from .explain import explain, relevance_figure
 from .features import mel_filters, power_to_db
 from .inference import Features, Result
 
@@ -45,14 +45,16 @@ mel spectrogram and names the genre."""
 HOW_IT_WORKS = """### How it works
 The audio is cut into overlapping windows; each window becomes a *mel spectrogram* (a picture of which
 frequencies sound when, on the pitch scale our ears use); a **Vision Transformer** reads the picture like an
-image; the windows' predictions are combined into the track's genres."""
+image; the windows' predictions are combined into the track's genres. The last picture shows where it looked:
+the spectrogram with the parts that most raised the top genre highlighted (gradient-weighted attention rollout)."""
 
 API_HELP = """### Use via API
 The same analysis as JSON, from any program:
 
     curl -F file=@song.mp3 {base}/api/v1/classify
 
-Options: `top_k`, `hop` (seconds). Interactive docs: [{base}/docs]({base}/docs)."""
+Options: `top_k`, `hop` (seconds), `explain=true` (where the model looked, as numbers; the picture:
+`{base}/api/v1/explain.png`). Interactive docs: [{base}/docs]({base}/docs)."""
 
 DEMO_NOTE = "*The built-in model learned from synthetic arrangements only: on real recordings it is a demo.*"
 
@@ -212,7 +214,8 @@ def _short(value: Any) -> str:
 
 def cleared(message: str = "") -> tuple[Any, ...]:
     """The results' outputs emptied (the download and the figures hidden): nothing stale stays on the page."""
-    return message, None, gr.DownloadButton(value=None, visible=False), gr.Plot(value=None, visible=False), gr.Plot(value=None, visible=False)
+    hidden = gr.Plot(value=None, visible=False)
+    return message, None, gr.DownloadButton(value=None, visible=False), hidden, hidden, hidden
 
 
 def failed(message: str, level: int = logging.INFO) -> tuple[Any, ...]:
@@ -258,24 +261,30 @@ def only_uploads(component: gr.components.Component, allowed_dir: Path) -> gr.co
 def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library | None = None) -> gr.Blocks:
     """The page: examples and audio in on the left (top on a phone), results beside it (below), model card last.
 
-    With a ``library`` this is the "Classify" tab, and a "Library" tab follows (:mod:`.library_ui`).
+    Tabs: "Classify" (this), "Live" (the microphone, :mod:`.live_ui`) and, with a ``library``, "Library" (:mod:`.library_ui`).
     """
     clf = engine.classifier
     default_id = read_config(DEFAULT_BUNDLE).model_id
     builtin = default_id in (clf.config.model_id, clf.config.provenance.get("export", {}).get("from"))  # or its ONNX export
     examples = examples_in(examples_dir, clf.labels)
 
-    def classify_and_draw(data: bytes, name: str) -> tuple[Result, Figure]:
-        """One pass through the classifier's stages; the spectrogram is drawn from the same features."""
+    def classify_and_draw(data: bytes, name: str) -> tuple[Result, Figure, Figure | None]:
+        """One pass through the classifier's stages; the spectrogram and the relevance map (where the model
+        looked for the top genre) come from the same features. No map for a silent clip or an ONNX bundle."""
         features = clf.preprocess(named_bytes(data, name), clf.options(UI_TOP_K, max_seconds=engine.max_seconds))
-        return clf.postprocess(features, clf.forward([features])[0]), spectrogram_figure(features)
+        result = clf.postprocess(features, clf.forward([features])[0])
+        try:
+            relevance = relevance_figure(explain(clf, features))
+        except AcousticSenseError:
+            relevance = None
+        return result, spectrogram_figure(features), relevance
 
     def analyse(path: str | None) -> tuple[Any, ...]:
         if not path:
             return failed("Upload or record a clip first.")
         name, data = Path(path).name, Path(path).read_bytes()
         try:
-            result, spectrogram = engine.run(classify_and_draw, data, name)
+            result, spectrogram, relevance = engine.run(classify_and_draw, data, name)
         except AcousticSenseError as e:
             return failed(str(e))
         except Exception as e:  # noqa: BLE001 - an unforeseen failure on one clip: one line, never a traceback
@@ -287,6 +296,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
             gr.DownloadButton(value=report, visible=True),
             gr.Plot(value=spectrogram, visible=True),
             gr.Plot(value=timeline_figure(result, clf.labels), visible=True),
+            gr.Plot(value=relevance, visible=relevance is not None),
         )
 
     def api_help(request: gr.Request) -> str:
@@ -301,10 +311,11 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
             gr.DownloadButton("Download the result (JSON)", visible=False, size="sm", elem_id="download", render=False),
             gr.Plot(label="Mel spectrogram", show_label=False, container=False, format="png", visible=False, elem_id="spectrogram", render=False),
             gr.Plot(label="Genre timeline", show_label=False, container=False, format="png", visible=False, elem_id="timeline", render=False),
+            gr.Plot(label="What the model looked at", show_label=False, container=False, format="png", visible=False, elem_id="relevance", render=False),
         ]
         summary, download = results[0], results[2]
         gr.Markdown(INTRO)
-        with gr.Tab("Classify", id="classify") if library else contextlib.nullcontext():
+        with gr.Tab("Classify", id="classify"):
             with gr.Row():
                 with gr.Column(scale=2, min_width=320):  # on a phone: examples, clip, Classify, then the results right below
                     if examples:
@@ -324,6 +335,9 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
                     api_md = gr.Markdown(API_HELP.format(base="http://localhost:8000"), elem_id="api-help")
                 with gr.Column(min_width=320):
                     gr.Markdown(model_card(clf.config), elem_id="model-card")
+        from .live_ui import live_tab
+
+        live_tab(engine)
         if library:
             from .library_ui import library_tab
 

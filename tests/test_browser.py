@@ -104,7 +104,8 @@ def test_upload_and_classify_shows_the_api_top_genre(page, url, clip_mp3):
     assert top.inner_text() == api_top_label(url, clip_mp3)
     page.locator("#summary").get_by_text("clip.mp3: 7.0 s analysed in 6 windows.").wait_for()
     assert "synthetic arrangements" not in page.locator("#summary").inner_text()  # not the built-in model
-    assert page.locator(PLOTS).count() == 2  # spectrogram and timeline
+    assert page.locator(PLOTS).count() == 3  # spectrogram, timeline, and where the model looked
+    assert page.locator("#relevance img").is_visible()
     with page.expect_download() as download:
         page.click("#download")
     doc = json.loads(Path(download.value.path()).read_text())
@@ -265,3 +266,26 @@ def test_the_library_tab_searches_finds_similar_tracks_and_plays_them(browser, t
             page.screenshot(path=str(ARTIFACTS / "browser-library.png"), full_page=True)
         finally:
             page.close()
+
+
+def test_the_live_tab_ranks_what_the_microphone_hears(tiny_bundle, url, tmp_path):
+    """Chromium's fake microphone plays a WAV into the page's Live tab; the ranking and timeline appear."""
+    from playwright.sync_api import sync_playwright
+
+    wav = write_audio(tmp_path / "mic.wav", music_like(20.0, 48000, seed=5), 48000)
+    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page = browser.new_context(viewport=DESKTOP, permissions=["microphone"]).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.get_by_role("tab", name="Live").click()
+            page.locator("#live-mic").get_by_role("button", name="Record").click()
+            page.locator("#live-genres [data-testid=label-output-value]").wait_for()
+            assert page.locator("#live-genres [data-testid=label-output-value]").inner_text() in TINY_LABELS
+            page.locator("#live-timeline img[src^='data:image/png']").wait_for()
+            assert "heard" in page.locator("#live-status").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
+        finally:
+            browser.close()

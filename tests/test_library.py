@@ -188,6 +188,11 @@ def test_write_tags_tags_each_file_and_the_next_scan_still_sees_it_unchanged(tmp
     assert sorted(p.name for p in folder.iterdir()) == ["jazz.ogg", "metal.ogg"]  # the stale copy is gone
     counts = scan(folder, db, write_tags=True).counts
     assert counts["unchanged"] == 2 and counts["classified"] == 0 and counts["tagged"] == 0
+    shutil.copy(folder / "jazz.ogg", folder / "jazz-copy.ogg")  # bytes seen before: a copy, tagged in the same scan
+    (folder / "metal.ogg").rename(folder / "metal-moved.ogg")
+    counts = scan(folder, db, write_tags=True).counts
+    assert (counts["copied"], counts["moved"], counts["classified"]) == (1, 1, 0)
+    assert read_genre(folder / "jazz-copy.ogg") == rows(db)[str(folder / "jazz-copy.ogg")]["tag"] == rows(db)[str(folder / "jazz.ogg")]["genre"]
 
 
 def test_search_by_top_genre_or_by_probability(library):
@@ -303,3 +308,54 @@ def test_a_ray_address_that_does_not_answer_is_refused_at_once(tmp_path):
     with pytest.raises(ParameterError, match="expected HOST:PORT"):
         scan(tmp_path / "lib", tmp_path / "library.db", engine="ray", address="nonsense")
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.slow
+def test_two_scans_at_once_on_one_database_both_finish_without_duplicates(tmp_path):
+    folder = tmp_path / "lib"
+    files = make_library(folder)
+    db = tmp_path / "library.db"
+    scans = [subprocess.Popen([*CLI, "scan", str(folder / sub), "--db", str(db), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for sub in ("", "a")]
+    outs = [p.communicate(timeout=300) for p in scans]
+    assert [p.returncode for p in scans] == [0, 0], [err for _, err in outs]
+    assert sorted(rows(db)) == sorted(map(str, files)) and all(r["status"] == "ok" for r in rows(db).values())
+
+
+def test_odd_names_deep_trees_and_onnx_bundles(tmp_path):
+    folder = tmp_path / "lib"
+    deep = folder.joinpath(*["d"] * 400)
+    deep.mkdir(parents=True)
+    shutil.copy(EXAMPLES_DIR / "jazz.ogg", deep / "jazz.ogg")
+    shutil.copy(EXAMPLES_DIR / "metal.ogg", os.fsencode(folder) + b"/caf\xe9.ogg")  # a Latin-1 name
+    limit, depth, frame = sys.getrecursionlimit(), 0, sys._getframe()
+    while frame:
+        depth, frame = depth + 1, frame.f_back
+    sys.setrecursionlimit(depth + 300)  # the tree is deeper than the stack allows: the walk must not recurse
+    try:
+        report = scan(folder, tmp_path / "library.db")
+    finally:
+        sys.setrecursionlimit(limit)
+    assert report.counts["classified"] == 1 and report.counts["skipped"] == 1
+    assert any("caf\\xe9.ogg: skipped, its name is not valid UTF-8" in e for e in report.errors)
+    onnx = tmp_path / "onnx_bundle"
+    onnx.mkdir()
+    shutil.copy(DEFAULT_BUNDLE / "config.json", onnx)
+    (onnx / "model.onnx").write_bytes(b"onnx")
+    with pytest.raises(ParameterError, match="ONNX bundle gives no embeddings"):
+        scan(folder, tmp_path / "other.db", onnx)
+    with pytest.raises(ParameterError, match="max_seconds"):
+        scan(folder, tmp_path / "other.db", max_seconds=0)
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(library, tmp_path):
+    folder, db = library
+    before = db.read_bytes()
+    run = lambda *args: subprocess.run([*CLI, *args], capture_output=True, text=True)  # noqa: E731
+    same = run("export", "--db", str(db), "--json", "--out", str(db))
+    assert same.returncode == 2 and "is the database itself" in same.stderr and db.read_bytes() == before
+    nowhere = run("export", "--db", str(db), "--csv", "--out", str(tmp_path / "no" / "x.csv"))
+    assert nowhere.returncode == 2 and nowhere.stderr.startswith("error: --out") and "Traceback" not in nowhere.stderr
+    huge = run("similar", "99999999999999999999", "--db", str(db))
+    assert huge.returncode == 2 and "no track 99999999999999999999" in huge.stderr and "Traceback" not in huge.stderr
+    assert json.loads(run("search", "--db", str(db), "--genre", "metal", "--json").stdout)["tracks"]  # any case

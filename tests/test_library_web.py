@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -151,7 +152,7 @@ def test_audio_of_a_track_whose_file_is_gone_or_a_link_is_404(client, rows, tmp_
     path.rename(moved)
     try:
         r = client.get(f"{LIB}/tracks/{rows['metal']['id']}/audio")
-        assert r.status_code == 404 and r.json() == {"detail": f"track {rows['metal']['id']}: its file is gone"}
+        assert r.status_code == 404 and r.json() == {"detail": f"track {rows['metal']['id']}: its file is gone or changed since the scan"}
         path.symlink_to(moved)  # a link put in its place is not followed
         assert client.get(f"{LIB}/tracks/{rows['metal']['id']}/audio").status_code == 404
     finally:
@@ -202,3 +203,25 @@ def test_the_player_escapes_what_the_library_holds():
     player = player_html({"id": 7, "path": '/music/<img src=x onerror="alert(1)">.ogg', "genre": "R&B"})
     assert "<img" not in player and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;.ogg" in player and "(R&amp;B)" in player
     assert 'src="api/v1/library/tracks/7/audio"' in player
+
+
+def test_a_file_replaced_since_the_scan_is_not_served(client, rows, tmp_path):
+    path = Path(rows["folk"]["path"])
+    kept = tmp_path / "folk.ogg"
+    path.rename(kept)
+    try:
+        os.link(Path("/etc/passwd"), path)  # a hard link to another file under the track's name
+        assert client.get(f"{LIB}/tracks/{rows['folk']['id']}/audio").status_code == 404
+    finally:
+        path.unlink(missing_ok=True)
+        kept.rename(path)
+    assert client.get(f"{LIB}/tracks/{rows['folk']['id']}/audio").status_code == 200
+
+
+@pytest.mark.parametrize("url", [
+    "/search?genre=Jazz&offset=99999999999999999999", "/similar?track=9223372036854775808", "/similar?track=-1",
+    "/tracks/99999999999999999999/audio", "/tracks/-5/audio",
+])
+def test_ids_and_offsets_beyond_the_database_range_get_a_one_line_400(client, url):
+    r = client.get(LIB + url)
+    assert r.status_code == 400 and list(r.json()) == ["detail"] and "\n" not in r.json()["detail"]

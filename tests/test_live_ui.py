@@ -1,0 +1,42 @@
+"""The web page's Live tab: browser microphone chunks → resampled → live rankings, equal to the offline ones."""
+
+import numpy as np
+import pytest
+
+from acousticsense.api import Engine
+from acousticsense.audio import load_audio
+from acousticsense.bundle import EXAMPLES_DIR
+from acousticsense.inference import Classifier
+from acousticsense.live_ui import live_step, pcm_to_mono, rolling_timeline
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(Classifier.from_bundle(device="cpu"), 600)
+
+
+def test_microphone_chunks_give_the_offline_rankings(engine):
+    clip = EXAMPLES_DIR / "jazz.ogg"
+    rate = 22050  # the model's rate: the resampler passes the samples through, so rankings equal the offline ones
+    pcm = (load_audio(clip, rate).samples * 32767).astype(np.int16)
+    stereo = np.stack([pcm, pcm], axis=1)
+    session, updates = None, []
+    for i in range(0, len(stereo), rate // 2):  # half-second chunks, as the browser sends them
+        session, new = live_step(engine, session, (rate, stereo[i : i + rate // 2]))
+        updates += new
+    offline = engine.classifier.classify(pcm.astype(np.float32) / 32768.0, hop=1.0)
+    assert len(updates) >= 2 and [u.start for u in updates] == [w.start for w in offline.timeline[: len(updates)]]
+    assert [u.top_k[0].label for u in updates] == [w.label for w in offline.timeline[: len(updates)]]
+    assert updates[-1].smoothed[0].label == "Jazz"
+    assert session.live.buffered <= session.live.capacity and len(session.recent) == len(updates)
+    assert rolling_timeline(list(session.recent), engine.classifier.labels, 1.0).axes[0].get_title() == "Each window's top genre"
+
+
+def test_another_rate_starts_a_new_session_and_odd_chunks_are_harmless(engine):
+    session, _ = live_step(engine, None, (48000, np.zeros(24000, np.int16)))
+    assert session.rate == 48000
+    again, updates = live_step(engine, session, (44100, np.zeros(22050, np.int16)))
+    assert again is not session and again.rate == 44100 and updates == []
+    assert live_step(engine, again, None) == (again, [])
+    x = pcm_to_mono(np.array([[np.nan, np.inf], [1.0, -1.0]], np.float32))
+    assert x.tolist() == [0.0, 0.0]
