@@ -150,6 +150,8 @@ def explain(
 
     if file == "-" and sys.stdin is None:
         fail("'-': standard input is closed")
+    if out.is_dir() or not out.parent.is_dir():
+        fail(f"--out {out}: {'a folder' if out.is_dir() else 'no such folder ' + str(out.parent)}; name the PNG file to write")
     clf = load_classifier(model, device)
     e = explain_track(clf, sys.stdin.buffer if file == "-" else file, genre, method)
     try:

@@ -98,8 +98,11 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
     """
     if method not in METHODS:
         raise ParameterError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    if genre is not None and genre not in clf.labels:
-        raise ParameterError(f"unknown genre {genre!r}; this model's genres: {', '.join(clf.labels)}")
+    if genre is not None:  # any case: "jazz" is Jazz
+        known = {label.casefold(): label for label in clf.labels}
+        if str(genre).casefold() not in known:
+            raise ParameterError(f"unknown genre {genre!r}; this model's genres: {', '.join(clf.labels)}")
+        genre = known[str(genre).casefold()]
     features = source if isinstance(source, Features) else clf.preprocess(source)
     if bool(features.silent.all()):
         raise AudioError(f"{features.source}: no window is louder than {features.options.pre.silence_db:g} dBFS: the recording is silent, there is nothing to explain")
@@ -259,9 +262,10 @@ def faithfulness(
     return {"probability": before, "top": drops[0], "random": float(np.mean(drops[2:])), "bottom": drops[1], "random_draws": drops[2:]}
 
 
-def relevance_figure(explanation: Explanation) -> Any:
+def relevance_figure(explanation: Explanation, width: float | None = None) -> Any:
     """The track's mel spectrogram (dB, grey) with the relevance map over it (colour, transparent where low);
-    time in seconds, frequency in Hz. A :class:`matplotlib.figure.Figure` (no pyplot state)."""
+    time in seconds, frequency in Hz; ``width`` in inches (default: growing with the track, 6 to 16).
+    A :class:`matplotlib.figure.Figure` (no pyplot state)."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -273,15 +277,15 @@ def relevance_figure(explanation: Explanation) -> Any:
     overlay = matplotlib.colormaps["inferno"](level)
     overlay[..., 3] = 0.75 * np.sqrt(level)  # faint where the map is low, so the spectrogram shows through
     with matplotlib.rc_context(PLOT_STYLE):
-        fig = Figure(figsize=(max(6.0, min(16.0, 1.5 + duration / 3)), 4.0), layout="constrained")
+        fig = Figure(figsize=(width or max(6.0, min(16.0, 1.5 + duration / 3)), 4.0), layout="constrained")
         ax = fig.subplots()
         ax.imshow(e.mel_db, origin="lower", aspect="auto", cmap="gray", extent=extent)
         ax.imshow(overlay, origin="lower", aspect="auto", extent=extent, interpolation="nearest")
         ticks = np.linspace(0, n_mels - 1, 5).round().astype(int)
         ax.set_yticks(ticks + 0.5, [f"{e.mel_hz[i]:,.0f}" for i in ticks])
-        ax.set(title=f"Relevance for {e.genre} (p = {e.probability:.2f}, {e.method})", xlabel="time (s)", ylabel="frequency (Hz)")
-        mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, float(e.relevance.max())), "inferno")
-        fig.colorbar(mappable, ax=ax, label="relevance (share per cell)")
+        ax.set(title=f"Where it heard {e.genre} (p = {e.probability:.2f})", xlabel="time (s)", ylabel="frequency (Hz)")
+        mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, 1), "inferno")
+        fig.colorbar(mappable, ax=ax, label="relevance (1: the most)")
     return fig
 
 

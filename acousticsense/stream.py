@@ -224,11 +224,23 @@ def _updates(live: LiveClassifier, chunks: Iterable[np.ndarray]) -> Iterator[Upd
 
 
 class _Arriving(_Counted):
-    """A file object read as data arrives: each read returns what one read of a pipe gives, never waiting to fill."""
+    """A file object read as data arrives: each read returns what one read of a pipe gives, never waiting to fill.
+
+    Ctrl-C during a read (waiting on a silent pipe) would be swallowed by FFmpeg's read callback and look like
+    the end of the input: the read ends the input instead and :attr:`interrupted` tells the decoder to re-raise it.
+    """
+
+    interrupted = False
 
     def read(self, n: int = -1) -> bytes:
+        if self.interrupted:
+            return b""
         read1 = getattr(self.raw, "read1", None)
-        data = read1(n if n > 0 else 1 << 16) if read1 else self.raw.read(n)
+        try:
+            data = read1(n if n > 0 else 1 << 16) if read1 else self.raw.read(n)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return b""
         self.count += len(data)
         return data
 
@@ -294,11 +306,17 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
 def _decoded(opener: Callable[[], Any], name: str, rate: int, file: _Counted | None = None, owned: Any = None, timeout: float = 0) -> Iterator[np.ndarray]:
     """The chunks of the container ``opener`` opens; ``owned`` (a file opened here) is closed at the end."""
     stalled = (av.ExitError, av.TimeoutError)  # a URL's read timeout
+
+    def check_interrupted() -> None:
+        if getattr(file, "interrupted", False):
+            raise KeyboardInterrupt
+
     try:
         with av.logging.Capture(local=True) as logs:  # FFmpeg's messages stay off stderr; a refusal is told from them
             try:
                 container = opener()
             except (av.FFmpegError, OSError, ValueError) as e:
+                check_interrupted()
                 if file is not None and file.count == 0:
                     raise AudioError(f"{name}: empty input (0 bytes)") from None
                 if isinstance(e, stalled):
@@ -317,8 +335,10 @@ def _decoded(opener: Callable[[], Any], name: str, rate: int, file: _Counted | N
                     with av.logging.Capture(local=True):  # per frame: hours of a stream keep no log
                         frame = next(frames)
                 except StopIteration:
+                    check_interrupted()
                     break
                 except (av.FFmpegError, ValueError) as e:
+                    check_interrupted()
                     if not decoded:
                         hint = "; this format may need a seekable file: save the stream to a file first" if file is not None and not file.seekable() else ""
                         raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None

@@ -274,7 +274,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
         features = clf.preprocess(named_bytes(data, name), clf.options(UI_TOP_K, max_seconds=engine.max_seconds))
         result = clf.postprocess(features, clf.forward([features])[0])
         try:
-            relevance = relevance_figure(explain(clf, features))
+            relevance = relevance_figure(explain(clf, features), PLOT_WIDTH)
         except AcousticSenseError:
             relevance = None
         return result, spectrogram_figure(features), relevance

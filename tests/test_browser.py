@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -139,7 +140,7 @@ def test_results_are_cleared_when_the_input_changes(page, examples, clip_mp3, mo
     page.get_by_text("Example 2", exact=True).click()  # another example: the first one's results go at once
     assert_no_results(page)
     page.locator("#summary").get_by_text(clips[1].path.name).wait_for()
-    assert page.locator(PLOTS).count() == 2
+    assert page.locator(PLOTS).count() == 3  # spectrogram, timeline, relevance
     upload(page, clip_mp3)  # clearing the clip and uploading another
     assert_no_results(page)
     page.click("#audio-in button[aria-label=Clear]")
@@ -195,7 +196,7 @@ def test_on_a_phone_the_results_follow_the_classify_button(browser, url, clip_mp
         assert box("#classify")["y"] < box("#results")["y"] < box("#model-card")["y"]
         assert box("#results")["x"] == pytest.approx(box("#classify")["x"], abs=20)  # stacked, not side by side
         fonts = page.evaluate("[...document.querySelectorAll('#results img')].map(i => i.clientWidth / i.naturalWidth)")
-        assert len(fonts) == 2 and min(fonts) > 0.6  # 12 pt plot labels stay at 11 px or more
+        assert len(fonts) == 3 and min(fonts) > 0.6  # 12 pt plot labels stay at 11 px or more
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
     finally:
@@ -268,24 +269,18 @@ def test_the_library_tab_searches_finds_similar_tracks_and_plays_them(browser, t
             page.close()
 
 
-def test_the_live_tab_ranks_what_the_microphone_hears(tiny_bundle, url, tmp_path):
+def test_the_live_tab_ranks_what_the_microphone_hears(browser, url, tmp_path):
     """Chromium's fake microphone plays a WAV into the page's Live tab; the ranking and timeline appear."""
-    from playwright.sync_api import sync_playwright
-
     wav = write_audio(tmp_path / "mic.wav", music_like(20.0, 48000, seed=5), 48000)
     args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        try:
-            page = browser.new_context(viewport=DESKTOP, permissions=["microphone"]).new_page()
-            page.set_default_timeout(60_000)
-            page.goto(url)
-            page.get_by_role("tab", name="Live").click()
-            page.locator("#live-mic").get_by_role("button", name="Record").click()
-            page.locator("#live-genres [data-testid=label-output-value]").wait_for()
-            assert page.locator("#live-genres [data-testid=label-output-value]").inner_text() in TINY_LABELS
-            page.locator("#live-timeline img[src^='data:image/png']").wait_for()
-            assert "heard" in page.locator("#live-status").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)
-        finally:
-            browser.close()
+    with contextlib.closing(browser.browser_type.launch(executable_path=str(CHROMIUM), args=args)) as with_mic:  # a second Chromium, with the fake microphone
+        page = with_mic.new_context(viewport=DESKTOP, permissions=["microphone"]).new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.get_by_role("tab", name="Live").click()
+        page.locator("#live-mic").get_by_role("button", name="Record").click()
+        page.locator("#live-genres [data-testid=label-output-value]").wait_for()
+        assert page.locator("#live-genres [data-testid=label-output-value]").inner_text() in TINY_LABELS
+        page.locator("#live-timeline img[src^='data:image/png']").wait_for()
+        assert "heard" in page.locator("#live-status").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "browser-live.png"), full_page=True)

@@ -185,8 +185,7 @@ def test_memory_stays_bounded_over_hours(tiny):
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    code = "from acousticsense import cli, cli_live; cli.main()"  # cli_live registers stream/listen on the same app
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "acousticsense.cli", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
 def test_cli_stream_stdin_json_lines(tiny, tiny_bundle, clip):
@@ -371,3 +370,16 @@ def test_realtime_pacing_holds_a_file_to_the_clock():
     began = time.monotonic()
     assert sum(map(len, _paced([np.zeros(SR // 10, np.float32)] * 4, SR))) == 4 * (SR // 10)
     assert time.monotonic() - began >= 0.39
+
+
+@pytest.mark.parametrize("sent", [0, 1])  # nothing at all yet, or a first clip and then silence
+def test_ctrl_c_while_a_pipe_waits_for_data_stops_cleanly(tiny_bundle, clip, sent):
+    proc = _cli("stream", "-", "--model", str(tiny_bundle), "--hop", "0.5")
+    if sent:
+        proc.stdin.write(clip.read_bytes())
+        proc.stdin.flush()
+    time.sleep(6)  # the model is loaded and the stream waits on the open, silent pipe
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted"), err
+    assert b"Traceback" not in err and b"empty input" not in err
