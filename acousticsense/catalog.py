@@ -209,7 +209,7 @@ class Catalog:
 
     def copy_track(self, track: int, state: FileState, scan: int) -> int:
         """A second file with the same bytes as ``track``: the same results under the new path."""
-        cols = "status, error, model, duration, genre, probability, top_k, timeline, warnings, embedding, scanned_at"
+        cols = "status, error, model, duration, genre, probability, top_k, timeline, warnings, embedding, tag, scanned_at"
         new = self.db.execute(
             f"INSERT INTO tracks (path, size, mtime_ns, hash, seen, {cols}) SELECT ?, ?, ?, ?, ?, {cols} FROM tracks WHERE id = ?",
             (state.path, state.size, state.mtime_ns, state.hash, scan, track),

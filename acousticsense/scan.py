@@ -284,7 +284,7 @@ def scan(
                             catalog.mark_seen(donor["id"], scan_id, state)
                         track = donor["id"] if moved else catalog.copy_track(donor["id"], state, scan_id)
                         counts["moved" if moved else "copied"] += 1
-                        if tagger and donor["status"] == "ok" and (donor["tag"] != donor["genre"] or not moved):
+                        if tagger and donor["status"] == "ok" and donor["tag"] != donor["genre"]:  # same bytes: tagged if the donor is
                             tag(track, donor["genre"], state)
                         writer.tick()
                         _advance(progress)
@@ -308,7 +308,7 @@ def scan(
         if tagger:  # copies a killed --write-tags left behind (the originals are intact)
             for temp in walked.temps:
                 Path(temp).unlink(missing_ok=True)
-        report.errors[:0] = walked.unreadable + walked.skipped
+        report.errors[:0] = (walked.unreadable + walked.skipped)[:20]
         counts["skipped"] = len(walked.skipped)
         if not walked.unreadable:
             with catalog.transaction():
