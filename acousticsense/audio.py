@@ -23,7 +23,7 @@ import numpy as np
 from .errors import AudioError
 from .options import DEFAULT_MAX_SECONDS
 
-__all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "load_audio", "open_path", "source_name"]
+__all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "load_audio", "open_failure", "open_path", "source_name"]
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, np.ndarray]
 
@@ -182,6 +182,18 @@ def load_audio(
     return _finish(samples, name, sample_rate, src_rate, channels, max_seconds, warnings)
 
 
+def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str]], count: int, what: str = "file") -> AudioError:
+    """Why FFmpeg could not open ``name`` (``count`` bytes read; ``logs`` captured while it tried): empty input,
+    a refused format (a playlist or other non-audio demuxer), or unreadable data."""
+    if count == 0:
+        return AudioError(f"{name}: empty input (0 bytes)")
+    fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
+    if fmt:
+        why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
+        return AudioError(f"{name}: refused: '{fmt}' is not an audio file format this tool reads{why}")
+    return AudioError(f"{name}: not a readable audio {what} ({_reason(error)})")
+
+
 def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int, int, list[tuple[str, str]]]:
     """Mono samples at ``sample_rate`` (FFmpeg's down-mix and resampler) or, with ``None``, channel means at the source rate."""
     # FFmpeg's messages stay out of stderr; this thread's own (not PyAV's global "last error") tell a refusal
@@ -193,13 +205,7 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
         else:
             error = None
     if error is not None:
-        if file.count == 0:
-            raise AudioError(f"{name}: empty input (0 bytes)") from None
-        fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
-        if fmt:
-            why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
-            raise AudioError(f"{name}: refused: '{fmt}' is not an audio file format this tool reads{why}") from None
-        raise AudioError(f"{name}: not a readable audio file ({_reason(error)})") from None
+        raise open_failure(name, error, logs, file.count) from None
     warnings: list[tuple[str, str]] = []
     declared = _wav_declared_seconds(file) if container.format.name == "wav" else 0.0
     with container, av.logging.Capture(local=True):

@@ -37,7 +37,7 @@ import av
 import numpy as np
 import torch
 
-from .audio import _CONTAINER_OPTIONS, _REFERENCES, _REFUSED, AudioSource, _average_channels, _check_rate, _Counted, _reason, open_path, source_name
+from .audio import _CONTAINER_OPTIONS, AudioSource, _average_channels, _check_rate, _Counted, _reason, open_failure, open_path, source_name
 from .errors import AcousticSenseError, AudioError, ParameterError
 from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features, Genre
@@ -317,15 +317,9 @@ def _decoded(opener: Callable[[], Any], name: str, rate: int, file: _Counted | N
                 container = opener()
             except (av.FFmpegError, OSError, ValueError) as e:
                 check_interrupted()
-                if file is not None and file.count == 0:
-                    raise AudioError(f"{name}: empty input (0 bytes)") from None
-                if isinstance(e, stalled):
+                if file is None and isinstance(e, stalled):  # a URL that sent nothing
                     raise AudioError(f"{name}: no data for {timeout:g} s") from None
-                fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
-                if fmt:
-                    why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
-                    raise AudioError(f"{name}: refused: '{fmt}' is not an audio file format this tool reads{why}") from None
-                raise AudioError(f"{name}: not a readable audio stream ({_reason(e)})") from None
+                raise open_failure(name, e, logs, file.count if file is not None else -1, "stream") from None
         with container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: contains no audio stream")
