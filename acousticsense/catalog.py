@@ -22,6 +22,7 @@ Only this module writes SQL; the scan and the queries call its methods.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -245,9 +246,16 @@ class Catalog:
         self.db.execute("UPDATE tracks SET tag = ?, size = ?, mtime_ns = ?, hash = ? WHERE id = ?", (genre, state.size, state.mtime_ns, state.hash, track))
 
     def forget_unseen(self, root: str, scan: int) -> int:
-        """Delete the tracks under ``root`` that this scan did not find (deleted files); returns how many."""
+        """Delete the tracks under ``root`` that this scan did not find and whose file is gone; returns how many.
+
+        The file is checked too: a scan running beside this one (of the same folder or one inside it) marks
+        the files it finds with its own id, and those must stay.
+        """
         prefix = root.rstrip("/") + "/"
-        return self.db.execute("DELETE FROM tracks WHERE substr(path, 1, ?) = ? AND seen != ?", (len(prefix), prefix, scan)).rowcount
+        unseen = self.db.execute("SELECT id, path FROM tracks WHERE substr(path, 1, ?) = ? AND seen != ?", (len(prefix), prefix, scan))
+        gone = [(track,) for track, path in unseen if not os.path.lexists(path)]
+        self.db.executemany("DELETE FROM tracks WHERE id = ?", gone)
+        return len(gone)
 
     # -- queries -------------------------------------------------------------------------------------------------
 

@@ -359,3 +359,17 @@ def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(librar
     huge = run("similar", "99999999999999999999", "--db", str(db))
     assert huge.returncode == 2 and "no track 99999999999999999999" in huge.stderr and "Traceback" not in huge.stderr
     assert json.loads(run("search", "--db", str(db), "--genre", "metal", "--json").stdout)["tracks"]  # any case
+
+
+def test_the_end_of_a_scan_forgets_only_files_that_are_gone(own_library):
+    """A scan beside this one may have marked files with its own id: only rows whose file is gone are removed."""
+    folder, db = own_library
+    with Catalog(db) as c:
+        first = c.begin_scan(str(folder), "m", "local")
+        later = c.begin_scan(str(folder), "m", "local")
+        c.db.execute("UPDATE tracks SET seen = ?", (later,))  # the later scan found every file, this one none
+        gone = folder / "a" / "blues-0.wav"
+        gone.unlink()
+        with c.transaction():
+            assert c.forget_unseen(str(folder), first) == 1
+        assert str(gone) not in {r["path"] for r in c.rows()} and len(list(c.rows())) == 16
