@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -130,7 +131,7 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
     count = 0
     if out is not None and Path(out).resolve() == Path(db).resolve():
         fail(f"--out {out} is the database itself: choose another file")
-    with Catalog(db, create=False) as catalog, (_open_out(out) if out else _stdout()) as f:
+    with Catalog(db, create=False) as catalog, (_open_out(out) if out else contextlib.nullcontext(sys.stdout)) as f:
         if fmt == "csv":
             w = csv.writer(f)
             w.writerow(["path", "status", "genre", "probability", "top_k", "duration", "model", "error"])
@@ -155,13 +156,3 @@ def _open_out(out: Path):  # noqa: ANN202
         return open(out, "w", newline="")
     except OSError as e:
         fail(f"--out {out}: cannot be written ({e.strerror or e})")
-
-
-class _stdout:
-    """stdout as a context manager that is not closed."""
-
-    def __enter__(self):  # noqa: ANN204
-        return sys.stdout
-
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
-        sys.stdout.flush()

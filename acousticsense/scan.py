@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ def local_engine(bundle: str | os.PathLike | None, device: str | None = None, ma
         from .inference import Classifier
 
         clf = Classifier.from_bundle(bundle, device)
-        results = clf.classify_many(_chain(first, paths), top_k=len(clf.labels), max_seconds=max_seconds, embed=True)
+        results = clf.classify_many(itertools.chain([first], paths), top_k=len(clf.labels), max_seconds=max_seconds, embed=True)
         yield from map(outcome_of, results)
 
     return run
@@ -359,8 +360,3 @@ def _donor(catalog: Catalog, digest: str) -> Any:
 def _advance(progress: Callable[[int], Any] | None) -> None:
     if progress is not None:
         progress(1)
-
-
-def _chain(first: str, rest: Iterable[str]) -> Iterator[str]:
-    yield first
-    yield from rest

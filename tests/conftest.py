@@ -33,6 +33,7 @@ ENCODINGS = {
     ".opus": ("ogg", "libopus"),
     ".m4a": ("mp4", "aac"),
     ".aac": ("adts", "aac"),
+    ".aiff": ("aiff", "pcm_s16be"),
 }
 
 

@@ -11,7 +11,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import av
 import mutagen
 import numpy as np
 import pytest
@@ -19,38 +18,16 @@ import pytest
 from acousticsense import tags
 from acousticsense.audio import load_audio
 from acousticsense.tags import TEMP_PREFIX, TagError, read_genre, remove_stale_temps, write_genre
+from conftest import write_audio
 
 SR = 22050
-# (container, codec) per extension; vorbis needs stereo, opus 48 kHz
-FORMATS = {
-    ".ogg": ("ogg", "vorbis"),
-    ".opus": ("ogg", "libopus"),
-    ".flac": ("flac", "flac"),
-    ".mp3": ("mp3", "libmp3lame"),
-    ".m4a": ("mp4", "aac"),
-    ".wav": ("wav", "pcm_s16le"),
-    ".aiff": ("aiff", "pcm_s16be"),
-    ".aac": ("adts", "aac"),
-}
 
 
 def sine(path: Path, seconds: float = 1.0) -> Path:
     """A stereo 440 Hz sine (with a 660 Hz overtone on the right) encoded to ``path``; the format follows the extension."""
-    fmt, codec = FORMATS[path.suffix]
-    sr = 48000 if codec == "libopus" else 44100
+    sr = 48000 if path.suffix == ".opus" else 44100
     t = np.arange(int(seconds * sr)) / sr
-    samples = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
-    with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=sr, layout="stereo")
-        stream.codec_context.options = {"strict": "experimental"}  # FFmpeg's native vorbis encoder
-        resampler = av.AudioResampler(format=stream.codec_context.codec.audio_formats[0].name, layout="stereo", rate=sr)
-        for i in range(0, samples.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i : i + 4096]), format="fltp", layout="stereo")
-            frame.sample_rate = sr
-            for f in resampler.resample(frame):
-                container.mux(stream.encode(f))
-        container.mux(stream.encode(None))
-    return path
+    return write_audio(path, np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]), sr)
 
 
 def decoded(path: Path) -> np.ndarray:
