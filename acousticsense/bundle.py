@@ -9,6 +9,7 @@ config, and loading checks the weights against the config key by key and shape b
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,17 @@ class BundleConfig:
     aggregation: str = "mean"  # how window probabilities become the track's: "mean" | "vote"
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)  # {"temperature": T, "ood_threshold": t}; see calibrate.py
     format_version: int = FORMAT_VERSION
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def ood_threshold(self) -> float | None:
+        t = self.calibration.get("ood_threshold")
+        return None if t is None else float(t)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +64,7 @@ class BundleConfig:
             "aggregation": self.aggregation,
             "provenance": self.provenance,
             "metrics": self.metrics,
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
     @classmethod
@@ -81,6 +93,10 @@ class BundleConfig:
             raise BundleError(f"{where}: preprocessing: {e}") from None
         if pre.image_size != arch["image_size"]:
             raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")
+        calibration = d.get("calibration", {})
+        t, threshold = (calibration.get("temperature", 1.0), calibration.get("ood_threshold")) if isinstance(calibration, dict) else (None, None)
+        if not isinstance(calibration, dict) or not _finite_number(t) or not t > 0 or not (threshold is None or (_finite_number(threshold) and 0 <= threshold <= 1)):
+            raise BundleError(f"{where}: 'calibration' needs a positive finite 'temperature' and an 'ood_threshold' in [0, 1] (or none)")
         return cls(
             model_id=str(d["model_id"]),
             architecture=arch,
@@ -89,17 +105,24 @@ class BundleConfig:
             aggregation=aggregation,
             provenance=d.get("provenance", {}),
             metrics=d.get("metrics", {}),
+            calibration=calibration,
         )
 
     def build_model(self) -> nn.Module:
         """An untrained model of this config's architecture and label count."""
-        from .model import build_model  # torchvision's model zoo takes a second to import: ONNX bundles never need it
+        from .model import (
+            build_model,  # torchvision's model zoo takes a second to import: ONNX bundles never need it
+        )
 
         arch = self.architecture
         try:
             return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
         except (ValueError, KeyError, TypeError) as e:
             raise BundleError(f"architecture: {e}") from None
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass

@@ -341,6 +341,8 @@ def train(
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay (default 0.05).")] = None,
     warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", help="Linear warm-up before the cosine decay (default 1).")] = None,
     mixup: Annotated[Optional[float], typer.Option("--mixup", help="Mixup alpha; 0 = off (default).")] = None,
+    preemphasis: Annotated[Optional[float], typer.Option("--preemphasis", help="Pre-emphasis coefficient the bundle applies before its mel (e.g. 0.97); 0 = off (default).")] = None,
+    noise: Annotated[Optional[float], typer.Option("--noise", help="Share of training windows given background noise (white/pink/brown/hum/babble) at 0-30 dB SNR; 0 = off (default).")] = None,
     freq_mask: Annotated[Optional[float], typer.Option("--freq-mask", help="SpecAugment: widest frequency mask, a fraction of the mel bands; 0 = off (default 0.15).")] = None,
     time_mask: Annotated[Optional[float], typer.Option("--time-mask", help="SpecAugment: widest time mask, a fraction of the frames; 0 = off (default 0.15).")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a better validation result; 0 = never (default 5).")] = None,
@@ -356,7 +358,7 @@ def train(
 
     recipe = dict(
         arch=arch, image_size=image_size, window=window, hop=hop, init=init, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, mixup=mixup, freq_mask=freq_mask, time_mask=time_mask, patience=patience, val_fraction=val_fraction,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, mixup=mixup, noise=noise, preemphasis=preemphasis, freq_mask=freq_mask, time_mask=time_mask, patience=patience, val_fraction=val_fraction,
         seed=seed, device=device, workers=workers,
     )  # fmt: skip
     try:
@@ -377,7 +379,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
     record: Annotated[bool, typer.Option("--record", help="Also store the headline figures in the bundle's config (metrics.held_out).")] = False,
 ) -> None:
-    """Score a bundle on labelled audio: accuracy, macro-F1, top-5, per class; by track and by window."""
+    """Score a bundle on labelled audio: accuracy, macro-F1, top-5, per class, by track and by window; calibration
+    (ECE, reliability diagram); how often _not_music/ tracks are flagged."""
     from .evaluate import evaluate as run_evaluation
     from .evaluate import record_metrics
 
@@ -392,12 +395,18 @@ def evaluate(
     for level in ("track", "window"):
         s = report[level]
         typer.echo(f"  {level:<6}  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  (n={s['n']})")
+    c, n = report["calibration"], report["not_music"]
+    typer.echo(f"  calibration (temperature {c['temperature']:.3g}): ECE {c['track_ece']:.3f} by track, {c['window_ece']:.3f} by window")
+    if n["threshold"] is not None:
+        shown = f"; not music flagged {n['not_music_flagged']:.3f} of {n['not_music_tracks']}" if n["not_music_tracks"] else ""
+        typer.echo(f"  not-music threshold {n['threshold']:.3g}: music flagged {n['music_flagged']:.3f}{shown}"
+                   + "".join(f", {k} {v:.3f}" for k, v in n["by_kind"].items()))
     worst = sorted(report["track"]["per_class"].items(), key=lambda kv: kv[1]["recall"])[:3]
     typer.echo("  lowest track recall: " + ", ".join(f"{k} {v['recall']:.2f}" for k, v in worst))
     for f in report["failures"]:
         typer.echo(f"  skipped {f['error']}", err=True)
     if out is not None:
-        typer.echo(f"  report: {out / 'report.json'}, {out / 'confusion.png'}")
+        typer.echo(f"  report: {out / 'report.json'}, {out / 'confusion.png'}, {out / 'reliability.png'}")
 
 
 @app.command()
@@ -408,12 +417,18 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Corpus seed: same seed, same audio.")] = 0,
     genres: Annotated[Optional[list[str]], typer.Option("--genres", help="Comma-separated or repeated genre names (default: all 16).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel processes (default: one per CPU core).")] = None,
+    soundfont: Annotated[Optional[list[str]], typer.Option("--soundfont", help="A General MIDI SoundFont to render with: TimGM6mb, FluidR3_GM, MuseScore_General or a .sf2/.sf3 path; repeat for a pool each clip and part draws from (default: TimGM6mb and FluidR3_GM).")] = None,
+    not_music: Annotated[int, typer.Option("--not-music", min=0, help="Also this many clips of each of speech, noise and tones in _not_music/ (training teaches them as no genre).")] = 0,
 ) -> None:
     """Render the synthetic labelled training corpus (resumable: clips already written are kept)."""
-    from .synth import GENRES, make_corpus, parse_genres
+    try:
+        from .synth import GENRES, TRAIN_SOUNDFONTS, make_corpus, parse_genres
+    except ImportError as e:
+        fail(f"synth needs the 'synth' extra ({e}): pip install 'acousticsense[synth]' (make run/test install it)")
 
     names = parse_genres([g.strip() for item in genres or GENRES for g in item.split(",") if g.strip()])
-    manifest = make_corpus(out_dir, per_genre, seconds=seconds, seed=seed, genres=names, workers=workers)
+    manifest = make_corpus(out_dir, per_genre, seconds=seconds, seed=seed, genres=names, workers=workers,
+                           soundfonts=soundfont or TRAIN_SOUNDFONTS, not_music=not_music)
     typer.echo(f"manifest: {manifest}")
 
 

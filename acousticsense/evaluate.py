@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .calibrate import ECE_BINS, ece, plot_reliability, reliability
+from .data import DataError, read_corpus
 from .inference import Classifier, Failure
 from .options import DEFAULT_BATCH_SIZE
-from .train import DataError, read_corpus
 
 REPORT_NAME = "report.json"
 FIGURE_NAME = "confusion.png"
+RELIABILITY_NAME = "reliability.png"
+FLAGS = ("not_music", "low_confidence")  # the warnings that say "do not trust this genre"
 TOP_K = 5
 
 
@@ -35,7 +38,11 @@ def evaluate(
     """Classify every track of DATA (see :func:`acousticsense.train.read_corpus`) and score it.
 
     Track level uses each Result's ranking; window level uses every non-silent window's
-    probabilities. With ``out_dir``, writes ``report.json`` and ``confusion.png`` there.
+    probabilities. ``calibration`` gives the expected calibration error (15 bins) of the top-1
+    probability, by track and by window, with the reliability bins. Tracks labelled ``_not_music``
+    are classified too: ``not_music`` reports how often they are flagged (``not_music`` or
+    ``low_confidence`` warning), by kind (the file name up to its first dot), and how often music is.
+    With ``out_dir``, writes ``report.json``, ``confusion.png`` and ``reliability.png`` there.
     Returns the report.
     """
     corpus = read_corpus(data)
@@ -47,23 +54,31 @@ def evaluate(
     truth = {str(t.path): t.label for t in corpus.tracks}
     tracks: dict[str, list] = {"true": [], "ranked": []}
     windows: dict[str, list] = {"true": [], "ranked": []}
-    predictions, failures, silent = [], [], []
-    results = clf.classify_many([t.path for t in corpus.tracks], top_k=len(labels))
-    for r in tqdm(results, total=len(corpus.tracks), unit="track", disable=not progress, file=sys.stderr):
+    predictions, failures, silent, flagged = [], [], [], {}
+    confidence: dict[str, list] = {"track": [], "window": []}
+    sources = [t.path for t in corpus.tracks + corpus.not_music]
+    results = clf.classify_many(sources, top_k=len(labels))
+    for r in tqdm(results, total=len(sources), unit="track", disable=not progress, file=sys.stderr):
         if isinstance(r, Failure):
             failures.append(r.to_dict())
             continue
-        label = truth[r.source]
+        label = truth.get(r.source)
         if r.silent:
             silent.append(r.source)
             continue
+        flagged[r.source] = any(w["code"] in FLAGS for w in r.warnings)
+        if label is None:  # not music
+            continue
+        confidence["track"].append((r.top_k[0].probability, r.label == label))
+        confidence["window"] += [(w.probability, w.label == label) for w in r.timeline if not w.silent]
         tracks["true"].append(label)
         tracks["ranked"].append([g.label for g in r.top_k])
         for w in r.timeline:
             if not w.silent:
                 windows["true"].append(label)
                 windows["ranked"].append(sorted(w.probabilities, key=w.probabilities.get, reverse=True))
-        predictions.append({"source": r.source, "label": label, "predicted": r.label, "probability": r.top_k[0].probability})
+        predictions.append({"source": r.source, "label": label, "predicted": r.label, "probability": r.top_k[0].probability,
+                            "flagged": flagged[r.source]})
     if not predictions:
         raise DataError(f"{data}: no track could be classified ({len(failures)} failed, {len(silent)} silent)")
     report = {
@@ -73,6 +88,13 @@ def evaluate(
         "tracks": {"listed": len(corpus.tracks), "scored": len(predictions), "failed": len(failures), "silent": len(silent)},
         "track": scores(tracks["true"], tracks["ranked"], labels),
         "window": scores(windows["true"], windows["ranked"], labels),
+        "calibration": {
+            "temperature": clf.config.temperature,
+            **{f"{level}_ece": round(ece(*zip(*pairs)), 4) for level, pairs in confidence.items()},
+            "bins": ECE_BINS,
+            "track_reliability": reliability(*zip(*confidence["track"])),
+        },
+        "not_music": _flag_rates(corpus, flagged, clf.config.ood_threshold),
         "predictions": predictions,
         "failures": failures,
         "silent": silent,
@@ -82,7 +104,24 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
         plot_confusion(report, out / FIGURE_NAME)
+        plot_reliability(report["calibration"]["track_reliability"], report["calibration"]["track_ece"], out / RELIABILITY_NAME,
+                         f"{clf.config.model_id}: ")
     return report
+
+
+def _flag_rates(corpus, flagged: dict[str, bool], threshold: float | None) -> dict[str, Any]:
+    """How often not-music tracks (overall and by kind) and music tracks carry a FLAGS warning."""
+    music = [flagged[str(t.path)] for t in corpus.tracks if str(t.path) in flagged]
+    others = [(t.path.name.split(".")[0], flagged[str(t.path)]) for t in corpus.not_music if str(t.path) in flagged]
+    kinds = sorted({k for k, _ in others})
+    return {
+        "threshold": threshold,
+        "music_tracks": len(music),
+        "music_flagged": round(float(np.mean(music)), 4) if music else None,
+        "not_music_tracks": len(others),
+        "not_music_flagged": round(float(np.mean([f for _, f in others])), 4) if others else None,
+        "by_kind": {k: round(float(np.mean([f for kk, f in others if kk == k])), 4) for k in kinds},
+    }
 
 
 def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str = "held_out") -> None:
@@ -94,6 +133,8 @@ def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str =
         "data": report["data"],
         "tracks": report["tracks"]["scored"],
         **{f"{level}_{name}": round(report[level][name], 4) for level in ("track", "window") for name in ("accuracy", "top5_accuracy", "macro_f1")},
+        **{k: report["calibration"][k] for k in ("track_ece", "window_ece")},
+        **{k: report["not_music"][k] for k in ("music_flagged", "not_music_flagged") if report["not_music"][k] is not None},
     }
     write_config(bundle, config)
 

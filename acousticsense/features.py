@@ -47,6 +47,7 @@ class Preprocessing:
     fmax: float | None = None
     mel_htk: bool = False
     mel_norm: str | None = "slaney"
+    preemphasis: float = 0.0  # y[n] = x[n] - a x[n-1] before the STFT (0: off); applied as its exact power gain per FFT bin
     resampler: str = "ffmpeg"  # "ffmpeg" (FFmpeg's default resampler) | "soxr_hq" (librosa.load's default)
     chunking: str = "start"  # "start": windows every hop from 0, plus one aligned with the end | "centred": see place_windows
     db_ref: str | float = "max"  # "max" (librosa's ref=np.max) or a fixed power
@@ -75,6 +76,8 @@ class Preprocessing:
         for key, allowed in (("resampler", RESAMPLERS), ("chunking", ("start", "centred")), ("db_scope", ("window", "track"))):
             if getattr(self, key) not in allowed:
                 raise ParameterError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) or not 0 <= self.preemphasis < 1:
+            raise ParameterError(f"preemphasis must be a number in [0, 1), not {self.preemphasis!r}")
         if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 95):
             raise ParameterError(f"jpeg_quality must be an integer from 1 to 95 or null, not {self.jpeg_quality!r}")
 
@@ -257,8 +260,12 @@ def _mel_filters_np(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float |
 
 
 def mel_filters(pre: Preprocessing, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The (n_mels, n_fft // 2 + 1) mel filter bank, identical to librosa's."""
+    """The (n_mels, n_fft // 2 + 1) mel filter bank, identical to librosa's; with ``preemphasis`` a, each FFT bin
+    is weighted by the filter's power gain |1 - a e^(-jw)|^2, so every mel is that of the pre-emphasised signal."""
     fb = _mel_filters_np(pre.sample_rate, pre.n_fft, pre.n_mels, pre.fmin, pre.fmax, pre.mel_htk, pre.mel_norm)
+    if pre.preemphasis:
+        w = np.linspace(0, np.pi, pre.n_fft // 2 + 1)
+        fb = (fb * (1 + pre.preemphasis ** 2 - 2 * pre.preemphasis * np.cos(w))).astype(fb.dtype)
     return torch.from_numpy(fb).to(device)
 
 

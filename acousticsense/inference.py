@@ -13,9 +13,9 @@ import os
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from numbers import Integral
 from typing import Any, Literal, overload
@@ -26,6 +26,7 @@ import torch
 from . import options as limits
 from .audio import Audio, AudioSource, load_audio, source_name
 from .bundle import Bundle, BundleConfig, load_bundle
+from .calibrate import warnings_for
 from .errors import AcousticSenseError, ParameterError
 from .features import (
     Preprocessing,
@@ -398,7 +399,7 @@ class Classifier:
             images = db_to_image(power_to_db(torch.stack(batch), pre, peak), pre)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 logits = self.model(images)
-            out.append(logits.float().softmax(-1).cpu())
+            out.append((logits.float() / self.config.temperature).softmax(-1).cpu())
             batch.clear()
             peaks.clear()
 
@@ -456,6 +457,7 @@ class Classifier:
         if bool(silent.any()):
             warnings.append({"code": "silent_windows", "message": f"{int(silent.sum())} of {len(silent)} windows are silent and were left out"})
         track = aggregate(probs, self.config.aggregation)
+        warnings += warnings_for(probs, track, self.config.ood_threshold)
         order = track.argsort(descending=True)[: opts.top_k].tolist()
         top = [Genre(labels[i], round(float(track[i]), 6)) for i in order]
         embedding = None if pooled is None else track_embedding(pooled, probs)

@@ -10,16 +10,14 @@ functions inference uses. Validation frames each held-out track exactly as infer
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import socket
 import sys
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -34,7 +32,10 @@ from torch import nn
 from tqdm import tqdm
 
 from .audio import load_audio
-from .bundle import CONFIG_NAME, Bundle, BundleConfig, OnnxModel, load_bundle, save_bundle
+from .augment import NoiseBank, spec_augment
+from .bundle import CONFIG_NAME, Bundle, BundleConfig, OnnxModel, load_bundle, save_bundle, write_config
+from .calibrate import ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
+from .data import NOT_MUSIC, DataError, Track, read_corpus, split_tracks
 from .errors import AcousticSenseError
 from .features import Preprocessing, db_to_image, fit_to_window, frames_per_window, power_to_db, track_mel, window_count
 from .inference import Classifier, Features, aggregate, default_device
@@ -43,19 +44,13 @@ from .model import ARCHITECTURES
 DEFAULT_ARCH = "vit_ti_16"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
-MANIFEST_CSV = "manifest.csv"
-MANIFEST_JSON = "manifest.json"
-MASKS_PER_AXIS = 2  # SpecAugment: this many frequency masks and this many time masks per sample
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAD_CLIP_NORM = 1.0
 NO_DECAY = ("class_token", "encoder.pos_embedding")  # with biases and norm weights: no weight decay
 DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download counts as failed
 RESUMABLE = ("epochs", "patience", "device", "workers")  # recipe entries a resumed run may change
-
-
-class DataError(AcousticSenseError):
-    """DATA cannot be used: missing, malformed manifest, or a label without usable tracks."""
+NO_GENRE = -1  # training target of a not-music track: probability spread evenly over every label
 
 
 class TrainError(AcousticSenseError):
@@ -70,6 +65,7 @@ class TrainConfig:
     image_size: int | None = None  # 128
     window: float | None = None  # seconds per window, 8
     hop: float | None = None  # seconds between validation windows, 4
+    preemphasis: float | None = None  # pre-emphasis coefficient of the bundle's preprocessing (0 = off, the default)
     init: str = "none"  # "none" | "imagenet" (vit_b_16 only) | a bundle directory to fine-tune
     epochs: int = 30
     batch_size: int = 32
@@ -77,6 +73,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of images and targets; 0 = off
+    noise: float = 0.0  # share of training windows given background noise at 0-30 dB SNR (augment.NoiseBank)
     freq_mask: float = 0.15  # SpecAugment: each mask is up to this fraction of the mel bands (0 = off)
     time_mask: float = 0.15  # ... and up to this fraction of the frames (0 = off)
     patience: int = 5  # stop after this many epochs without a better validation result (0 = never)
@@ -92,6 +89,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be positive"),
             (self.weight_decay >= 0 and self.warmup_epochs >= 0 and self.mixup >= 0, "weight_decay, warmup_epochs and mixup must be >= 0"),
             (0 <= self.freq_mask < 1 and 0 <= self.time_mask < 1, "freq_mask and time_mask must be fractions in [0, 1)"),
+            (0 <= self.noise <= 1, "noise must be a probability in [0, 1]"),
             (self.patience >= 0, "patience must be >= 0"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.arch is None or self.arch in ARCHITECTURES, f"unknown architecture {self.arch!r}; known: {', '.join(ARCHITECTURES)}"),
@@ -102,125 +100,12 @@ class TrainConfig:
                 raise TrainError(message)
 
 
-@dataclass(frozen=True)
-class Track:
-    path: Path
-    label: str
-
-
-@dataclass
-class Corpus:
-    """Labelled tracks, the label order, and what to record about where they came from."""
-
-    tracks: list[Track]
-    labels: list[str]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def read_corpus(data: str | os.PathLike) -> Corpus:
-    """List DATA: a folder per label (or a folder with ``manifest.csv``), or a CSV/JSON manifest.
-
-    A manifest has ``path`` and ``label`` per track; relative paths resolve against its folder.
-    Labels are sorted, unless a ``manifest.json`` (or the JSON manifest) lists them as
-    ``genres`` or ``labels``: then that order is kept.
-    """
-    root = Path(data)
-    if not root.exists():
-        raise DataError(f"{root}: no such file or directory")
-    meta: dict[str, Any] = {}
-    if root.is_dir():
-        if (root / MANIFEST_JSON).is_file():
-            meta = _read_json(root / MANIFEST_JSON)
-            meta = meta if isinstance(meta, dict) else {}
-        if (root / MANIFEST_CSV).is_file():
-            tracks, kind = _read_csv(root / MANIFEST_CSV), "manifest.csv"
-        else:
-            tracks, kind = _read_folders(root), "folders"
-    elif root.suffix.lower() == ".csv":
-        tracks, kind = _read_csv(root), "csv"
-    elif root.suffix.lower() == ".json":
-        doc = _read_json(root)
-        meta = doc if isinstance(doc, dict) else {}
-        tracks, kind = _json_tracks(doc, root), "json"
-    else:
-        raise DataError(f"{root}: expected a folder, a .csv or a .json manifest")
-    if not tracks:
-        raise DataError(f"{root}: no tracks found")
-    found = {t.label for t in tracks}
-    listed = meta.get("genres") or meta.get("labels")
-    labels = [x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found)
-    # the corpus by its name only: a bundle must not carry the build machine's folders
-    info: dict[str, Any] = {"source": root.resolve().name, "format": kind, "tracks": len(tracks), "labels": len(labels)}
-    scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and k != "tracks"}
-    if scalars:
-        info["manifest"] = scalars  # e.g. the synthetic corpus' generator version and seed
-    return Corpus(tracks, labels, info)
-
-
-def _read_folders(root: Path) -> list[Track]:
-    tracks = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise DataError(f"{folder}: label folder has no files")
-        tracks += [Track(p, folder.name) for p in files]
-    return tracks
-
-
-def _read_csv(path: Path) -> list[Track]:
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read CSV ({e})") from None
-    if rows and not {"path", "label"} <= set(rows[0]):
-        raise DataError(f"{path}: needs 'path' and 'label' columns")
-    return [_track(row, path, f"line {i}") for i, row in enumerate(rows, 2)]
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read JSON ({e})") from None
-
-
-def _json_tracks(doc: Any, path: Path) -> list[Track]:
-    items = doc.get("tracks") if isinstance(doc, dict) else doc
-    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
-        raise DataError(f"{path}: expected a list of {{'path', 'label'}} objects (or {{'tracks': [...]}})")
-    return [_track(item, path, f"item {i}") for i, item in enumerate(items)]
-
-
-def _track(row: dict[str, Any], manifest: Path, where: str) -> Track:
-    path, label = str(row.get("path") or "").strip(), str(row.get("label") or "").strip()
-    if not path or not label:
-        raise DataError(f"{manifest}: {where} needs a path and a label")
-    return Track(manifest.parent / path, label)
-
-
-def split_tracks(tracks: list[Track], val_fraction: float, seed: int) -> tuple[list[Track], list[Track]]:
-    """Hold out ``val_fraction`` of each label's tracks (at least one when it has two or more).
-
-    Deterministic for a seed and independent of the listing order; a label's split does not
-    depend on the other labels. Whole tracks go to one side, never their windows.
-    """
-    train, val = [], []
-    for label in sorted({t.label for t in tracks}):
-        mine = sorted((t for t in tracks if t.label == label), key=lambda t: str(t.path))
-        order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(len(mine))
-        n_val = min(len(mine) - 1, max(1 if val_fraction > 0 else 0, round(len(mine) * val_fraction)))
-        val += [mine[i] for i in sorted(order[:n_val])]
-        train += [mine[i] for i in sorted(order[n_val:])]
-    return train, val
-
-
 @dataclass
 class _TrainSet(torch.utils.data.Dataset):
     """Random window crops of full-track power mels (with the track's peak power); each track counts its inference windows per epoch."""
 
     mels: list[torch.Tensor]  # (n_mels, frames) per track
-    targets: list[int]
+    targets: list[int]  # label index, or NO_GENRE for not-music tracks
     counts: list[int]  # windows per track on the inference grid
     frames: int  # frames per window
 
@@ -243,7 +128,7 @@ class _ValSet:
     """Validation tracks, preprocessed once exactly as inference preprocesses them (at least one non-silent window each)."""
 
     features: list[Features]
-    targets: list[int]  # label index per track
+    targets: list[int]  # label index per track, NO_GENRE for not-music
 
     @property
     def windows(self) -> int:
@@ -282,7 +167,7 @@ def _load(
         tqdm.write(f"warning: skipping {e}", file=sys.stderr)
     if skipped:
         tqdm.write(f"warning: skipped {len(skipped)} of {len(jobs)} files", file=sys.stderr)
-    target = {label: i for i, label in enumerate(labels)}
+    target = {label: i for i, label in enumerate(labels)} | {NOT_MUSIC: NO_GENRE}
     ok_train = [(t, r) for t, r in zip(train, results) if not isinstance(r, AcousticSenseError)]
     missing = [label for label in labels if not any(t.label == label for t, _ in ok_train)]
     if missing:
@@ -293,29 +178,13 @@ def _load(
     sizes = {
         "train_tracks": len(ok_train),
         "val_tracks": len(ok_val),
+        "train_not_music": sum(t.label == NOT_MUSIC for t, _ in ok_train),
+        "val_not_music": sum(t.label == NOT_MUSIC for t, _ in ok_val),
         "train_windows": len(train_set),
         "val_windows": val_set.windows,
         "skipped_files": len(skipped),
     }
     return train_set, val_set, sizes
-
-
-def spec_augment(db: torch.Tensor, freq_mask: float, time_mask: float, masks: int = MASKS_PER_AXIS) -> torch.Tensor:
-    """SpecAugment on dB spectrograms (B, n_mels, frames): random bands and spans set to each item's floor."""
-    floor = db.amin(dim=(-2, -1), keepdim=True)
-    batch = len(db)
-    for axis, fraction in ((1, freq_mask), (2, time_mask)):
-        size = db.shape[axis]
-        widest = int(fraction * size)
-        if widest < 1:
-            continue
-        pos = torch.arange(size, device=db.device)
-        for _ in range(masks):
-            width = torch.randint(0, widest + 1, (batch, 1), device=db.device)
-            start = (torch.rand(batch, 1, device=db.device) * (size - width + 1)).long()
-            hit = (pos >= start) & (pos < start + width)
-            db = torch.where(hit[:, :, None] if axis == 1 else hit[:, None, :], floor, db)
-    return db
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -361,7 +230,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         model, bundle_config, init_info = _initial_model(config, corpus.labels, progress)
         bundle_config.model_id = out.name
         labels, pre, data_info = bundle_config.labels, bundle_config.preprocessing, corpus.info
-        train_tracks, val_tracks = split_tracks(corpus.tracks, config.val_fraction, config.seed)
+        train_tracks, val_tracks = split_tracks(corpus.tracks + corpus.not_music, config.val_fraction, config.seed)
         ckpt = None
     torch.manual_seed(config.seed + rank)
 
@@ -375,6 +244,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     steps = len(loader)
     schedule = partial(lr_factor, warmup_steps=round(config.warmup_epochs * steps), total_steps=config.epochs * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    noise_bank = NoiseBank(pre, config.seed) if config.noise > 0 else None
     state = {"epoch": 0, "best": None, "best_epoch": 0, "since_best": 0, "history": []}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -404,7 +274,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                 break
             if world > 1:
                 sampler.set_epoch(epoch)
-            train_loss, seconds, seen = _train_epoch(net, loader, optimizer, scheduler, config, pre, device, f"epoch {epoch}/{config.epochs}", progress)
+            train_loss, seconds, seen = _train_epoch(net, loader, optimizer, scheduler, config, pre, device, f"epoch {epoch}/{config.epochs}", progress, len(labels), noise_bank)
             metrics = _validate(validator, val_set)
             key = (metrics["val_track_acc"], -metrics["val_loss"]) if metrics else (epoch, 0.0)
             improved = state["best"] is None or key > tuple(state["best"])
@@ -458,7 +328,52 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         best = state["history"][state["best_epoch"] - 1]
         shown = ", ".join(f"{k} {v:.4g}" for k, v in best.items() if k.startswith("val_"))
         tqdm.write(f"best: epoch {state['best_epoch']} ({shown}), saved in {out}", file=sys.stderr)
+        calibration = _calibrate(out, device, config.batch_size, val_set)
+        if calibration:
+            tqdm.write("calibrated: " + ", ".join(f"{k} {v:.4g}" for k, v in calibration.items()), file=sys.stderr)
     return out
+
+
+def soft_targets(target: torch.Tensor, n_labels: int) -> torch.Tensor:
+    """Training targets: one-hot rows for genres, uniform rows for NO_GENRE (not music: no genre is right)."""
+    soft = torch.full((len(target), n_labels), 1.0 / n_labels, device=target.device)
+    music = target != NO_GENRE
+    soft[music] = F.one_hot(target[music], n_labels).float()
+    return soft
+
+
+def _calibrate(out: Path, device: torch.device, batch_size: int, val: _ValSet) -> dict[str, float] | None:
+    """Fit the temperature and the not-music threshold (calibrate.py) on the validation tracks with the saved
+    (best) weights, and write them into the bundle's config.json, with the validation figures they give
+    (``metrics.calibrated``: what `evaluate` of the validation tracks reports). Returns what was measured."""
+    music = [(f, t) for f, t in zip(val.features, val.targets) if t != NO_GENRE]
+    if not music:
+        return None
+    clf = Classifier(load_bundle(out, device), device, batch_size=batch_size)
+    clf.config.calibration = {}
+    rule = clf.config.aggregation
+    probs = clf.forward([f for f, _ in music])
+    others = clf.forward([f for f, t in zip(val.features, val.targets) if t == NO_GENRE])
+    targets = torch.tensor([t for _, t in music])
+
+    def track_ece(window_probs: list[torch.Tensor]) -> float:
+        conf, pred = torch.stack([aggregate(p, rule) for p in window_probs]).max(-1)
+        return ece(conf.numpy(), (pred == targets).numpy())
+
+    temperature = fit_temperature(probs, targets.tolist(), lambda p: aggregate(p, rule))
+    probs, others = [scale(p, temperature) for p in probs], [scale(p, temperature) for p in others]
+    threshold = ood_threshold([track_score(p) for p in probs], [track_score(p) for p in others])
+    clf.config.calibration = {"temperature": temperature, "ood_threshold": threshold}
+    flagged = [bool(warnings_for(p, aggregate(p, rule), threshold)) for p in probs]
+    caught = [bool(warnings_for(p, aggregate(p, rule), threshold)) for p in others]
+    measured = {"temperature": temperature, "ood_threshold": threshold,
+                "val_ece_uncalibrated": round(track_ece([scale(p, 1 / temperature) for p in probs]), 4),
+                "val_ece": round(track_ece(probs), 4), "val_music_flagged": round(float(np.mean(flagged)), 4)}
+    if caught:
+        measured["val_not_music_flagged"] = round(float(np.mean(caught)), 4)
+    clf.config.metrics["calibrated"] = {**(_validate(clf, val) or {}), **{k: v for k, v in measured.items() if k.startswith("val_")}}
+    write_config(out, clf.config)
+    return measured
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -474,7 +389,7 @@ def default_out(data: str | os.PathLike, arch: str | None = None) -> Path:
     return Path("runs") / f"{Path(data).stem}-{arch or DEFAULT_ARCH}"
 
 
-def _train_epoch(net: nn.Module, loader, optimizer, scheduler, config: TrainConfig, pre: Preprocessing, device: torch.device, desc: str, progress: bool) -> tuple[float, float, int]:
+def _train_epoch(net: nn.Module, loader, optimizer, scheduler, config: TrainConfig, pre: Preprocessing, device: torch.device, desc: str, progress: bool, n_labels: int, noise_bank: NoiseBank | None = None) -> tuple[float, float, int]:
     """One pass over the training windows; returns (mean loss, seconds, windows seen)."""
     net.train()
     start, total, count = time.perf_counter(), 0.0, 0
@@ -482,16 +397,19 @@ def _train_epoch(net: nn.Module, loader, optimizer, scheduler, config: TrainConf
     with tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, file=sys.stderr) as bar:
         for power, peak, target in bar:
             power, target = power.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            peak = peak.to(device).view(-1, 1, 1) if pre.db_scope == "track" else None
+            if noise_bank is not None:
+                power = noise_bank.add(power, config.noise)
+            peak = torch.maximum(peak.to(device).view(-1, 1, 1), power.amax((1, 2), keepdim=True)) if pre.db_scope == "track" else None
             images = db_to_image(spec_augment(power_to_db(power, pre, peak), config.freq_mask, config.time_mask), pre)
+            soft = soft_targets(target, n_labels)
             with autocast:
                 if config.mixup > 0:
                     lam = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
                     perm = torch.randperm(len(images), device=device)
                     logits = net(lam * images + (1 - lam) * images[perm]).float()
-                    loss = lam * F.cross_entropy(logits, target) + (1 - lam) * F.cross_entropy(logits, target[perm])
+                    loss = F.cross_entropy(logits, lam * soft + (1 - lam) * soft[perm])
                 else:
-                    loss = F.cross_entropy(net(images).float(), target)
+                    loss = F.cross_entropy(net(images).float(), soft)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP_NORM)
@@ -508,10 +426,13 @@ def _validate(clf: Classifier, val: _ValSet) -> dict[str, float] | None:
     if not val.features:
         return None
     clf.model.eval()
-    probs = clf.forward(val.features)
+    music = [(f, t) for f, t in zip(val.features, val.targets) if t != NO_GENRE]
+    if not music:
+        return None
+    probs = clf.forward([f for f, _ in music])
     windows = torch.cat(probs)
-    targets = torch.cat([torch.full((len(p),), t) for p, t in zip(probs, val.targets)])
-    track_hits = [int(aggregate(p, clf.config.aggregation).argmax()) == t for p, t in zip(probs, val.targets)]
+    targets = torch.cat([torch.full((len(p),), t) for p, (_, t) in zip(probs, music)])
+    track_hits = [int(aggregate(p, clf.config.aggregation).argmax()) == t for p, (_, t) in zip(probs, music)]
     return {
         "val_loss": round(float(F.nll_loss(windows.clamp_min(1e-12).log(), targets)), 5),
         "val_window_acc": round(float((windows.argmax(-1) == targets).float().mean()), 5),
@@ -540,7 +461,7 @@ def _initial_model(config: TrainConfig, labels: list[str], progress: bool) -> tu
         if set(labels) == set(base.config.labels):
             labels = list(base.config.labels)  # same classes: keep the bundle's order and its head
         info = {"from": "bundle", "path": Path(init).resolve().name, "model_id": base.config.model_id, "head_replaced": labels != base.config.labels}
-    changes = {"window_seconds": config.window, "hop_seconds": config.hop, "image_size": config.image_size}
+    changes = {"window_seconds": config.window, "hop_seconds": config.hop, "image_size": config.image_size, "preemphasis": config.preemphasis}
     pre = pre.replace(**{k: v for k, v in changes.items() if v is not None})
     bundle_config = BundleConfig(
         model_id="untitled",
@@ -594,7 +515,8 @@ def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], image_size:
 def _resolved(bundle_config: BundleConfig) -> dict[str, Any]:
     """The recipe entries that defaulted to None, as they were resolved."""
     pre = bundle_config.preprocessing
-    return {"arch": bundle_config.architecture["name"], "image_size": pre.image_size, "window": pre.window_seconds, "hop": pre.hop_seconds}
+    return {"arch": bundle_config.architecture["name"], "image_size": pre.image_size, "window": pre.window_seconds, "hop": pre.hop_seconds,
+            "preemphasis": pre.preemphasis}
 
 
 def _resumed_config(saved: dict[str, Any], recipe: dict[str, Any]) -> TrainConfig:

@@ -54,9 +54,10 @@ The same analysis as JSON, from any program:
     curl -F file=@song.mp3 {base}/api/v1/classify
 
 Options: `top_k`, `hop` (seconds), `explain=true` (where the model looked, as numbers; the picture:
-`{base}/api/v1/explain.png`). Interactive docs: [{base}/docs]({base}/docs)."""
+`{base}/api/v1/explain.png`). A result's `warnings` include `not_music` (speech, noise, a tone: do not trust
+the genres) and `low_confidence`. Interactive docs: [{base}/docs]({base}/docs)."""
 
-DEMO_NOTE = "*The built-in model learned from synthetic arrangements only: on real recordings it is a demo.*"
+DEMO_NOTE = "*The built-in model learned from synthetic music only: on real recordings it is a demo.*"
 
 SCROLL_TO_RESULTS = """(summary) => {
   const results = document.getElementById("results");
@@ -70,6 +71,7 @@ CSS = """
 #summary p { margin: 0.25em 0; }
 """
 
+NOT_MUSIC_LABEL = "Not music"  # what the genre box shows for a recording flagged not_music
 INIT_WORDS = {"none": "starting from random weights", "imagenet": "starting from ImageNet image-recognition weights"}
 
 
@@ -98,13 +100,23 @@ def examples_in(folder: Path, labels: list[str]) -> dict[str, Example]:
 def summary_text(result: Result, example: Example | None, builtin: bool) -> str:
     """Markdown above the genres: the file, what was analysed, the example's genre, the demo note, the warnings."""
     what = f"**{result.source}**: {result.duration:.1f} s analysed in {plural(len(result.timeline), 'window')}"
-    lines = [f"{what}; it is silent, so no genre is named." if result.silent else f"{what}."]
+    if result.silent:
+        lines = [f"{what}; it is silent, so no genre is named."]
+    elif is_not_music(result):
+        lines = [f"{what}; it does not sound like music, so no genre is named (the timeline shows what each window scored)."]
+    else:
+        lines = [f"{what}."]
     if example:
         lines.append(f"{example.label} was made as a **{example.genre}** piece.")
     if builtin:
         lines.append(DEMO_NOTE)
     lines += [f"- ⚠️ {w['message']} (`{w['code']}`)" for w in result.warnings]
     return "\n\n".join(lines)
+
+
+def is_not_music(result: Result) -> bool:
+    """Whether the model flagged the recording as not music (calibrate.warnings_for): the page names no genre then."""
+    return any(w["code"] == "not_music" for w in result.warnings)
 
 
 def spectrogram_figure(features: Features) -> Figure:
@@ -161,10 +173,11 @@ def model_card(config: BundleConfig) -> str:
     data, recipe = p.get("data"), p.get("recipe")
     if data and recipe:
         split = p.get("split", {})
+        music = {side: split[f"{side}_tracks"] - split.get(f"{side}_not_music", 0) for side in ("train", "val") if isinstance(split.get(f"{side}_tracks"), int)}
         start = INIT_WORDS.get(recipe["init"], "fine-tuning another model")
         lines.append(
-            f"\n**What it learned from:** {_corpus(data)}. It trained on {_count(split.get('train_tracks'))} of them for {recipe['epochs']} passes, "
-            f"{start}, and kept the pass that did best on the other {_count(split.get('val_tracks'))} (pass {p.get('epoch', '?')})."
+            f"\n**What it learned from:** {_corpus(data)}. It trained on {_count(music.get('train'))} of them for {recipe['epochs']} passes, "
+            f"{start}, and kept the pass that did best on the other {_count(music.get('val'))} (pass {p.get('epoch', '?')})."
         )
     else:
         lines.append("\n**Where it comes from**" + ("" if p else ": not recorded"))
@@ -178,8 +191,18 @@ def model_card(config: BundleConfig) -> str:
         )
     else:
         lines.append("\n**How well it does:** not measured on held-out music yet (`acousticsense evaluate BUNDLE DATA --record`).")
+    if config.ood_threshold is not None:
+        caught = (held or {}).get("not_music_flagged")
+        measured = f" ({caught:.0%} of held-out speech, noise and tones were)" if caught is not None else ""
+        lines.append(
+            f"\n**When it is unsure:** its probabilities are calibrated (temperature {config.temperature:.3g}). A recording whose "
+            f"windows mostly score below {config.ood_threshold:.2f} for every genre is flagged as not music{measured}, and "
+            "one whose top genre stays below that is flagged as uncertain."
+        )
     if _synthetic(data or {}):
-        lines.append("\nIt has never heard a real band, a voice or modern production: on real recordings, treat it as a demo.")
+        heard = ("General MIDI instruments, synthetic voices and simulated studio production"
+                 if str(data["manifest"].get("synth_version", "1")) >= "2" else "General MIDI instruments only")
+        lines.append(f"\nIt has only heard rendered music ({heard}), never a real band: on real recordings, treat it as a demo.")
     return "\n".join(lines)
 
 
@@ -199,7 +222,8 @@ def _corpus(data: dict[str, Any], new: bool = False) -> str:
         return f"{_count(data['tracks'])} new synthetic clips"
     seconds = data["manifest"].get("seconds")
     length = f" of {seconds:g} s" if seconds else ""
-    return f"{_count(data['tracks'])} synthetic clips{length} in {data['labels']} genres, composed and rendered by this project"
+    others = f", plus {_count(data['not_music'])} clips of speech, noise and tones that are no genre" if data.get("not_music") else ""
+    return f"{_count(data['tracks'])} synthetic clips{length} in {data['labels']} genres, composed and rendered by this project{others}"
 
 
 def _short(value: Any) -> str:
@@ -292,7 +316,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
         report = save_bytes_to_cache(json.dumps(result.to_dict(), indent=1).encode(), f"{Path(name).stem}.genres.json", download.GRADIO_CACHE)
         return (
             summary_text(result, examples.get(hashlib.sha256(data).hexdigest()), builtin),
-            {g.label: g.probability for g in result.top_k} or None,
+            NOT_MUSIC_LABEL if is_not_music(result) else {g.label: g.probability for g in result.top_k} or None,
             gr.DownloadButton(value=report, visible=True),
             gr.Plot(value=spectrogram, visible=True),
             gr.Plot(value=timeline_figure(result, clf.labels), visible=True),

@@ -7,8 +7,9 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-# Debian packages: FluidSynth (renders the synthetic training corpus) and Chromium (browser tests).
-DEBS="libfluidsynth3 chromium"
+# Debian packages: FluidSynth, General MIDI SoundFonts and espeak-ng (render the synthetic training corpus: its
+# instruments and voices) and Chromium (browser tests).
+DEBS="libfluidsynth3 timgm6mb-soundfont fluid-soundfont-gm musescore-general-soundfont espeak-ng chromium"
 missing=$(for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -21,5 +22,5 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch/torchvision first and pinned exactly: pip takes them from this machine's local files.
 "$VENV/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
-"$VENV/bin/python" -m pip install -q -e ".[dev,onnx,ray]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,synth,onnx,ray]"
 touch "$VENV/.installed"

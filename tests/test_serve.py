@@ -19,7 +19,7 @@ import uvicorn
 from acousticsense.bundle import DEFAULT_BUNDLE, read_config
 from acousticsense.inference import Classifier, Genre, Result, Window
 from acousticsense.serve import create_app
-from acousticsense.ui import Example, model_card, summary_text
+from acousticsense.ui import Example, is_not_music, model_card, summary_text
 
 from conftest import TINY_LABELS, tiny_config
 
@@ -194,7 +194,9 @@ def test_model_card_speaks_in_words():
     card = model_card(config)
     assert "is a Vision Transformer (`vit_mini_16`, 128×128-pixel pictures) that tells 16 genres apart: Blues," in card
     assert "It looks at 8-second windows, one every 4 s, and averages their probabilities for the whole track." in card
-    assert "**What it learned from:** 3,200 synthetic clips of 12 s in 16 genres, composed and rendered by this project." in card
+    assert ("**What it learned from:** 2,560 synthetic clips of 12 s in 16 genres, composed and rendered by this project, "
+            "plus 360 clips of speech, noise and tones that are no genre.") in card
+    assert "**When it is unsure:** its probabilities are calibrated" in card and "flagged as not music" in card
     assert f"**How well it does:** on 320 new synthetic clips that it never heard while learning, its first answer is right for {held['track_accuracy']:.1%}" in card
     assert "on real recordings, treat it as a demo" in card
     assert not re.search(r"synth_version|seed|manifest|/work/|lr |batch", card)  # no jargon, no build-machine paths
@@ -213,4 +215,11 @@ def test_result_summary_names_the_file_counts_windows_and_reveals_an_examples_ge
     assert one.startswith("**take 1.mp3**: 2.0 s analysed in 1 window.") and "demo" not in one
     warned = summary_text(_result(3, [{"code": "short_audio", "message": "clip is short"}]), Example("Example 2", tmp_path / "jazz.ogg", "Jazz"), builtin=True)
     assert "in 3 windows." in warned and "Example 2 was made as a **Jazz** piece." in warned
-    assert "learned from synthetic arrangements" in warned and "- ⚠️ clip is short (`short_audio`)" in warned
+    assert "learned from synthetic music only" in warned and "- ⚠️ clip is short (`short_audio`)" in warned
+
+
+def test_a_recording_flagged_not_music_names_no_genre():
+    flagged = _result(2, [{"code": "not_music", "message": "this does not sound like music the model knows"}])
+    text = summary_text(flagged, None, builtin=False)
+    assert "it does not sound like music, so no genre is named" in text and "(`not_music`)" in text
+    assert is_not_music(flagged) and not is_not_music(_result(2, [{"code": "low_confidence", "message": "unsure"}]))

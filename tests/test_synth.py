@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from acousticsense import synth
 from acousticsense.cli import app
 from acousticsense.errors import ParameterError
-from acousticsense.synth import (
-    CHH, CLAP, CLAVES, COMP_RHYTHMS, CONGA_OPEN, DRUM_PATTERNS, GENRES, KICK, OHH, RIM, SNARE, STYLES,
-    clip_params, clip_seed, make_corpus, parse_genres, render_clip,
+from acousticsense.synth import GENRES, SAMPLE_RATE, STYLES, TRAIN_SOUNDFONTS, clip_params, clip_seed, make_corpus, parse_genres, render_clip
+from acousticsense.synth.arrange import _arrange, _streams
+from acousticsense.synth.theory import (
+    CHH, CLAP, CLAVES, COMP_RHYTHMS, CONGA_OPEN, DRUM_PATTERNS, KICK, NOTE_NAMES, OHH, RIM, SNARE, scale_fits,
 )
 
-SR = synth.SAMPLE_RATE
+SR = SAMPLE_RATE
 N_PLANS = 30  # parameter sets per genre for the feature tests (cheap: nothing is rendered)
 PLANS = {g: [clip_params(g, clip_seed(1, g, i), 12.0) for i in range(N_PLANS)] for g in GENRES}
 
@@ -48,7 +48,7 @@ def test_every_genre_renders_valid_audio(clips):
         assert np.sqrt(np.mean(audio ** 2)) > 0.02, genre  # loudness target is -26..-14 dBFS
         assert np.abs(audio[: SR // 2]).max() > 0.05, genre  # music from the first moment (mid-song excerpt)
         assert json.loads(json.dumps(params)) == params
-        assert (params["genre"], params["synth_version"], params["sample_rate"]) == (genre, "1", SR)
+        assert (params["genre"], params["synth_version"], params["sample_rate"]) == (genre, "2", SR)
         lo, hi = STYLES[genre].tempo
         assert lo <= params["tempo"] <= hi
 
@@ -79,7 +79,7 @@ def test_style_table_is_consistent():
         style = STYLES[genre]
         for p in plans:
             assert style.tempo[0] <= p["tempo"] <= style.tempo[1]
-            assert p["progression"] in style.progressions and synth.scale_fits(p["scale"], p["progression"])
+            assert p["progression"] in style.progressions and scale_fits(p["scale"], p["progression"])
             assert (p["drums"] or {"pattern": ""})["pattern"] in style.drums
             pools = {(part.role, prog) for part in style.parts for prog in part.programs}
             assert all((q["role"], q["program"]) in pools for q in p["parts"])
@@ -91,7 +91,7 @@ def test_style_table_is_consistent():
 
 def test_blues_is_a_12_bar_dominant_shuffle():
     for p in PLANS["Blues"]:
-        roots = {(synth.NOTE_NAMES.index(c[:-1]) - p["tonic"]) % 12 for c in p["chords"]}
+        roots = {(NOTE_NAMES.index(c[:-1]) - p["tonic"]) % 12 for c in p["chords"]}
         assert len(p["chords"]) == 12 and all(c.endswith("7") for c in p["chords"]) and roots == {0, 5, 7}
         assert DRUM_PATTERNS[p["drums"]["pattern"]][1] == 3 and p["swing"] >= 0.6  # triplet grid, swung 8ths
 
@@ -173,7 +173,7 @@ def test_world_is_modal_with_world_instruments():
 
 def test_pop_uses_the_pop_progressions():
     for p in PLANS["Pop"]:
-        roots = [(synth.NOTE_NAMES.index(c.rstrip("m")) - p["tonic"]) % 12 for c in p["chords"]]
+        roots = [(NOTE_NAMES.index(c.rstrip("m")) - p["tonic"]) % 12 for c in p["chords"]]
         assert sorted(roots) == [0, 5, 7, 9] and p["mode"] == "major"
 
 
@@ -182,8 +182,8 @@ def test_arrangement_realises_the_groove():
     for genre, beat_in_bar in (("Electronic", None), ("Reggae", 2.0)):
         seed = clip_seed(2, genre, 0)
         params = clip_params(genre, seed, 6.0)
-        stems = synth._arrange(params, synth._streams(seed)[1])
-        kicks = np.array(sorted(n.start for n in stems[0][0].notes if n.pitch == KICK))
+        stems = _arrange(params, _streams(seed)[1])
+        kicks = np.array(sorted(n.start for n in stems[0].inst.notes if n.pitch == KICK))
         beat = 60 / params["tempo"]
         if beat_in_bar is None:
             assert params["humanize"]["timing_ms"] == 0 and np.allclose(np.diff(kicks), beat)
@@ -205,8 +205,8 @@ def test_make_corpus_layout_manifest_and_resume(tmp_path):
     assert [r["path"] for r in rows] == wavs and [r["label"] for r in rows] == ["Hip-Hop"] * 2 + ["R&B"] * 2
     assert all(r["seed"] == "3" and float(r["tempo"]) > 0 for r in rows)
     meta = json.loads((out / "manifest.json").read_text())
-    assert {k: meta[k] for k in ("synth_version", "seed", "per_genre", "seconds", "sample_rate", "soundfont", "genres", "complete")} == {
-        "synth_version": "1", "seed": 3, "per_genre": 2, "seconds": 2.0, "sample_rate": SR, "soundfont": "TimGM6mb.sf2",
+    assert {k: meta[k] for k in ("synth_version", "seed", "per_genre", "seconds", "sample_rate", "soundfonts", "genres", "complete")} == {
+        "synth_version": "2", "seed": 3, "per_genre": 2, "seconds": 2.0, "sample_rate": SR, "soundfonts": list(TRAIN_SOUNDFONTS),
         "genres": ["Hip-Hop", "R&B"], "complete": True}
     assert [c["path"] for c in meta["clips"]] == wavs
 
@@ -246,3 +246,19 @@ def test_cli_synth(tmp_path):
     bad = runner.invoke(app, ["synth", str(tmp_path / "d"), "--genres", "Blues,Polka"])
     assert bad.exit_code == 2 and "Polka" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "d").exists()
+
+
+def test_cli_synth_soundfonts_and_not_music(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["synth", str(tmp_path / "c"), "--per-genre", "1", "--seconds", "1", "--genres", "Jazz",
+                             "--soundfont", "TimGM6mb", "--not-music", "2", "--workers", "1"])
+    assert ok.exit_code == 0, ok.output
+    meta = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert meta["soundfonts"] == ["TimGM6mb"] and meta["not_music"] == 2
+    assert sorted(p.name for p in (tmp_path / "c" / "_not_music").iterdir()) == [
+        f"{k}.{i:05d}.wav" for k in ("noise", "speech", "tones") for i in range(2)]
+    rows = list(csv.DictReader((tmp_path / "c" / "manifest.csv").open()))
+    assert [r["label"] for r in rows] == ["Jazz"] + ["_not_music"] * 6 and rows[0]["soundfont"] == "TimGM6mb"
+    for bad, reason in ((str(tmp_path / "x.sf2"), "not a SoundFont file"), ("/etc/passwd", "not a SoundFont file")):
+        out = runner.invoke(app, ["synth", str(tmp_path / "d"), "--genres", "Jazz", "--soundfont", bad])
+        assert out.exit_code == 2 and reason in out.output and "Traceback" not in out.output

@@ -1,0 +1,112 @@
+"""Knowing when the model does not know: temperature scaling, expected calibration error, the "not music" threshold.
+
+- Temperature: one scalar T fitted on the validation tracks (track probabilities are aggregated from the windows'
+  ``softmax(logits / T)``, as inference does); stored in the bundle and applied by `Classifier.forward`.
+- Score: a window's *music score* is its largest calibrated genre probability. A model trained with "not music"
+  clips (speech, noise, tones) taught to spread its probability over all genres gives them a score near
+  1/labels. The threshold is fitted on validation music and not-music tracks (`ood_threshold`).
+- Warnings (`warnings_for`): ``not_music`` when at least half of a track's windows score below the threshold;
+  else ``low_confidence`` when the track's top probability is below it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ECE_BINS = 15
+TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 401))  # the grid the temperature is fitted on (1.0 included)
+MUSIC_FLAG_RATE = 0.01  # the threshold flags at most this share of validation music tracks
+
+
+def scale(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Probabilities as if the logits had been divided by `temperature` (softmax is shift-invariant)."""
+    return torch.softmax(probs.clamp_min(1e-30).log() / temperature, -1)
+
+
+def fit_temperature(window_probs: list[torch.Tensor], targets: list[int], aggregate) -> float:
+    """The temperature that minimises the negative log-likelihood of the aggregated track probabilities."""
+    target = torch.tensor(targets)
+
+    def nll(t: float) -> float:
+        tracks = torch.stack([aggregate(scale(p, t)) for p in window_probs])
+        return float(-tracks[torch.arange(len(target)), target].clamp_min(1e-12).log().mean())
+
+    losses = [nll(float(t)) for t in TEMPERATURES]
+    return round(float(TEMPERATURES[int(np.argmin(losses))]), 4)
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: the confidence-weighted gap between confidence and accuracy over equal-width bins."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
+    if not len(confidence):
+        return 0.0
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return float(sum(abs(confidence[which == b].mean() - correct[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per bin: its range, how many predictions, their mean confidence and accuracy (the reliability diagram's data)."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return [{"low": round(float(edges[b]), 4), "high": round(float(edges[b + 1]), 4), "count": int((which == b).sum()),
+             "confidence": round(float(confidence[which == b].mean()), 4) if (which == b).any() else None,
+             "accuracy": round(float(correct[which == b].mean()), 4) if (which == b).any() else None} for b in range(bins)]
+
+
+def plot_reliability(bins: list[dict[str, float]], ece_value: float, path, title: str = "") -> None:
+    """A reliability diagram PNG: accuracy per confidence bin against the diagonal, with the ECE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    used = [b for b in bins if b["count"]]
+    ax.bar([(b["low"] + b["high"]) / 2 for b in used], [b["accuracy"] for b in used], width=1 / len(bins), edgecolor="black",
+           color="#4c72b0", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"confidence (top-1 probability), {len(bins)} bins", ylabel="accuracy",
+           title=f"{title}ECE {ece_value:.3f}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def music_scores(window_probs: torch.Tensor) -> torch.Tensor:
+    """Each window's music score: its largest (calibrated) genre probability."""
+    return window_probs.max(-1).values if len(window_probs) else torch.zeros(0)
+
+
+def track_score(window_probs: torch.Tensor) -> float:
+    """A track's music score: the median of its windows' (what the ``not_music`` rule compares)."""
+    return float(music_scores(window_probs).median()) if len(window_probs) else 1.0
+
+
+def ood_threshold(music: list[float], not_music: list[float]) -> float:
+    """The threshold on track scores: flags at most `MUSIC_FLAG_RATE` of validation music and, if the two sets
+    separate, sits half-way (geometrically) between the highest not-music score and that music quantile."""
+    floor = float(np.quantile(music, MUSIC_FLAG_RATE)) if music else 0.0
+    if not_music:
+        top = float(np.quantile(not_music, 0.99))
+        if top < floor:
+            return round(float(np.sqrt(top * floor)), 4)
+    return round(floor, 4)
+
+
+def warnings_for(window_probs: torch.Tensor, track_probs: torch.Tensor, threshold: float | None) -> list[dict[str, str]]:
+    """The ``not_music`` / ``low_confidence`` warning of one track (empty when the bundle has no threshold)."""
+    if threshold is None or not len(window_probs):
+        return []
+    score = track_score(window_probs)
+    if score < threshold:
+        return [{"code": "not_music", "message": f"this does not sound like music the model knows (music score {score:.2f} "
+                 f"< {threshold:.2f}): the genres below are not a reliable answer"}]
+    top = float(track_probs.max())
+    if top < threshold:
+        return [{"code": "low_confidence", "message": f"the model is unsure (top genre probability {top:.2f} < {threshold:.2f})"}]
+    return []

@@ -1,0 +1,150 @@
+"""Labelled data for training and evaluation: list a corpus (folders or a manifest), split it into train/validation.
+
+A folder or manifest label named ``_not_music`` (`NOT_MUSIC`) holds audio that is no genre at all (speech, noise,
+tones): training teaches the model to spread its probability over all genres for it, evaluation measures how
+often it is flagged. It is never a label of the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AcousticSenseError
+
+MANIFEST_CSV = "manifest.csv"
+MANIFEST_JSON = "manifest.json"
+NOT_MUSIC = "_not_music"
+
+
+class DataError(AcousticSenseError):
+    """DATA cannot be used: missing, malformed manifest, or a label without usable tracks."""
+
+
+@dataclass(frozen=True)
+class Track:
+    path: Path
+    label: str
+
+
+@dataclass
+class Corpus:
+    """Labelled tracks, the label order, and what to record about where they came from."""
+
+    tracks: list[Track]
+    labels: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+    not_music: list[Track] = field(default_factory=list)  # tracks labelled NOT_MUSIC
+
+
+def read_corpus(data: str | os.PathLike) -> Corpus:
+    """List DATA: a folder per label (or a folder with ``manifest.csv``), or a CSV/JSON manifest.
+
+    A manifest has ``path`` and ``label`` per track; relative paths resolve against its folder.
+    Tracks labelled `NOT_MUSIC` go to ``Corpus.not_music``, not to the labels.
+    Labels are sorted, unless a ``manifest.json`` (or the JSON manifest) lists them as
+    ``genres`` or ``labels``: then that order is kept.
+    """
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or directory")
+    meta: dict[str, Any] = {}
+    if root.is_dir():
+        if (root / MANIFEST_JSON).is_file():
+            meta = _read_json(root / MANIFEST_JSON)
+            meta = meta if isinstance(meta, dict) else {}
+        if (root / MANIFEST_CSV).is_file():
+            tracks, kind = _read_csv(root / MANIFEST_CSV), "manifest.csv"
+        else:
+            tracks, kind = _read_folders(root), "folders"
+    elif root.suffix.lower() == ".csv":
+        tracks, kind = _read_csv(root), "csv"
+    elif root.suffix.lower() == ".json":
+        doc = _read_json(root)
+        meta = doc if isinstance(doc, dict) else {}
+        tracks, kind = _json_tracks(doc, root), "json"
+    else:
+        raise DataError(f"{root}: expected a folder, a .csv or a .json manifest")
+    not_music = [t for t in tracks if t.label == NOT_MUSIC]
+    tracks = [t for t in tracks if t.label != NOT_MUSIC]
+    if not tracks:
+        raise DataError(f"{root}: no tracks found")
+    found = {t.label for t in tracks}
+    listed = meta.get("genres") or meta.get("labels")
+    labels = [x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found)
+    # the corpus by its name only: a bundle must not carry the build machine's folders
+    info: dict[str, Any] = {"source": root.resolve().name, "format": kind, "tracks": len(tracks), "labels": len(labels),
+                            "not_music": len(not_music)}
+    scalars = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and k != "tracks"}
+    if isinstance(meta.get("soundfonts"), list):  # the synthetic corpus' instruments, by file name only
+        scalars["soundfonts"] = [Path(str(s)).name for s in meta["soundfonts"]]
+    if scalars:
+        info["manifest"] = scalars  # e.g. the synthetic corpus' generator version and seed
+    return Corpus(tracks, labels, info, not_music)
+
+
+def _read_folders(root: Path) -> list[Track]:
+    tracks = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"{folder}: label folder has no files")
+        tracks += [Track(p, folder.name) for p in files]
+    return tracks
+
+
+def _read_csv(path: Path) -> list[Track]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read CSV ({e})") from None
+    if rows and not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: needs 'path' and 'label' columns")
+    return [_track(row, path, f"line {i}") for i, row in enumerate(rows, 2)]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read JSON ({e})") from None
+
+
+def _json_tracks(doc: Any, path: Path) -> list[Track]:
+    items = doc.get("tracks") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise DataError(f"{path}: expected a list of {{'path', 'label'}} objects (or {{'tracks': [...]}})")
+    return [_track(item, path, f"item {i}") for i, item in enumerate(items)]
+
+
+def _track(row: dict[str, Any], manifest: Path, where: str) -> Track:
+    path, label = str(row.get("path") or "").strip(), str(row.get("label") or "").strip()
+    if not path or not label:
+        raise DataError(f"{manifest}: {where} needs a path and a label")
+    return Track(manifest.parent / path, label)
+
+
+def split_tracks(tracks: list[Track], val_fraction: float, seed: int) -> tuple[list[Track], list[Track]]:
+    """Hold out ``val_fraction`` of each label's tracks (at least one when it has two or more).
+
+    Deterministic for a seed and independent of the listing order; a label's split does not
+    depend on the other labels. Whole tracks go to one side, never their windows.
+    """
+    train, val = [], []
+    for label in sorted({t.label for t in tracks}):
+        mine = sorted((t for t in tracks if t.label == label), key=lambda t: str(t.path))
+        order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(len(mine))
+        n_val = min(len(mine) - 1, max(1 if val_fraction > 0 else 0, round(len(mine) * val_fraction)))
+        val += [mine[i] for i in sorted(order[:n_val])]
+        train += [mine[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
