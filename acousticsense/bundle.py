@@ -95,8 +95,8 @@ class BundleConfig:
             raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")
         calibration = d.get("calibration", {})
         t, threshold = (calibration.get("temperature", 1.0), calibration.get("ood_threshold")) if isinstance(calibration, dict) else (None, None)
-        if not isinstance(calibration, dict) or not _finite_number(t) or not t > 0 or not (threshold is None or (_finite_number(threshold) and 0 <= threshold <= 1)):
-            raise BundleError(f"{where}: 'calibration' needs a positive finite 'temperature' and an 'ood_threshold' in [0, 1] (or none)")
+        if not isinstance(calibration, dict) or not _finite_number(t) or not 0.01 <= t <= 100 or not (threshold is None or (_finite_number(threshold) and 0 <= threshold <= 1)):
+            raise BundleError(f"{where}: 'calibration' needs a 'temperature' from 0.01 to 100 and an 'ood_threshold' in [0, 1] (or none)")
         return cls(
             model_id=str(d["model_id"]),
             architecture=arch,

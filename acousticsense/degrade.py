@@ -1,7 +1,7 @@
 """Real-world degradations of audio: coloured and everyday noise, band-limiting, codecs.
 
 Used by the synthetic corpus (its "not music" clips), by training (noise added to the power mel, see
-`train.NoiseBank`), and by the robustness benchmark. numpy/scipy/PyAV only; babble needs espeak-ng.
+`augment.NoiseBank`), and by the robustness benchmark. numpy/scipy/PyAV only; babble needs espeak-ng.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Classify every track of DATA (see :func:`acousticsense.train.read_corpus`) and score it.
+    """Classify every track of DATA (see :func:`acousticsense.data.read_corpus`) and score it.
 
     Track level uses each Result's ranking; window level uses every non-silent window's
     probabilities. ``calibration`` gives the expected calibration error (15 bins) of the top-1

@@ -108,7 +108,7 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
         raise AudioError(f"{features.source}: no window is louder than {features.options.pre.silence_db:g} dBFS: the recording is silent, there is nothing to explain")
     images = window_images(clf, features)
     with torch.inference_mode():
-        probs = torch.cat([_forward(clf.model, b)[0].softmax(-1) for b in images.split(clf.batch_size)]).cpu()
+        probs = torch.cat([(_forward(clf.model, b)[0] / clf.config.temperature).softmax(-1) for b in images.split(clf.batch_size)]).cpu()
     track = aggregate(probs, clf.config.aggregation)
     top = clf.labels[int(track.argmax())]
     genre = genre or top
@@ -245,7 +245,7 @@ def faithfulness(
     features = source if isinstance(source, Features) else clf.preprocess(source)
     images = window_images(clf, features)
     with torch.inference_mode():
-        probs = torch.cat([_forward(clf.model, b)[0].softmax(-1) for b in images.split(clf.batch_size)]).mean(0)
+        probs = torch.cat([(_forward(clf.model, b)[0] / clf.config.temperature).softmax(-1) for b in images.split(clf.batch_size)]).mean(0)
     target = int(probs.argmax()) if genre is None else clf.labels.index(genre)
     before = float(probs[target])
     scores = torch.cat([patch_relevance(clf.model, b, target, method) for b in images.split(clf.batch_size)])
@@ -257,7 +257,7 @@ def faithfulness(
     masks = torch.cat([torch.zeros_like(flat, dtype=torch.bool).scatter_(1, o[:, :k], True) for o in orders]).view(-1, *scores.shape[1:])
     deleted = delete_patches(images.repeat(len(orders), 1, 1, 1), masks)
     with torch.inference_mode():
-        after = torch.cat([_forward(clf.model, b)[0].softmax(-1)[:, target] for b in deleted.split(clf.batch_size)])
+        after = torch.cat([(_forward(clf.model, b)[0] / clf.config.temperature).softmax(-1)[:, target] for b in deleted.split(clf.batch_size)])
     drops = (before - after.view(len(orders), -1).mean(1)).tolist()
     return {"probability": before, "top": drops[0], "random": float(np.mean(drops[2:])), "bottom": drops[1], "random_draws": drops[2:]}
 

@@ -330,7 +330,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         tqdm.write(f"best: epoch {state['best_epoch']} ({shown}), saved in {out}", file=sys.stderr)
         calibration = _calibrate(out, device, config.batch_size, val_set)
         if calibration:
-            tqdm.write("calibrated: " + ", ".join(f"{k} {v:.4g}" for k, v in calibration.items()), file=sys.stderr)
+            tqdm.write("calibrated: " + ", ".join(f"{k} {v:.4g}" for k, v in calibration.items() if v is not None), file=sys.stderr)
     return out
 
 
@@ -362,7 +362,8 @@ def _calibrate(out: Path, device: torch.device, batch_size: int, val: _ValSet) -
 
     temperature = fit_temperature(probs, targets.tolist(), lambda p: aggregate(p, rule))
     probs, others = [scale(p, temperature) for p in probs], [scale(p, temperature) for p in others]
-    threshold = ood_threshold([track_score(p) for p in probs], [track_score(p) for p in others])
+    # a threshold only for a model taught what is not music: without such tracks it would flag real music at random
+    threshold = ood_threshold([track_score(p) for p in probs], [track_score(p) for p in others]) if others else None
     clf.config.calibration = {"temperature": temperature, "ood_threshold": threshold}
     flagged = [bool(warnings_for(p, aggregate(p, rule), threshold)) for p in probs]
     caught = [bool(warnings_for(p, aggregate(p, rule), threshold)) for p in others]

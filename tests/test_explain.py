@@ -46,7 +46,7 @@ def test_step_by_step_forward_equals_the_model(clf: Classifier, blues) -> None:
         logits, attns, _ = _forward(clf.model, images)
         assert torch.allclose(logits, clf.model(images), atol=1e-5, rtol=0)
     assert len(attns) == len(clf.model.encoder.layers) and attns[0].shape == (len(images), 3, 65, 65)
-    assert torch.allclose(logits.softmax(-1), clf.forward([blues])[0], atol=1e-5)
+    assert torch.allclose((logits / clf.config.temperature).softmax(-1), clf.forward([blues])[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)
