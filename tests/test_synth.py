@@ -212,8 +212,9 @@ def test_make_corpus_layout_manifest_and_resume(tmp_path):
 
     # the worker processes wrote exactly what render_clip makes here, and recorded its parameters
     audio, params = render_clip("R&B", clip_seed(3, "R&B", 1), 2.0)
-    # FluidSynth dithers from a table seeded by the C library's rand() in each process: equal within 2 LSB across processes
-    assert np.abs(read_wav(out / wavs[3])[0].astype(int) - np.round(audio * 32767).astype(int)).max() <= 2
+    # FluidSynth dithers from a table seeded by the C library's rand() in each process; after the bus compressor and
+    # loudness normalisation the clips of two processes agree within 32 LSB (-60 dBFS), within a process exactly
+    assert np.abs(read_wav(out / wavs[3])[0].astype(int) - np.round(audio * 32767).astype(int)).max() <= 32
     assert {k: v for k, v in meta["clips"][3].items() if k not in ("path", "index")} == params
 
     # resume: an interrupted run lost one clip; only that one is rendered again, identically
