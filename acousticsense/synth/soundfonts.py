@@ -42,4 +42,5 @@ def soundfont_names(specs: Sequence[str]) -> tuple[str, ...]:
     """Checked, de-duplicated SoundFont specs as recorded in plans: registry names stay names, files become absolute paths."""
     if not specs:
         raise ParameterError("need at least one SoundFont")
-    return tuple(dict.fromkeys(s if s in SOUNDFONTS else str(soundfont_path(s).resolve()) for s in specs if soundfont_path(s)))
+    checked = [(s, soundfont_path(s)) for s in specs]  # raises for a missing or foreign file
+    return tuple(dict.fromkeys(s if s in SOUNDFONTS else str(path.resolve()) for s, path in checked))
