@@ -14,7 +14,7 @@ from .degrade import NOISE_KINDS, noise
 from .features import Preprocessing, track_mel
 
 MASKS_PER_AXIS = 2  # SpecAugment: this many frequency masks and this many time masks per sample
-NOISE_SECONDS = 40.0  # length of each rendered noise the crops come from
+NOISE_SECONDS = 40.0  # length of each rendered noise the crops come from (at least four windows)
 SNR_DB = (0.0, 30.0)  # range the SNR of an augmented window is drawn from (uniform in dB)
 
 
@@ -26,7 +26,7 @@ class NoiseBank:
 
         rng = np.random.default_rng(seed)
         self.kinds = kinds or tuple(k for k in NOISE_KINDS if k != "babble" or have_espeak())
-        n = round(NOISE_SECONDS * pre.sample_rate)
+        n = round(max(NOISE_SECONDS, 4 * pre.window_seconds) * pre.sample_rate)
         self.mels = torch.stack([track_mel(torch.from_numpy(noise(k, n, pre.sample_rate, rng)).float(), pre) for k in self.kinds])
 
     def add(self, power: torch.Tensor, prob: float, snr_db: tuple[float, float] = SNR_DB) -> torch.Tensor:

@@ -135,14 +135,27 @@ class Catalog:
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=30, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
             if create:
-                self.db.execute("PRAGMA journal_mode = WAL")
+                self._wal()
                 self.db.execute("PRAGMA synchronous = NORMAL")  # with WAL: a killed process loses nothing committed
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate(create)
         except sqlite3.DatabaseError as e:
             raise LibraryError(f"{self.path}: not a usable library database ({e})") from None
 
-    def _migrate(self, write: bool) -> None:
+    def _wal(self, timeout: float = 30.0) -> None:
+        """Switch to WAL. SQLite answers "locked" at once, without waiting, while another process (a second scan
+        started beside this one) creates or switches the same new file: retry for up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _version(self) -> int:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "schema_version" in tables:
             row = self.db.execute("SELECT version FROM schema_version").fetchone()
@@ -153,6 +166,10 @@ class Catalog:
             raise LibraryError(f"{self.path}: an SQLite database, but not an AcousticSense library")
         else:
             version = 0
+        return version
+
+    def _migrate(self, write: bool) -> None:
+        version = self._version()
         if version > SCHEMA_VERSION:
             raise LibraryError(f"{self.path}: schema version {version} was written by a newer AcousticSense (this one reads up to {SCHEMA_VERSION})")
         if version == SCHEMA_VERSION:
@@ -160,6 +177,7 @@ class Catalog:
         if not write:
             raise LibraryError(f"{self.path}: written by an older AcousticSense (schema {version}); `acousticsense scan` upgrades it")
         with self.transaction():
+            version = self._version()  # again, under the write lock: a scan started beside this one may have done it
             if version == 0:
                 self.db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 self.db.execute("INSERT INTO schema_version VALUES (0)")

@@ -75,7 +75,8 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
     not_music = [t for t in tracks if t.label == NOT_MUSIC]
     tracks = [t for t in tracks if t.label != NOT_MUSIC]
     if not tracks:
-        raise DataError(f"{root}: no tracks found")
+        found = f" (only {len(not_music)} {NOT_MUSIC} tracks, which have no genre)" if not_music else ""
+        raise DataError(f"{root}: no labelled music tracks found{found}")
     found = {t.label for t in tracks}
     listed = meta.get("genres") or meta.get("labels")
     labels = [x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found)

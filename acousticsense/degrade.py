@@ -21,8 +21,17 @@ def coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndar
     spectrum = np.fft.rfft(rng.standard_normal(n))
     f = np.arange(len(spectrum), dtype=float)
     f[0] = 1.0
-    x = np.fft.irfft(spectrum / f ** (exponent / 2), n)
-    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+    return unit_rms(np.fft.irfft(spectrum / f ** (exponent / 2), n))
+
+
+def rms(x: np.ndarray) -> float:
+    """Root mean square, in float64 (0 for no samples)."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    """x scaled to RMS 1 (silence stays silence)."""
+    return x / (rms(x) + 1e-12)
 
 
 def hum(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -30,8 +39,7 @@ def hum(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     f0 = 50.0 if rng.random() < 0.5 else 60.0
     t = np.arange(n) / sr
     x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 12))
-    x = x + 0.05 * coloured_noise(n, rng, 1.0)
-    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+    return unit_rms(x + 0.05 * coloured_noise(n, rng, 1.0))
 
 
 def noise(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -43,15 +51,13 @@ def noise(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "babble":
         from .speech import babble
 
-        x = babble(n, sr, rng).astype(np.float64)
-        return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+        return unit_rms(babble(n, sr, rng).astype(np.float64))
     raise ParameterError(f"unknown noise kind {kind!r}; known: {', '.join(NOISE_KINDS)}")
 
 
 def add_noise(x: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
     """x plus `background` scaled to `snr_db` below x's RMS, rescaled so the peak stays within [-1, 1]."""
-    rms = np.sqrt(np.mean(np.asarray(x, np.float64) ** 2))
-    y = x + background[: len(x)] * rms * 10 ** (-snr_db / 20) / (np.sqrt(np.mean(background[: len(x)] ** 2)) + 1e-12)
+    y = x + unit_rms(background[: len(x)]) * rms(x) * 10 ** (-snr_db / 20)
     return (y / max(1.0, np.abs(y).max())).astype(np.float32)
 
 
@@ -61,7 +67,7 @@ def band_limit(x: np.ndarray, sr: int, low_hz: float, high_hz: float) -> np.ndar
     return sosfilt(sos, x).astype(np.float32)
 
 
-CONTAINERS = {"libopus": "ogg", "libmp3lame": "mp3", "aac": "adts", "libvorbis": "ogg", "flac": "flac"}
+CONTAINERS = {"libopus": "ogg", "libmp3lame": "mp3", "aac": "adts", "flac": "flac"}  # the encoders in PyAV's FFmpeg
 
 
 def encode(x: np.ndarray, sr: int, codec: str, bitrate: int) -> bytes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -126,7 +126,7 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
         relevance=relevance,
         mel_db=power_to_db(features.mel[None], pre)[0].cpu().numpy(),
         seconds_per_frame=pre.hop_length / pre.sample_rate,
-        mel_hz=mel_filters(pre).argmax(-1).numpy() * pre.sample_rate / pre.n_fft,
+        mel_hz=mel_filters(replace(pre, preemphasis=0.0)).argmax(-1).numpy() * pre.sample_rate / pre.n_fft,  # band centres
         window_frames=features.frames.tolist(),
         window_width=features.width,
         window_silent=features.silent.tolist(),

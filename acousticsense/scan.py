@@ -52,18 +52,22 @@ class ScanReport:
 
 
 def model_key(bundle: str | os.PathLike | None) -> str:
-    """``model_id@hash``: the bundle's id and the first 12 hex digits of its weights' BLAKE2b (torch not needed).
+    """``model_id@hash``: the bundle's id and 12 hex digits of a BLAKE2b of its weights and its config.json apart
+    from ``metrics`` (torch not needed).
 
-    Two bundles with the same id but other weights (a retrained model) get different keys: their embeddings
-    and results are never mixed.
+    Two bundles with the same id but other weights, labels, preprocessing or calibration (a retrained or
+    recalibrated model) get different keys: their embeddings and results are never mixed. Recording new
+    metrics (`evaluate --record`) keeps the key.
     """
     path = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
     try:
-        model_id = json.loads((path / "config.json").read_text())["model_id"]
+        config = json.loads((path / "config.json").read_text())
+        model_id = config["model_id"]
         weights = next((path / n for n in ("model.safetensors", "model.onnx") if (path / n).is_file()), None)
         if weights is None:
             raise FileNotFoundError("no model.safetensors or model.onnx")
-        return f"{model_id}@{file_hash(weights)[:12]}"
+        settings = json.dumps({k: v for k, v in config.items() if k != "metrics"}, sort_keys=True).encode()
+        return f"{model_id}@{hashlib.blake2b(settings + bytes.fromhex(file_hash(weights)), digest_size=6).hexdigest()}"
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise LibraryError(f"{path}: not a model bundle ({e})") from None
 

@@ -31,7 +31,7 @@ def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)  # words recur within a verse; ~40 kB each
 def speak(text: str, voice: str = "en-us", speed: int = 175, pitch: int = 50, sample_rate: int = ESPEAK_RATE) -> np.ndarray:
     """espeak-ng's rendering of `text` as float32 mono at `sample_rate` (deterministic for the same arguments)."""
     if not have_espeak():

@@ -360,7 +360,7 @@ def _calibrate(out: Path, device: torch.device, batch_size: int, val: _ValSet) -
         conf, pred = torch.stack([aggregate(p, rule) for p in window_probs]).max(-1)
         return ece(conf.numpy(), (pred == targets).numpy())
 
-    temperature = fit_temperature(probs, targets.tolist(), lambda p: aggregate(p, rule))
+    temperature = fit_temperature(probs, targets.tolist())
     probs, others = [scale(p, temperature) for p in probs], [scale(p, temperature) for p in others]
     # a threshold only for a model taught what is not music: without such tracks it would flag real music at random
     threshold = ood_threshold([track_score(p) for p in probs], [track_score(p) for p in others]) if others else None

@@ -160,8 +160,17 @@ def model_card(config: BundleConfig) -> str:
     """Markdown, in words: what the model is, what it learned from, how well it did on data it never saw.
 
     Bundles made by ``acousticsense train`` / ``evaluate --record`` are described from their records; any
-    other provenance (e.g. an imported checkpoint's source) is listed as it is.
+    other provenance (e.g. an imported checkpoint's source) is listed as it is. Records not in the form those
+    commands write (a hand-edited config.json) leave a card of what the config guarantees: name and labels.
     """
+    try:
+        return _model_card(config)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return (f"### About the model\n**{config.model_id}** tells {len(config.labels)} genres apart: {', '.join(config.labels)}.\n\n"
+                "Its provenance and metrics are not recorded in the form `acousticsense train` writes, so they are not shown.")
+
+
+def _model_card(config: BundleConfig) -> str:
     arch, pre, p, m = config.architecture, config.preprocessing, config.provenance, config.metrics
     combine = "averages their probabilities" if config.aggregation == "mean" else "lets them vote"
     lines = [
@@ -201,7 +210,7 @@ def model_card(config: BundleConfig) -> str:
         )
     if _synthetic(data or {}):
         heard = ("General MIDI instruments, synthetic voices and simulated studio production"
-                 if str(data["manifest"].get("synth_version", "1")) >= "2" else "General MIDI instruments only")
+                 if str(data["manifest"].get("synth_version", "1")) != "1" else "General MIDI instruments only")
         lines.append(f"\nIt has only heard rendered music ({heard}), never a real band: on real recordings, treat it as a demo.")
     return "\n".join(lines)
 

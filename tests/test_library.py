@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from acousticsense.audio import load_audio
-from acousticsense.bundle import DEFAULT_BUNDLE, EXAMPLES_DIR
+from acousticsense.bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
 from acousticsense.catalog import SCHEMA_VERSION, Catalog, LibraryError
 from acousticsense.errors import ParameterError
 from acousticsense.scan import model_key, scan
@@ -138,6 +138,17 @@ def test_tracks_of_another_model_are_kept_unless_rescan_model(own_library, tmp_p
     counts = scan(folder, db, other, rescan_model=True).counts
     assert counts["classified"] == 16 and counts["other_model"] == 0
     assert {r["model"] for r in rows(db).values() if r["status"] == "ok"} == {model_key(other)}
+
+
+def test_model_key_follows_weights_and_settings_not_metrics(tmp_path):
+    other = tmp_path / "copy"
+    shutil.copytree(DEFAULT_BUNDLE, other)
+    assert model_key(other) == model_key(None) and model_key(None).startswith(read_config(DEFAULT_BUNDLE).model_id + "@")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"metrics": {"held_out": {"track_accuracy": 0.5}}}))
+    assert model_key(other) == model_key(None)  # new figures, same answers
+    (other / "config.json").write_text(json.dumps(config | {"calibration": {"temperature": 2.0, "ood_threshold": 0.3}}))
+    assert model_key(other) != model_key(None)  # recalibrated: other probabilities, other warnings
 
 
 @pytest.mark.slow
@@ -308,6 +319,16 @@ def test_a_ray_address_that_does_not_answer_is_refused_at_once(tmp_path):
     with pytest.raises(ParameterError, match="expected HOST:PORT"):
         scan(tmp_path / "lib", tmp_path / "library.db", engine="ray", address="nonsense")
     assert time.monotonic() - started < 10
+
+
+def test_processes_creating_one_database_at_once_all_succeed(tmp_path):
+    """The race behind two scans started together on a new --db: both create, switch to WAL and migrate it."""
+    code = ("import sys; from pathlib import Path; from acousticsense.catalog import Catalog\n"
+            "for i in range(15): Catalog(Path(sys.argv[1]) / f'{i}.db').close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert all(Catalog(tmp_path / f"{i}.db", create=False).counts() == {} for i in range(15))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -203,6 +204,9 @@ def test_model_card_speaks_in_words():
     bare = model_card(tiny_config())  # no training record: its provenance as it is
     assert "- trained_on: nothing (random weights for tests)" in bare and "**How well it does:** not measured" in bare
     assert "demo" not in bare
+    for odd in ({"metrics": {"held_out": {"track_accuracy": "high"}}}, {"provenance": {"data": ["x"], "recipe": {"init": "x"}}}):
+        card = model_card(replace(config, **odd))  # a hand-edited config.json: name and labels, never a crash
+        assert card.startswith("### About the model\n**") and "16 genres apart: Blues," in card and "not shown" in card
 
 
 def _result(windows: int, warnings: list[dict[str, str]] = ()) -> Result:

@@ -23,7 +23,7 @@ from acousticsense.evaluate import evaluate
 from acousticsense.features import Preprocessing, db_to_image, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
 from acousticsense.inference import Classifier
 from acousticsense.synth import make_corpus
-from acousticsense.augment import spec_augment
+from acousticsense.augment import NoiseBank, spec_augment
 from acousticsense.data import DataError, Track, read_corpus, split_tracks
 from acousticsense.train import TrainConfig, TrainError, _initial_model, lr_factor, train
 from conftest import frame_windows, music_like, write_audio
@@ -103,6 +103,9 @@ def test_read_corpus_formats(tmp_path):
         read_corpus(tmp_path / "bad.csv")
     with pytest.raises(DataError, match="no such file"):
         read_corpus(tmp_path / "missing")
+    (tmp_path / "speech.csv").write_text("path,label\ntree/Rock/1.wav,_not_music\n")
+    with pytest.raises(DataError, match=r"no labelled music tracks found \(only 1 _not_music tracks"):
+        read_corpus(tmp_path / "speech.csv")
 
 
 def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):
@@ -149,6 +152,17 @@ def test_spec_augment_masks_bands_and_spans():
     assert masked.any() and masked.float().mean() < 0.7
     rows, cols = masked.all(dim=2), masked.all(dim=1)  # whole mel bands, whole time spans
     assert bool((rows.any(1) | cols.any(1)).all())
+
+
+def test_noise_bank_mixes_at_the_drawn_snr_even_for_long_windows():
+    pre = Preprocessing(sample_rate=8000, window_seconds=60.0, n_fft=256, hop_length=128, n_mels=32)
+    bank = NoiseBank(pre, seed=1, kinds=("white", "pink"))
+    torch.manual_seed(0)
+    power = torch.rand(3, 32, frames_per_window(pre)) + 0.5  # windows longer than NOISE_SECONDS
+    noisy = bank.add(power, prob=1.0, snr_db=(10.0, 10.0))
+    added = (noisy - power).mean((1, 2)) / power.mean((1, 2))
+    assert torch.allclose(added, torch.full((3,), 0.1), rtol=1e-3)  # noise power 10 dB below each window's
+    assert torch.equal(bank.add(power, prob=0.0), power)
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():

@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from ..data import NOT_MUSIC
 from ..errors import ParameterError
+from ..speech import have_espeak
 from .arrange import SAMPLE_RATE, SYNTH_VERSION, clip_params, clip_seed
 from .not_music import KINDS, not_music_seed, render_not_music
 from .render import render_clip
 from .soundfonts import TRAIN_SOUNDFONTS, soundfont_names
-from .styles import GENRES, parse_genres, slug
+from .styles import GENRES, STYLES, parse_genres, slug
 
 MANIFEST_COLUMNS = ("path", "label", "index", "seed", "rng_seed", "tempo", "meter", "key", "mode", "scale", "progression",
                     "swing", "drums", "programs", "soundfont", "voices", "drive", "pump", "lofi", "reverb_rt60",
@@ -98,6 +99,9 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
     if per_genre < 1 or not seconds > 0 or seed < 0 or not_music < 0:
         raise ParameterError(f"need per_genre >= 1, seconds > 0, seed >= 0 and not_music >= 0 "
                              f"(got {per_genre}, {seconds}, {seed}, {not_music})")
+    spoken = [g for g in names if any(part.role == "rap" for part in STYLES[g].parts)] + ["not-music speech"] * bool(not_music)
+    if spoken and not have_espeak():  # before anything is written, not in a worker half-way through
+        raise ParameterError(f"{', '.join(dict.fromkeys(spoken))} need espeak-ng for their voices: apt-get install espeak-ng")
     pool, out = soundfont_names(soundfonts), Path(out_dir)
     config = {"synth_version": SYNTH_VERSION, "seed": seed, "seconds": float(seconds), "sample_rate": SAMPLE_RATE,
               "soundfonts": list(pool)}

@@ -62,7 +62,8 @@ def _noise(n: int, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]
     x = noise(kind, n, sr, rng)
     band = None
     if rng.random() < 0.4:  # filtered: wind, rumble, hiss
-        lo, hi = sorted(np.exp(rng.uniform(np.log(40), np.log(9000), 2)))
+        top = min(9000.0, 0.44 * sr)  # band edges below the 0.45 sr the filter is capped at, at any sample rate
+        lo, hi = sorted(np.exp(rng.uniform(np.log(40), np.log(top), 2)))
         band = (round(float(lo)), round(float(max(hi, lo * 1.5))))
         x = sosfilt(butter(2, [band[0], min(band[1], 0.45 * sr)], "bandpass", fs=sr, output="sos"), x)
     return x.astype(np.float32), {"noise": kind, "band_hz": band}

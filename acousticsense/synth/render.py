@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import Sequence
 
 import numpy as np
 from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 
+from ..degrade import rms
 from ..errors import ParameterError
 from .arrange import SAMPLE_RATE, Stem, _arrange, _streams, clip_params
 from .soundfonts import TRAIN_SOUNDFONTS, soundfont_path
 from .theory import KICK
 from .voice import spoken_verse, sung_line
 
-SYNTH_GAIN = 0.25  # FluidSynth master gain; stems come back as int16: headroom for loud kits, bits for quiet parts
+SYNTH_GAIN = 0.25  # FluidSynth master gain: headroom for loud kits
 PEAK = 0.99
 GUITARS = range(24, 32)  # GM guitar programs: the ones a drive setting distorts
+
+
+def _float_synth(fluidsynth) -> type:
+    """pyfluidsynth's Synth with float output. Its own `get_samples` asks for int16, which FluidSynth dithers from a
+    table seeded by the C library's rand() once per process: the same clip then differs between processes."""
+    write = fluidsynth._fl.fluid_synth_write_float
+    write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    write.restype = ctypes.c_int
+
+    class FloatSynth(fluidsynth.Synth):
+        def get_samples(self, len: int = 1024) -> np.ndarray:  # noqa: A002 - pyfluidsynth's signature
+            """`len` stereo frames, interleaved, as float in [-1, 1]."""
+            buf = np.zeros(2 * len, np.float32)
+            if write(self.synth, len, buf.ctypes.data, 0, 2, buf.ctypes.data, 1, 2) != 0:
+                raise ParameterError("FluidSynth could not render")
+            return buf
+
+    return FloatSynth
 
 
 def _render_stems(stems: list[Stem], sample_rate: int, n: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -26,8 +47,8 @@ def _render_stems(stems: list[Stem], sample_rate: int, n: int, rng: np.random.Ge
     except ImportError as e:  # pyfluidsynth missing, or Debian's libfluidsynth3
         raise ParameterError(f"rendering needs FluidSynth ({e}): pip install 'acousticsense[synth]' and apt-get install libfluidsynth3") from None
 
-    synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=float(sample_rate),
-                             **{"synth.reverb.active": 0, "synth.chorus.active": 0})
+    synth = _float_synth(fluidsynth)(gain=SYNTH_GAIN, samplerate=float(sample_rate),
+                                     **{"synth.reverb.active": 0, "synth.chorus.active": 0})
     try:
         ids = {}
         for name in dict.fromkeys(s.soundfont for s in stems if s.voice is None):
@@ -45,7 +66,7 @@ def _render_stems(stems: list[Stem], sample_rate: int, n: int, rng: np.random.Ge
                 x = 0.5 * sung_line([(a.start, a.end, a.pitch, a.velocity) for a in notes], stem.voice, rng, n, sample_rate)
             else:
                 synth.system_reset()
-                x = stem.inst.fluidsynth(synthesizer=synth, sfid=ids[stem.soundfont]) / 32768.0
+                x = stem.inst.fluidsynth(synthesizer=synth, sfid=ids[stem.soundfont])
             waves.append(stem.gain * np.pad(x[:n], (0, max(0, n - len(x)))))
     finally:
         synth.delete()
@@ -58,7 +79,7 @@ def drive(x: np.ndarray, amount: float) -> np.ndarray:
     if amount <= 0 or not np.any(x):
         return x
     y = np.tanh(amount * x / (np.abs(x).max() + 1e-12))
-    return y * _rms(x) / max(_rms(y), 1e-12)
+    return y * rms(x) / max(rms(y), 1e-12)
 
 
 def compress(x: np.ndarray, sr: int, ratio: float, threshold_db: float, time_ms: float) -> np.ndarray:
@@ -130,10 +151,6 @@ def _eq(x: np.ndarray, sr: int, highpass: float, lowpass: float, tilt: float) ->
     return (1 - tilt) * low + (1 + tilt) * (x - low)
 
 
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x ** 2))) if len(x) else 0.0
-
-
 def _finish(mix: np.ndarray, params: dict, rng: np.random.Generator, sr: int) -> np.ndarray:
     """Reverb, crop, EQ, background noise at the planned SNR and loudness normalisation (peak <= PEAK)."""
     fx, n, start = params["effects"], round(params["seconds"] * sr), round(params["start"] * sr)
@@ -141,8 +158,8 @@ def _finish(mix: np.ndarray, params: dict, rng: np.random.Generator, sr: int) ->
     x = np.pad(x[start:start + n], (0, max(0, n - len(x[start:start + n]))))
     x = _eq(x, sr, fx["highpass_hz"], fx["lowpass_hz"], fx["tilt"])
     noise = sosfilt(butter(1, min(fx["noise_lowpass_hz"], 0.45 * sr), fs=sr, output="sos"), rng.standard_normal(n))
-    x = x + noise * _rms(x) / max(_rms(noise), 1e-12) * 10 ** (-fx["noise_snr_db"] / 20)
-    level = _rms(x)
+    x = x + noise * rms(x) / max(rms(noise), 1e-12) * 10 ** (-fx["noise_snr_db"] / 20)
+    level = rms(x)
     if level > 0:
         x *= 10 ** (fx["loudness_dbfs"] / 20) / level
         x *= min(1.0, PEAK / np.max(np.abs(x)))
