@@ -17,7 +17,7 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-model: setup  # regenerate the corpus and retrain the built-in model (about 65 min on 2 CPU cores)
+model: setup  # regenerate the corpus and retrain the built-in model (55-65 min on 2 CPU cores)
 	BIN=$(BIN) bash scripts/make_model.sh
 
 clean:

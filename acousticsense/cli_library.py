@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import DeviceOpt, ModelOpt, app, fail
+from .cli import DeviceOpt, ModelOpt, app, fail, share_cores_with_decoders
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The library database (SQLite).")]
@@ -38,6 +38,7 @@ def scan(
     """
     from tqdm import tqdm
 
+    share_cores_with_decoders()
     from .scan import scan as run_scan
 
     bar = tqdm(unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)

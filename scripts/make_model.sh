@@ -3,7 +3,7 @@
 # held-out corpus rendered with another seed, and install the bundle as acousticsense/assets/default_model.
 # The corpus: two SoundFonts (TimGM6mb, FluidR3_GM), voices, production chains, plus speech/noise/tone clips
 # taught as "no genre"; training adds background noise to half the windows and ends by calibrating.
-# On this project's 2-core CPU the whole run takes about 58 minutes (BENCHMARKS.md); a GPU is used when present.
+# On this project's 2-core CPU the whole run takes 55-65 minutes (BENCHMARKS.md); a GPU is used when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

@@ -268,3 +268,14 @@ def test_ctrl_c_keeps_the_results_written_so_far(tiny_bundle, clip_mp3, tmp_path
     assert "Traceback" not in err and proc.returncode != 0
     leftovers = subprocess.run(["pgrep", "-f", f"acousticsense.cli predict {clip_mp3}"], capture_output=True, text=True).stdout
     assert not leftovers.strip()
+
+
+def test_many_file_commands_let_the_decode_workers_have_the_cores():
+    """`predict` of several files and `scan` ask torch's OpenMP threads to sleep, not spin, between operations; only
+    before torch loads (there it is read once), and a value the user set stays."""
+    code = ("import os, sys; from acousticsense.cli import share_cores_with_decoders; share_cores_with_decoders(); "
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()  # noqa: E731
+    assert run(env) == ["PASSIVE", "False"]
+    assert run({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "False"]

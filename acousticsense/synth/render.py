@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ PEAK = 0.99
 GUITARS = range(24, 32)  # GM guitar programs: the ones a drive setting distorts
 
 
+@functools.cache
 def _float_synth(fluidsynth) -> type:
     """pyfluidsynth's Synth with float output. Its own `get_samples` asks for int16, which FluidSynth dithers from a
     table seeded by the C library's rand() once per process: the same clip then differs between processes."""
@@ -30,7 +32,7 @@ def _float_synth(fluidsynth) -> type:
 
     class FloatSynth(fluidsynth.Synth):
         def get_samples(self, len: int = 1024) -> np.ndarray:  # noqa: A002 - pyfluidsynth's signature
-            """`len` stereo frames, interleaved, as float in [-1, 1]."""
+            """`len` stereo frames, interleaved, as float (full scale 1.0)."""
             buf = np.zeros(2 * len, np.float32)
             if write(self.synth, len, buf.ctypes.data, 0, 2, buf.ctypes.data, 1, 2) != 0:
                 raise ParameterError("FluidSynth could not render")
