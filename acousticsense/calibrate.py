@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -29,6 +31,8 @@ def fit_temperature(window_probs: list[torch.Tensor], targets: list[int]) -> flo
     genre, every track weighing the same. Per window, as temperature scaling is defined: the NLL of the tracks'
     mean probabilities can fall as T -> 0 when windows disagree (it then rewards vote shares), and vote shares
     do not change with T at all."""
+    if not window_probs:
+        return 1.0
     logits = [p.clamp_min(1e-30).log() for p in window_probs]  # logits up to a shift per window
 
     def nll(t: float) -> float:
@@ -93,7 +97,7 @@ def ood_threshold(music: list[float], not_music: list[float]) -> float:
     """The threshold on track scores: flags at most `MUSIC_FLAG_RATE` of validation music and, if the two sets
     separate, sits half-way (geometrically) between the highest not-music score and that music quantile."""
     # "lower"/"higher": observed scores, so a small validation set never flags more music than the rate allows
-    floor = float(np.quantile(music, MUSIC_FLAG_RATE, method="lower")) if music else 0.0
+    floor = math.floor(float(np.quantile(music, MUSIC_FLAG_RATE, method="lower")) * 1e4) / 1e4 if music else 0.0
     if not_music:
         top = float(np.quantile(not_music, 0.99, method="higher"))
         if top < floor:

@@ -4,7 +4,7 @@ Schema (version :data:`SCHEMA_VERSION`; :data:`MIGRATIONS` brings an older file 
 
 ``tracks``
     one row per file: ``path`` (absolute, unique), ``size``, ``mtime_ns``, ``hash`` (BLAKE2b-128 of the bytes),
-    ``status`` (``ok`` | ``silent`` | ``failed``), ``error``, ``model`` (``model_id@weights-hash``), ``duration``
+    ``status`` (``ok`` | ``silent`` | ``failed``), ``error``, ``model`` (``model_id@hash``: see ``scan.model_key``), ``duration``
     (seconds), ``genre`` / ``probability`` (the top genre), ``top_k`` (JSON ``[[label, p], ...]``), ``timeline``
     (JSON ``[[start, end, label|null, p], ...]``), ``warnings`` (JSON), ``embedding`` (float32 bytes, L2-normalised:
     the ViT's pooled representation averaged over the track's windows), ``tag`` (the genre written into the file's
@@ -178,6 +178,8 @@ class Catalog:
             raise LibraryError(f"{self.path}: written by an older AcousticSense (schema {version}); `acousticsense scan` upgrades it")
         with self.transaction():
             version = self._version()  # again, under the write lock: a scan started beside this one may have done it
+            if version >= SCHEMA_VERSION:
+                return self._migrate(write)  # done meanwhile (or by a newer AcousticSense: refused there)
             if version == 0:
                 self.db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 self.db.execute("INSERT INTO schema_version VALUES (0)")

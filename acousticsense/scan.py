@@ -57,7 +57,8 @@ def model_key(bundle: str | os.PathLike | None) -> str:
 
     Two bundles with the same id but other weights, labels, preprocessing or calibration (a retrained or
     recalibrated model) get different keys: their embeddings and results are never mixed. Recording new
-    metrics (`evaluate --record`) keeps the key.
+    metrics (`evaluate --record`) keeps the key of a bundle this package wrote (a hand-written config.json is
+    rewritten in full, so its key changes once).
     """
     path = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
     try:

@@ -50,6 +50,7 @@ def test_temperature_of_tracks_whose_windows_disagree_softens():
     tracks = [torch.stack([right, right, wrong]).roll(k, -1) for k in range(3)] * 4
     t = fit_temperature(tracks, [0, 1, 2] * 4)
     assert 1.2 < t < 5 and scale(right[None], t)[0, 0] == pytest.approx(2 / 3, abs=0.03)
+    assert fit_temperature([], []) == 1.0  # nothing to fit: no scaling
 
 
 def test_threshold_and_warnings():
@@ -58,6 +59,7 @@ def test_threshold_and_warnings():
     music = np.linspace(0.6, 0.99, 40)
     threshold = ood_threshold(list(music), [0.1] * 40)  # a small validation set: at most 1 % of it (none) flagged
     assert np.mean(music < threshold) == 0 and threshold > 0.1
+    assert ood_threshold([0.12345, 0.9] * 20, []) == 0.1234  # rounded down: the lowest music score is not flagged
     uniform = torch.full((6, 4), 0.25)
     confident = torch.tensor([[0.9, 0.05, 0.03, 0.02]] * 6)
     split = torch.tensor([[0.9, 0.05, 0.03, 0.02], [0.05, 0.9, 0.03, 0.02]] * 3)  # sure of each window, not of the track
