@@ -31,12 +31,15 @@ def fit_temperature(window_probs: list[torch.Tensor], targets: list[int]) -> flo
     genre, every track weighing the same. Per window, as temperature scaling is defined: the NLL of the tracks'
     mean probabilities can fall as T -> 0 when windows disagree (it then rewards vote shares), and vote shares
     do not change with T at all."""
-    if not window_probs:
+    tracks = [(p, y) for p, y in zip(window_probs, targets) if len(p)]  # a track with no sounding window: nothing
+    if not tracks:
         return 1.0
-    logits = [p.clamp_min(1e-30).log() for p in window_probs]  # logits up to a shift per window
+    logits = torch.cat([p for p, _ in tracks]).clamp_min(1e-30).log()  # logits up to a shift per window
+    target = torch.cat([torch.full((len(p),), y) for p, y in tracks])
+    weight = torch.cat([torch.full((len(p),), 1 / len(p)) for p, _ in tracks]) / len(tracks)
 
     def nll(t: float) -> float:
-        return float(np.mean([-torch.log_softmax(z / t, -1)[:, y].mean() for z, y in zip(logits, targets)]))
+        return float(-(torch.log_softmax(logits / t, -1)[torch.arange(len(target)), target] * weight).sum())
 
     losses = [nll(float(t)) for t in TEMPERATURES]
     return round(float(TEMPERATURES[int(np.argmin(losses))]), 4)
