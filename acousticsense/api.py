@@ -17,8 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import AcousticSenseError, ParameterError
 from .explain import Explanation, explain, relevance_png
-from .inference import Classifier, Result
+from .inference import Classifier
 from .options import DEFAULT_TOP_K, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
+from .results import Result
 
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
 EXPLAIN_BANDS, EXPLAIN_COLUMNS = 32, 256  # ?explain=true: the map summed into at most this many mel bands × time columns

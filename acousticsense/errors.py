@@ -17,3 +17,7 @@ class ParameterError(AcousticSenseError):
 
 class BundleError(AcousticSenseError):
     """A model bundle that is missing, malformed, or whose weights do not match its config."""
+
+
+class TrainError(AcousticSenseError):
+    """A training recipe or output directory that cannot be used (message says which and why)."""

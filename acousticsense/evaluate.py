@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from .calibrate import ECE_BINS, ece, plot_reliability, reliability
 from .data import DataError, read_corpus
-from .inference import Classifier, Failure
+from .inference import Classifier
 from .options import DEFAULT_BATCH_SIZE
+from .results import Failure
 
 REPORT_NAME = "report.json"
 FIGURE_NAME = "confusion.png"

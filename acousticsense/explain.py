@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from .audio import AudioSource
 from .errors import AudioError, ParameterError
 from .features import db_to_image, mel_filters, power_to_db
-from .inference import Classifier, Features, aggregate
+from .inference import Classifier, Features
+from .results import aggregate
 
 METHODS = ("grad_rollout", "rollout", "input_x_grad")
 DEFAULT_METHOD = "grad_rollout"

@@ -7,16 +7,9 @@ training validation): :meth:`~Classifier.preprocess` (decode, mel, windows, sile
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
 import os
-import signal
-import sys
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal, overload
 
@@ -27,6 +20,7 @@ from . import options as limits
 from .audio import Audio, AudioSource, load_audio, source_name
 from .bundle import Bundle, BundleConfig, load_bundle
 from .calibrate import warnings_for
+from .decoding import decode_ahead
 from .errors import AcousticSenseError, ParameterError
 from .features import (
     Preprocessing,
@@ -39,69 +33,11 @@ from .features import (
     window_levels_db,
 )
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range
+from .results import Failure, Genre, Result, Window, aggregate, guarded, one_line, track_embedding
 
-# Processes (forked: nothing of the caller's script is re-imported), not threads: decoding holds the GIL
-# most of its time, and two decoding threads were slower than one. 0: decode in this process.
-DECODE_WORKERS = min(4, os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 0
-DECODE_AHEAD = 2  # inputs decoded ahead of the model at most: memory stays bounded however many files
+__all__ = ["Classifier", "Features", "Options", "Result", "Failure", "Genre", "Window", "aggregate", "default_device"]
+
 PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass
-class Genre:
-    label: str
-    probability: float
-
-
-@dataclass
-class Window:
-    """One analysed window of the track."""
-
-    start: float  # seconds
-    end: float
-    label: str | None  # None for a silent window
-    probability: float
-    silent: bool
-    probabilities: dict[str, float]
-
-
-@dataclass
-class Result:
-    """What a track was classified as."""
-
-    source: str
-    model_id: str
-    duration: float  # seconds analysed
-    top_k: list[Genre]  # empty when the track is silent
-    timeline: list[Window]
-    silent: bool = False
-    aggregation: str = "mean"
-    warnings: list[dict[str, str]] = field(default_factory=list)  # {"code", "message"}
-    embedding: np.ndarray | None = None  # asked for with ``embed=True``: see :func:`track_embedding`
-
-    @property
-    def label(self) -> str | None:
-        """The top genre, or None for a silent track."""
-        return self.top_k[0].label if self.top_k else None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.embedding is None:
-            del d["embedding"]
-        else:
-            d["embedding"] = self.embedding.tolist()
-        return d
-
-
-@dataclass
-class Failure:
-    """A file that could not be classified, and why."""
-
-    source: str
-    error: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def default_device() -> torch.device:
@@ -255,8 +191,8 @@ class Classifier:
         """Classify many inputs, batching windows across files; yields in input order.
 
         Options are checked at the call (:class:`ParameterError`). Files after the first are decoded by
-        :data:`DECODE_WORKERS` processes while this one computes features and runs the model, at most
-        :data:`DECODE_AHEAD` ahead. Whatever goes wrong with one input (unreadable, too many windows, any
+        :data:`~acousticsense.decoding.DECODE_WORKERS` processes while this one computes features and runs the model, at most
+        :data:`~acousticsense.decoding.DECODE_AHEAD` ahead. Whatever goes wrong with one input (unreadable, too many windows, any
         unexpected error) yields a :class:`Failure` with a one-line reason, and the others go on.
         """
         if isinstance(sources, (str, bytes, bytearray, os.PathLike, np.ndarray)) or callable(getattr(sources, "read", None)):
@@ -274,10 +210,10 @@ class Classifier:
             try:
                 outputs = self.forward(pending, embed=True) if embed else [(p,) for p in self.forward(pending)]
             except Exception as e:  # noqa: BLE001 - reported per file, never lost
-                yield from (Failure(f.source, _one_line(f.source, e)) for f in pending)
+                yield from (Failure(f.source, one_line(f.source, e)) for f in pending)
             else:
                 for f, out in zip(pending, outputs):
-                    yield _guard(f.source, self.postprocess, f, *out)
+                    yield guarded(f.source, self.postprocess, f, *out)
             pending.clear()
 
         for features in self._preprocess_ahead(sources, opts):
@@ -291,54 +227,10 @@ class Classifier:
         yield from flush()
 
     def _preprocess_ahead(self, sources: Iterable[AudioSource], opts: Options) -> Iterator[Features | Failure]:
-        """:meth:`preprocess` of each source, in input order; files are decoded ahead in worker processes.
-
-        A file that kills its worker (FFmpeg crashing on it) becomes its own :class:`Failure`: the files that
-        were in flight with it are decoded again, each in a process of its own, and a new pool takes the rest.
-        """
+        """:meth:`preprocess` of each source, in input order, decoded ahead by :func:`decode_ahead`."""
         pre = opts.pre
-        decode_args = (pre.sample_rate, opts.max_seconds, pre.resampler)
-        ahead: deque[tuple[str, AudioSource, Future | None]] = deque()
-        pool: ProcessPoolExecutor | None = None
-        paths = 0
-
-        def drop_pool(wait: bool = False) -> None:
-            nonlocal pool
-            if pool is not None:
-                pool.shutdown(wait=wait, cancel_futures=True)
-                pool = None
-
-        def ready(name: str, source: AudioSource, decoding: Future | None) -> Features | Failure:
-            if decoding is None:
-                audio = _decode(source, *decode_args)
-            else:
-                try:
-                    audio = decoding.result()
-                except BrokenProcessPool:  # a worker died on this file or on another one in flight
-                    drop_pool()
-                    audio = _decode_alone(source, decode_args)
-            return audio if isinstance(audio, Failure) else _guard(name, self._features, name, audio, opts)
-
-        try:
-            for source in sources:
-                decoding = None
-                if isinstance(source, (str, os.PathLike)):
-                    paths += 1
-                    if DECODE_WORKERS and paths > 1:  # one file alone is decoded here: no pool, no copies
-                        for _ in range(2):  # a pool broken by a file in flight is replaced for the rest
-                            pool = pool or _pool(DECODE_WORKERS)
-                            try:
-                                decoding = pool.submit(_decode, source, *decode_args)
-                                break
-                            except BrokenProcessPool:
-                                drop_pool()
-                ahead.append((source_name(source), source, decoding))
-                if len(ahead) > DECODE_AHEAD:
-                    yield ready(*ahead.popleft())
-            while ahead:
-                yield ready(*ahead.popleft())
-        finally:
-            drop_pool(wait=True)
+        for name, audio in decode_ahead(sources, pre.sample_rate, opts.max_seconds, pre.resampler):
+            yield audio if isinstance(audio, Failure) else guarded(name, self._features, name, audio, opts)
 
     def preprocess(self, source: AudioSource, opts: Options | None = None) -> Features:
         """Decode ``source``, compute its whole-track mel once, place the windows and mark the silent ones.
@@ -462,78 +354,6 @@ class Classifier:
         top = [Genre(labels[i], round(float(track[i]), 6)) for i in order]
         embedding = None if pooled is None else track_embedding(pooled, probs)
         return Result(features.source, self.config.model_id, round(duration, 3), top, timeline, False, self.config.aggregation, warnings, embedding)
-
-
-def _decode(source: AudioSource, *args: Any) -> Audio | Failure:
-    """``load_audio(source, *args)``, or the :class:`Failure` of ``source`` (runs in a worker process)."""
-    return _guard(source_name(source), load_audio, source, *args)
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Forked decoding processes (nothing of the caller's script is re-imported) that leave Ctrl-C to this one
-    and end with it, even when it is killed."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start, initargs=(os.getpid(),))
-
-
-def _worker_start(parent: int) -> None:
-    """A decoding worker ignores Ctrl-C (the parent handles it) and, on Linux, is killed when the parent dies:
-    a forked worker shares the parent's pipes, so it would never see them close and would wait forever."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
-
-
-def _decode_alone(source: AudioSource, args: tuple[Any, ...]) -> Audio | Failure:
-    """:func:`_decode` in a process of its own: if that one dies too, ``source`` is what kills it."""
-    name = source_name(source)
-    with _pool(1) as alone:
-        try:
-            return alone.submit(_decode, source, *args).result()
-        except BrokenProcessPool:
-            return Failure(name, f"{name}: decoding crashed (the decoder process died on this file)")
-
-
-def _guard(name: str, step: Callable[..., Any], *args: Any) -> Any:
-    """``step(*args)``, or the :class:`Failure` of ``name`` if it raises anything."""
-    try:
-        return step(*args)
-    except Exception as e:  # noqa: BLE001 - one file's failure must not cost the others
-        return Failure(name, _one_line(name, e))
-
-
-def _one_line(name: str, e: Exception) -> str:
-    """A one-line reason naming the input: the project's own message, or the unexpected error's type and text."""
-    text = str(e) if isinstance(e, AcousticSenseError) else f"{name}: could not be analysed ({type(e).__name__}: {e})"
-    return " ".join(text.split())
-
-
-def track_embedding(pooled: torch.Tensor, probs: torch.Tensor) -> np.ndarray:
-    """A track's embedding (float32, unit length) from its windows' pooled class tokens and probabilities:
-    the mean class token (unit length) beside the square root of the mean genre distribution (unit length too),
-    scaled by 1/√2 — so the cosine of two tracks is the mean of their class tokens' cosine and of their genre
-    distributions' Bhattacharyya coefficient. Measured in BENCHMARKS.md: same-genre precision@10 0.91 on
-    unseen synthetic music, against 0.87 for the class token alone.
-    """
-    token = torch.nn.functional.normalize(pooled.mean(0), dim=0)
-    return (torch.cat([token, probs.mean(0).clamp(min=0).sqrt()]) / 2**0.5).numpy().astype(np.float32)
-
-
-def aggregate(probs: torch.Tensor, rule: str) -> torch.Tensor:
-    """Track-level distribution from window probabilities (N, C) of non-silent windows.
-
-    ``mean``: the average of the window probabilities. ``vote``: the share of windows
-    whose top-1 is each class, ties broken by the mean probability.
-    """
-    mean = probs.mean(0)
-    if rule == "mean":
-        return mean
-    if rule == "vote":
-        votes = torch.bincount(probs.argmax(-1), minlength=probs.shape[1]).float() / len(probs)
-        return votes + 1e-6 * mean  # tie-break without changing the shares visibly
-    raise ValueError(f"unknown aggregation {rule!r}")
 
 
 def _as_dict(labels: list[str], row: torch.Tensor) -> dict[str, float]:

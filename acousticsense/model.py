@@ -16,6 +16,7 @@ ARCHITECTURES: dict[str, dict[str, int]] = {
     "vit_mini_16": dict(patch_size=16, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768),
 }
 HEAD_TYPES = ("linear", "mlp")
+DEFAULT_ARCH = "vit_ti_16"  # what `train` builds unless told otherwise
 
 
 def build_model(

@@ -40,8 +40,9 @@ import torch
 from .audio import _CONTAINER_OPTIONS, AudioSource, _average_channels, _check_rate, _Counted, _reason, open_failure, open_path, source_name
 from .errors import AcousticSenseError, AudioError, ParameterError
 from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
-from .inference import Classifier, Features, Genre
+from .inference import Classifier, Features
 from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K
+from .results import Genre
 
 URL_PROTOCOLS = ("http", "https", "tcp", "tls")  # what a URL named on the command line may use (no file:, concat:, ...)
 URL_TIMEOUT = 10.0  # seconds without data before a URL stream counts as stalled

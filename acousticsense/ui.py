@@ -22,12 +22,13 @@ from gradio_client import utils as client_utils
 from matplotlib.figure import Figure
 
 from .api import LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
-from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
 from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, BundleConfig, read_config
 from .errors import AcousticSenseError
 from .explain import explain, relevance_figure
 from .features import mel_filters, power_to_db
-from .inference import Features, Result
+from .inference import Features
+from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
+from .results import Result
 
 if TYPE_CHECKING:
     from .library_api import Library

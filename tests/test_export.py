@@ -12,7 +12,8 @@ from acousticsense.bundle import ONNX_NAME, OnnxModel, load_bundle, read_config
 from acousticsense.errors import BundleError
 from acousticsense.export import export_onnx
 from acousticsense.inference import Classifier
-from acousticsense.train import TrainConfig, TrainError, _initial_model
+from acousticsense.pretrained import initial_model
+from acousticsense.train import TrainConfig, TrainError
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_bad_exports_are_clear_errors(exported, tmp_path):
     with pytest.raises(BundleError, match="holds both model.safetensors and model.onnx"):
         load_bundle(broken)
     with pytest.raises(TrainError, match="is an ONNX export; fine-tune the bundle it was exported from \\(tiny-test\\)"):
-        _initial_model(TrainConfig(init=str(out)), ["Blues", "Jazz", "Metal", "Reggae"], progress=False)
+        initial_model(TrainConfig(init=str(out)), ["Blues", "Jazz", "Metal", "Reggae"], progress=False)
 
 
 def test_cli_export_and_predict(tiny_bundle, clip_mp3, tmp_path):

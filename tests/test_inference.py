@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_LABELS, music_like, write_audio
 
-from acousticsense import inference, options
+from acousticsense import decoding, options
 from acousticsense.errors import AudioError, ParameterError
 from acousticsense.inference import Classifier, Failure, aggregate
-from conftest import TINY_LABELS, music_like, write_audio
 
 SR = 22050
 
@@ -136,14 +136,14 @@ def test_top_k_beyond_the_labels_gives_every_label(clf):
 
 
 def test_one_failing_file_never_costs_the_others(clf, clip_mp3, monkeypatch):
-    real = inference.load_audio
+    real = decoding.load_audio
 
     def flaky(source, *args):
         if str(source).endswith("boom.mp3"):
             raise RuntimeError("a bug\nover two lines")
         return real(source, *args)
 
-    monkeypatch.setattr(inference, "load_audio", flaky)
+    monkeypatch.setattr(decoding, "load_audio", flaky)
     results = list(clf.classify_many([clip_mp3, "boom.mp3", clip_mp3]))
     assert [type(r).__name__ for r in results] == ["Result", "Failure", "Result"]
     assert results[1].error == "boom.mp3: could not be analysed (RuntimeError: a bug over two lines)"
@@ -215,14 +215,14 @@ def test_precision_defaults_to_fp32_on_the_cpu_and_bf16_stays_close(tiny_bundle,
 
 def test_a_decoder_crash_in_a_worker_costs_only_its_file(tiny_bundle, clip_mp3, tmp_path, monkeypatch):
     """Files are decoded in worker processes; one that kills its worker (as an FFmpeg crash would) is its own Failure."""
-    real = inference.load_audio
+    real = decoding.load_audio
 
     def crashing(source, *args):
         if str(source).endswith("bad.mp3"):
             os._exit(3)
         return real(source, *args)
 
-    monkeypatch.setattr(inference, "load_audio", crashing)
+    monkeypatch.setattr(decoding, "load_audio", crashing)
     paths = [tmp_path / f"{name}.mp3" for name in ("a", "b", "bad", *"cdefghij")]  # more files than fit in flight
     for path in paths:
         path.write_bytes(clip_mp3.read_bytes())
@@ -270,12 +270,22 @@ def test_ctrl_c_keeps_the_results_written_so_far(tiny_bundle, clip_mp3, tmp_path
     assert not leftovers.strip()
 
 
-def test_many_file_commands_let_the_decode_workers_have_the_cores():
-    """`predict` of several files and `scan` ask torch's OpenMP threads to sleep, not spin, between operations; only
-    before torch loads (there it is read once), and a value the user set stays."""
-    code = ("import os, sys; from acousticsense.cli import share_cores_with_decoders; share_cores_with_decoders(); "
-            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+def test_many_file_commands_let_the_decode_workers_have_the_cores(tiny_bundle, clip_mp3, tmp_path):
+    """`predict` of several files and `scan` ask torch's OpenMP threads to sleep, not spin, between operations (set
+    before torch loads: it reads the variable once); `predict` of one file does not, and a value the user set stays."""
+    code = ("import atexit, os, sys; from acousticsense.cli import main; "
+            "atexit.register(lambda: print('OMP', os.environ.get('OMP_WAIT_POLICY'), file=sys.stderr)); "
+            "sys.argv = ['acousticsense', *sys.argv[1:]]; main()")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()  # noqa: E731
-    assert run(env) == ["PASSIVE", "False"]
-    assert run({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "False"]
+
+    def policy(*args, **extra):
+        out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stderr.split("OMP ")[-1].strip()
+
+    assert policy("predict", clip_mp3, clip_mp3, "--model", tiny_bundle, "--json") == "PASSIVE"
+    assert policy("predict", clip_mp3, "--model", tiny_bundle, "--json") == "None"
+    assert policy("predict", clip_mp3, clip_mp3, "--model", tiny_bundle, "--json", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "a.mp3").write_bytes(clip_mp3.read_bytes())
+    assert policy("scan", tmp_path / "lib", "--db", tmp_path / "lib.db", "--model", tiny_bundle, "--json") == "PASSIVE"

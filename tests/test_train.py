@@ -25,7 +25,8 @@ from acousticsense.inference import Classifier
 from acousticsense.synth import make_corpus
 from acousticsense.augment import NoiseBank, spec_augment
 from acousticsense.data import DataError, Track, read_corpus, split_tracks
-from acousticsense.train import TrainConfig, TrainError, _initial_model, lr_factor, train
+from acousticsense.pretrained import initial_model
+from acousticsense.train import TrainConfig, TrainError, lr_factor, train
 from conftest import frame_windows, music_like, write_audio
 
 SR = 22050
@@ -328,20 +329,20 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(corpus, tmp_pa
 def test_init_from_a_bundle_keeps_or_replaces_the_head(tiny_bundle):
     base = load_bundle(tiny_bundle)
     labels = base.config.labels  # Blues, Jazz, Metal, Reggae
-    model, config, info = _initial_model(TrainConfig(init=str(tiny_bundle)), list(reversed(labels)), progress=False)
+    model, config, info = initial_model(TrainConfig(init=str(tiny_bundle)), list(reversed(labels)), progress=False)
     assert config.labels == labels and not info["head_replaced"]  # same classes: the bundle's order and head
     assert config.preprocessing == base.config.preprocessing  # kept unless overridden
     for key, value in base.model.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
 
-    model, config, info = _initial_model(TrainConfig(init=str(tiny_bundle), window=1.5), ["Polka", "Jazz"], progress=False)
+    model, config, info = initial_model(TrainConfig(init=str(tiny_bundle), window=1.5), ["Polka", "Jazz"], progress=False)
     assert config.labels == ["Polka", "Jazz"] and info["head_replaced"]
     assert model.heads.head.weight.shape == (2, 192) and config.preprocessing.window_seconds == 1.5
     for key, value in base.model.state_dict().items():
         if not key.startswith("heads."):
             assert torch.equal(model.state_dict()[key], value)
     with pytest.raises(TrainError, match="cannot be fine-tuned as vit_s_16"):
-        _initial_model(TrainConfig(init=str(tiny_bundle), arch="vit_s_16"), labels, progress=False)
+        initial_model(TrainConfig(init=str(tiny_bundle), arch="vit_s_16"), labels, progress=False)
 
 
 def test_init_imagenet_offline_is_a_clear_error(monkeypatch, corpus, tmp_path):
@@ -364,7 +365,7 @@ def test_init_imagenet_resizes_position_embeddings(monkeypatch):
     torch.manual_seed(0)
     published = vit_b_16().state_dict()  # stands in for the ImageNet weights (224 px, 1000 classes)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda url, **kwargs: published)
-    model, config, info = _initial_model(TrainConfig(init="imagenet", arch="vit_b_16", image_size=32), ["a", "b", "c"], progress=False)
+    model, config, info = initial_model(TrainConfig(init="imagenet", arch="vit_b_16", image_size=32), ["a", "b", "c"], progress=False)
     state = model.state_dict()
     assert state["encoder.pos_embedding"].shape == (1, 5, 768) and state["heads.head.weight"].shape == (3, 768)
     assert torch.equal(state["encoder.pos_embedding"][:, 0], published["encoder.pos_embedding"][:, 0])  # class token's
