@@ -26,7 +26,7 @@ WORDS = ("yeah", "go", "now", "back", "night", "street", "fly", "real", "time", 
          "money", "city", "ride", "light", "fire", "game", "drop", "rock", "high", "low", "stay", "true", "block", "crew",
          "word", "life", "dream", "gold", "cold", "run", "free", "king", "ice", "sky", "rise", "shine", "check", "mic",
          "bass", "loud", "proud", "style", "smile", "come", "on", "up", "down", "all", "day", "way", "play", "say", "get",
-         "it", "make", "break", "take", "we", "they", "you", "I", "the", "and", "so", "but", "never", "ever", "money")
+         "it", "make", "break", "take", "we", "they", "you", "I", "the", "and", "so", "but", "never", "ever", "more")
 def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from acousticsense.cli import app
 from acousticsense.errors import ParameterError
-from acousticsense.synth import GENRES, SAMPLE_RATE, STYLES, TRAIN_SOUNDFONTS, clip_params, clip_seed, make_corpus, parse_genres, render_clip
+from acousticsense.synth import GENRES, SAMPLE_RATE, STYLES, SYNTH_VERSION, TRAIN_SOUNDFONTS, clip_params, clip_seed, make_corpus, parse_genres, render_clip
 from acousticsense.synth.arrange import _arrange, _streams
 from acousticsense.synth.theory import (
     CHH, CLAP, CLAVES, COMP_RHYTHMS, CONGA_OPEN, DRUM_PATTERNS, KICK, NOTE_NAMES, OHH, RIM, SNARE, scale_fits,
@@ -48,7 +48,7 @@ def test_every_genre_renders_valid_audio(clips):
         assert np.sqrt(np.mean(audio ** 2)) > 0.02, genre  # loudness target is -26..-14 dBFS
         assert np.abs(audio[: SR // 2]).max() > 0.05, genre  # music from the first moment (mid-song excerpt)
         assert json.loads(json.dumps(params)) == params
-        assert (params["genre"], params["synth_version"], params["sample_rate"]) == (genre, "2", SR)
+        assert (params["genre"], params["synth_version"], params["sample_rate"]) == (genre, SYNTH_VERSION, SR)
         lo, hi = STYLES[genre].tempo
         assert lo <= params["tempo"] <= hi
 
@@ -206,7 +206,7 @@ def test_make_corpus_layout_manifest_and_resume(tmp_path):
     assert all(r["seed"] == "3" and float(r["tempo"]) > 0 for r in rows)
     meta = json.loads((out / "manifest.json").read_text())
     assert {k: meta[k] for k in ("synth_version", "seed", "per_genre", "seconds", "sample_rate", "soundfonts", "genres", "complete")} == {
-        "synth_version": "2", "seed": 3, "per_genre": 2, "seconds": 2.0, "sample_rate": SR, "soundfonts": list(TRAIN_SOUNDFONTS),
+        "synth_version": SYNTH_VERSION, "seed": 3, "per_genre": 2, "seconds": 2.0, "sample_rate": SR, "soundfonts": list(TRAIN_SOUNDFONTS),
         "genres": ["Hip-Hop", "R&B"], "complete": True}
     assert [c["path"] for c in meta["clips"]] == wavs
 
@@ -227,6 +227,10 @@ def test_make_corpus_layout_manifest_and_resume(tmp_path):
 
     with pytest.raises(ParameterError, match="other settings"):
         make_corpus(out, workers=1, **{**args, "seed": 4})
+    older = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**older, "synth_version": "2"}))  # clips of another renderer
+    with pytest.raises(ParameterError, match='other settings .*"synth_version": "2"'):
+        make_corpus(out, workers=1, **args)  # never resumed into a mix of the two
 
 
 def test_unknown_genre_is_refused(tmp_path):

@@ -39,7 +39,7 @@ from .theory import (
     scale_fits,
 )
 
-SYNTH_VERSION = "2"  # 2: SoundFont pool, voices, production chains
+SYNTH_VERSION = "3"  # 3: FluidSynth renders in float (no per-process int16 dither); 2: SoundFont pool, voices, production chains
 SAMPLE_RATE = 22050
 VOICED_ROLES = ("vocal", "rap")  # parts that a voice may render instead of a GM patch
 TAIL_S = 0.5  # composed music beyond the end of the clip
