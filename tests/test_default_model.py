@@ -17,8 +17,8 @@ PER_GENRE = 4
 NOT_MUSIC_PER_KIND = 10
 # bounds for the few clips a CI run can afford; the goals (97 %, 5 and 2 points, 95 %, 0.05, 90 % / 2 %) are
 # measured on many more clips by benchmarks/bench_robustness.py (BENCHMARKS.md);
-# measured there: clean 0.925, pink/babble noise at 10 dB -0.17/-0.13, Opus -0.03, MuseScore_General 0.84, ECE 0.07,
-# not music flagged 0.90-0.97 by kind, clean music 0.00. The accuracy goals are not reached yet (see BENCHMARKS.md).
+# measured there: clean 0.925, pink/babble noise at 10 dB -0.12/-0.09, Opus -0.03, MuseScore_General 0.88, ECE 0.06,
+# not music flagged 0.93-1.00 by kind, clean music 0.00. The accuracy goals are not reached yet (see BENCHMARKS.md).
 CLEAN_TOP1, NOISE_DROP, CODEC_DROP, UNHEARD_TOP1, MAX_ECE = 0.8, 0.25, 0.08, 0.6, 0.12
 NOT_MUSIC_FLAGGED, MUSIC_FLAGGED = 0.8, 0.05
 SIZE_LIMIT = 30 * 2**20
@@ -33,8 +33,9 @@ def test_bundle_describes_itself():
     assert held_out["data"]["manifest"]["seed"] == 1 and held_out["tracks"] == 320
     assert held_out["track_accuracy"] >= 0.85 and held_out["track_top5_accuracy"] >= 0.99
     assert held_out["track_ece"] <= 0.05 and held_out["not_music_flagged"] >= 0.9 and held_out["music_flagged"] <= 0.02
-    calibrated = config.metrics["calibrated"]  # fitted on the validation split: the temperature lowered the ECE
-    assert calibrated["val_ece"] < calibrated["val_ece_uncalibrated"] and 0 < config.calibration["ood_threshold"] < 0.5
+    calibrated = config.metrics["calibrated"]  # the temperature minimises the validation windows' NLL: never above T = 1's
+    assert calibrated["val_loss"] <= config.metrics["val_loss"] and 0 < config.calibration["ood_threshold"] < 0.5
+    assert calibrated["val_ece"] <= 0.06 and held_out["window_ece"] <= 0.05
     assert config.provenance["data"]["manifest"]["seed"] == 0  # trained on the seed-0 corpus
     assert not absolute_paths(config.to_dict()), "the bundle names folders of the machine that built it"
 
