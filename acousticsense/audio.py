@@ -8,6 +8,7 @@ or ports, are refused before they are parsed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -31,6 +32,7 @@ MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a 
 MAX_SOURCE_RATE = 768_000  # Hz
 MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
+RESAMPLED_FRAME = 65536  # samples per frame out of the resampler: one Python round trip per 3 s, not per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
 ALLOWED_FORMATS = (
     "aac", "ac3", "aiff", "amr", "ape", "asf", "au", "avi", "caf", "dts", "eac3", "flac", "flv",
@@ -240,7 +242,7 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
                     _check_rate(frame.sample_rate, name)
                     if resampler is not None:
                         _drain(resampler, None, out)
-                    resampler, setup = av.AudioResampler(format="flt", layout="mono", rate=sample_rate), layout
+                    resampler, setup = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, frame_size=RESAMPLED_FRAME), layout
                 _drain(resampler, frame, out)
                 if out.size > limit:
                     break
@@ -248,6 +250,9 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
                 if resampler is not None:
                     _drain(resampler, None, out)
         except (av.FFmpegError, ValueError) as e:
+            if resampler is not None:  # what it holds back (up to one RESAMPLED_FRAME) decoded fine
+                with contextlib.suppress(av.FFmpegError, ValueError):
+                    _drain(resampler, None, out)
             if not out.size:
                 hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
                 raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
