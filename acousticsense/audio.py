@@ -32,7 +32,7 @@ MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a 
 MAX_SOURCE_RATE = 768_000  # Hz
 MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
-RESAMPLED_FRAME = 65536  # samples per frame out of the resampler: one Python round trip per 3 s, not per codec frame
+RESAMPLED_FRAME = 65536  # samples per frame out of the resampler (3 s at 22,050 Hz): fewer Python round trips than one per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
 ALLOWED_FORMATS = (
     "aac", "ac3", "aiff", "amr", "ape", "asf", "au", "avi", "caf", "dts", "eac3", "flac", "flv",
@@ -256,8 +256,9 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
             if not out.size:
                 hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
                 raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
-            of = f" of the {announced:.1f} s announced" if announced > out.size / sample_rate else ""
-            warnings.append(("decode_error", f"decoding stopped on corrupt data after {out.size / sample_rate:.1f} s{of} ({_reason(e)}); the rest is ignored"))
+            if out.size <= limit:  # past the cap the rest was not wanted anyway: only the cut is reported
+                of = f" of the {announced:.1f} s announced" if announced > out.size / sample_rate else ""
+                warnings.append(("decode_error", f"decoding stopped on corrupt data after {out.size / sample_rate:.1f} s{of} ({_reason(e)}); the rest is ignored"))
         else:
             decoded = out.size / sample_rate
             if out.size <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):

@@ -338,6 +338,7 @@ def serve(
     typer.echo(f"AcousticSense on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
     uvicorn.run(app, host=host, port=port)
 
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -230,7 +230,9 @@ class Classifier:
         """:meth:`preprocess` of each source, in input order, decoded ahead by :func:`decode_ahead`."""
         pre = opts.pre
         for name, audio in decode_ahead(sources, pre.sample_rate, opts.max_seconds, pre.resampler):
-            yield audio if isinstance(audio, Failure) else guarded(name, self._features, name, audio, opts)
+            item = audio if isinstance(audio, Failure) else guarded(name, self._features, name, audio, opts)
+            del audio  # the samples are not kept while the model runs (only the mel is needed from here on)
+            yield item
 
     def preprocess(self, source: AudioSource, opts: Options | None = None) -> Features:
         """Decode ``source``, compute its whole-track mel once, place the windows and mark the silent ones.

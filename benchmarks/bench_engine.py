@@ -69,6 +69,7 @@ def main() -> None:
         track = write_track(tmp / "track.mp3", args.seconds)  # mp3: a format librosa.load (soundfile) reads in full
         # ccmusic's layout with random weights, made input-sensitive on the demo's own chunks
         model = build_model("vit_b_16", 16, 224, head={"type": "mlp", "hidden": [289, 110, 42], "dropout": 0.5}).eval()
+        demo_images(track)  # warm-up: librosa's first call compiles with numba (26 s in a fresh venv), not timed
         images, t_demo_pre = timed(lambda: demo_images(track))
         with torch.inference_mode():
             model.heads.head[-1].bias -= model(images).mean(0)
@@ -97,6 +98,7 @@ def main() -> None:
                 variants.append(("onnx int8" if int8 else "onnx", out))
         for name, path in variants:
             clf = Classifier(load_bundle(path), device="cpu", batch_size=8)
+            clf.forward([clf.preprocess(track)])  # warm-up, as for (1)
             features, t_pre = timed(lambda clf=clf: clf.preprocess(track))
             probs, t_fwd = timed(lambda clf=clf, features=features: clf.forward([features])[0])
             same = int((probs.argmax(1) == reference).sum())
@@ -108,6 +110,7 @@ def main() -> None:
 
         # (3) the built-in model
         clf = Classifier.from_bundle(device="cpu")
+        clf.classify(track)  # warm-up
         result, t_one = timed(lambda: clf.classify(track))
         row("(3) built-in model, one track", t_one, len(result.timeline), args.seconds, None)
         folder = tmp / "folder"

@@ -4,7 +4,8 @@
 # The corpus: two SoundFonts (TimGM6mb, FluidR3_GM), voices, production chains, plus speech/noise/tone clips
 # taught as "no genre"; training adds background noise to half the windows and ends by calibrating.
 # On this project's 2-core CPU the whole run takes 55-65 minutes (BENCHMARKS.md); a GPU is used when present.
-# The shipped bundle is such a model fine-tuned 24 more epochs with --noise 0.7 (the command is in BENCHMARKS.md).
+# FINETUNE=1 then fine-tunes the result 24 more epochs (FT_EPOCHS) with --noise 0.7 into $RUN-ft and installs that:
+# the shipped bundle was made that way (BENCHMARKS.md), taking about 25 minutes more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -19,6 +20,14 @@ EPOCHS=${EPOCHS:-55}
 "$BIN/acousticsense" train "$DATA/synth-train" --out "$RUN" --arch vit_mini_16 --image-size 128 --window 8 --hop 4 \
     --epochs "$EPOCHS" --noise 0.5 --batch-size 32 --lr 5e-4 --warmup-epochs 2 --patience 12 --seed 0 ${RESUME:+--resume}
 "$BIN/acousticsense" evaluate "$RUN" "$DATA/synth-heldout" --out "$RUN/heldout" --record
+if [ -n "${FINETUNE:-}" ]; then  # the shipped bundle's last step: 24 more epochs with more background noise
+    FT_RESUME=""
+    if [ -n "${RESUME:-}" ] && [ -f "$RUN-ft/checkpoint.pt" ]; then FT_RESUME=--resume; fi
+    "$BIN/acousticsense" train "$DATA/synth-train" --out "$RUN-ft" --init "$RUN" --epochs "${FT_EPOCHS:-24}" --lr 2e-4 \
+        --warmup-epochs 1 --noise 0.7 --batch-size 32 --patience 12 --seed 0 $FT_RESUME
+    "$BIN/acousticsense" evaluate "$RUN-ft" "$DATA/synth-heldout" --out "$RUN-ft/heldout" --record
+    RUN="$RUN-ft"
+fi
 mkdir -p acousticsense/assets/default_model
 cp "$RUN/config.json" "$RUN/model.safetensors" acousticsense/assets/default_model/
 echo "installed $RUN as acousticsense/assets/default_model"

@@ -159,6 +159,8 @@ def test_corrupt_data_mid_file_is_a_decode_error_warning(tmp_path):
     [(code, message)] = audio.warnings
     assert code == "decode_error" and f"after {audio.duration:.1f} s of the 8.0 s announced" in message
     assert audio.duration > 3.5  # about half the file decodes; what the resampler held back is kept too
+    capped = load_audio(path, SR, max_seconds=3.5)  # the corrupt part lies just past the cap: only the cut is reported
+    assert len(capped.samples) == int(3.5 * SR) and [c for c, _ in capped.warnings] == ["truncated"]
 
 
 def test_sample_rate_change_mid_stream(tmp_path):
