@@ -223,7 +223,7 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
         announced = max(declared, _announced_seconds(container, stream))
         limit = math.inf if max_seconds is None else int(max_seconds * sample_rate)
         out = _Samples(None if max_seconds is None else limit + 1)  # one past the cap: _finish then knows it was cut
-        setup, resampler = None, None
+        setup, resampler, fifo = None, None, None
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # let the resampler count samples; broken timestamps must not skew it
@@ -231,10 +231,13 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
                     if resampler is not None:
                         _drain(resampler, None, out)
                         resampler = setup = None
-                    out.add(_channel_mean(frame))
+                    fifo = _gather(fifo, frame, out)
                     if out.size > limit:
                         break
                     continue
+                if fifo is not None:
+                    _gather(fifo, None, out)
+                    fifo = None
                 if native or (len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels")):  # unnamed (9, 64): no remix matrix
                     frame = _average_channels(frame)
                 layout = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -249,10 +252,14 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
             else:
                 if resampler is not None:
                     _drain(resampler, None, out)
+                if fifo is not None:
+                    _gather(fifo, None, out)
         except (av.FFmpegError, ValueError) as e:
-            if resampler is not None:  # what it holds back (up to one RESAMPLED_FRAME) decoded fine
-                with contextlib.suppress(av.FFmpegError, ValueError):
+            with contextlib.suppress(av.FFmpegError, ValueError):  # what they hold back (up to one RESAMPLED_FRAME) decoded fine
+                if resampler is not None:
                     _drain(resampler, None, out)
+                if fifo is not None:
+                    _gather(fifo, None, out)
             if not out.size:
                 hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
                 raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
@@ -277,6 +284,23 @@ def _channel_mean(frame: av.AudioFrame) -> np.ndarray:
         x = x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused with the file's name later
         return (x[0] if len(x) == 1 else x.mean(axis=0)).astype(np.float32)
+
+
+def _gather(fifo: av.AudioFifo | None, frame: av.AudioFrame | None, out: _Samples) -> av.AudioFifo | None:
+    """Queue ``frame`` (None: flush) and add the channel means of each full RESAMPLED_FRAME to ``out``: one
+    conversion per 65,536 samples instead of one per codec frame (often 1,152). A frame whose format or layout
+    differs from the queued ones flushes them first. Returns the queue to pass next time."""
+    if fifo is not None and (frame is None or fifo.format.name != frame.format.name or fifo.layout.name != frame.layout.name):
+        if fifo.samples:
+            out.add(_channel_mean(fifo.read()))
+        fifo = None
+    if frame is None:
+        return None
+    fifo = fifo or av.AudioFifo()
+    fifo.write(frame)
+    while fifo.samples >= RESAMPLED_FRAME:
+        out.add(_channel_mean(fifo.read(RESAMPLED_FRAME)))
+    return fifo
 
 
 def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:

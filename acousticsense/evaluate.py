@@ -111,16 +111,17 @@ def evaluate(
 
 
 def _flag_rates(corpus, flagged: dict[str, bool], threshold: float | None) -> dict[str, Any]:
-    """How often not-music tracks (overall and by kind) and music tracks carry a FLAGS warning."""
+    """How often not-music tracks (overall and by kind) and music tracks carry a FLAGS warning. A bundle
+    without a threshold flags nothing: its rates are None (not measured), not 0."""
     music = [flagged[str(t.path)] for t in corpus.tracks if str(t.path) in flagged]
     others = [(t.path.name.split(".")[0], flagged[str(t.path)]) for t in corpus.not_music if str(t.path) in flagged]
-    kinds = sorted({k for k, _ in others})
+    kinds = sorted({k for k, _ in others}) if threshold is not None else []
     return {
         "threshold": threshold,
         "music_tracks": len(music),
-        "music_flagged": round(float(np.mean(music)), 4) if music else None,
+        "music_flagged": round(float(np.mean(music)), 4) if music and threshold is not None else None,
         "not_music_tracks": len(others),
-        "not_music_flagged": round(float(np.mean([f for _, f in others])), 4) if others else None,
+        "not_music_flagged": round(float(np.mean([f for _, f in others])), 4) if others and threshold is not None else None,
         "by_kind": {k: round(float(np.mean([f for kk, f in others if kk == k])), 4) for k in kinds},
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -321,18 +322,18 @@ def db_to_image(db: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     x = (db - lo) / (hi - lo).clamp_min(1e-6)
     if pre.flip_frequency:
         x = x.flip(-2)
-    size = (pre.image_size, pre.image_size)
     if pre.colormap:
-        lut = _colormap_lut(pre.colormap).to(x.device)
-        x = lut[(x * 256).long().clamp(0, 255)].permute(0, 3, 1, 2)
+        x = _colormap_lut(pre.colormap).to(x.device)[(x * 256).long().clamp(0, 255)]
     else:
-        x = x[:, None]
+        x = x[..., None]
+    if pre.jpeg_quality:  # 8 bits per channel, as saved; rounding before drawing gives the same pixels, cheaper
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     if pre.render_size:
         x = _rasterize(x, *pre.render_size)
     if pre.jpeg_quality:
         x = _saved_as_jpeg(x, pre.jpeg_quality, pre.image_size)
     else:
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x.permute(0, 3, 1, 2), size=(pre.image_size, pre.image_size), mode="bilinear", antialias=True, align_corners=False)
     x = x.expand(-1, 3, -1, -1)
     mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
@@ -340,30 +341,31 @@ def db_to_image(db: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
 
 
 def _rasterize(x: torch.Tensor, height: float, width: float) -> torch.Tensor:
-    """Draw the cells of ``x`` (B, C, rows, cols) into a height x width plot as matplotlib's Agg does.
+    """Draw the cells of ``x`` (B, rows, cols, C) into a height x width plot as matplotlib's Agg does.
 
     Each pixel takes the cell under its centre (a centre on an edge, within Agg's 1/256-pixel
     precision, the cell before it); the saved image keeps whole pixels, so a fractional height
     loses its fraction at the top and a fractional width at the right.
     """
-    rows = (torch.arange(int(height), dtype=torch.float64) + 0.5 + height % 1) * (x.shape[-2] / height)
-    cols = (torch.arange(int(width), dtype=torch.float64) + 0.5) * (x.shape[-1] / width)
+    rows = (torch.arange(int(height), dtype=torch.float64) + 0.5 + height % 1) * (x.shape[1] / height)
+    cols = (torch.arange(int(width), dtype=torch.float64) + 0.5) * (x.shape[2] / width)
     rows, cols = (torch.ceil(rows - 1e-6) - 1).long().to(x.device), (torch.ceil(cols - 1e-6) - 1).long().to(x.device)
-    return x[..., rows[:, None], cols[None, :]]
+    return x[:, rows[:, None], cols[None, :]]
 
 
 def _saved_as_jpeg(x: torch.Tensor, quality: int, size: int) -> torch.Tensor:
-    """Each image of ``x`` (B, C, H, W in [0, 1]) as a plot saved to JPEG at ``quality`` and read back at ``size`` squared:
-    8 bits, PIL's encoder (as matplotlib saves) and PIL's bilinear resize (as torchvision resizes a PIL image)."""
+    """Each image of ``x`` (B, H, W, C, uint8) as a plot saved to JPEG at ``quality`` and read back at ``size``
+    squared (B, C, size, size in [0, 1]): PIL's encoder (as matplotlib saves) and PIL's bilinear resize (as
+    torchvision resizes a PIL image). PIL lets go of the GIL while it codes, so the images share torch's threads."""
     from PIL import Image
 
-    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = []
-    for image in pixels:
+    def round_trip(image: np.ndarray) -> np.ndarray:
         buf = io.BytesIO()
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buf, format="jpeg", quality=quality)
-        picture = Image.open(buf).resize((size, size), Image.Resampling.BILINEAR)
-        out.append(np.asarray(picture).reshape(size, size, -1))
+        return np.asarray(Image.open(buf).resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, -1)
+
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        out = list(pool.map(round_trip, x.cpu().numpy()))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device).float() / 255
 
 

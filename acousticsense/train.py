@@ -357,13 +357,12 @@ def _calibrate(out: Path, device: torch.device, batch_size: int, val: _ValSet) -
     # a threshold only for a model taught what is not music: without such tracks it would flag real music at random
     threshold = ood_threshold([track_score(p) for p in probs], [track_score(p) for p in others]) if others else None
     clf.config.calibration = {"temperature": temperature, "ood_threshold": threshold}
-    flagged = [bool(warnings_for(p, aggregate(p, rule), threshold)) for p in probs]
-    caught = [bool(warnings_for(p, aggregate(p, rule), threshold)) for p in others]
     measured = {"temperature": temperature, "ood_threshold": threshold,
                 "val_ece_uncalibrated": round(track_ece([scale(p, 1 / temperature) for p in probs]), 4),
-                "val_ece": round(track_ece(probs), 4), "val_music_flagged": round(float(np.mean(flagged)), 4)}
-    if caught:
-        measured["val_not_music_flagged"] = round(float(np.mean(caught)), 4)
+                "val_ece": round(track_ece(probs), 4)}
+    if threshold is not None:  # without one nothing is flagged: no rate to report
+        for key, group in (("val_music_flagged", probs), ("val_not_music_flagged", others)):
+            measured[key] = round(float(np.mean([bool(warnings_for(p, aggregate(p, rule), threshold)) for p in group])), 4)
     clf.config.metrics["calibrated"] = {**(_validate(clf, val) or {}), **{k: v for k, v in measured.items() if k.startswith("val_")}}
     write_config(out, clf.config)
     return measured

@@ -226,6 +226,11 @@ def test_evaluate_on_the_held_out_tracks(trained, corpus, tmp_path):
     assert metrics["val_window_acc"] == round(report["window"]["accuracy"], 5)
     assert metrics["val_ece"] == round(report["calibration"]["track_ece"], 4)
 
+    # this bundle has no not-music threshold (no such clips in its data), so it flags nothing: the rates are not measured, not 0
+    assert read_config(trained).calibration["ood_threshold"] is None and "val_music_flagged" not in metrics
+    assert report["not_music"]["threshold"] is None and report["not_music"]["music_tracks"] == 8
+    assert report["not_music"]["music_flagged"] is None and report["not_music"]["by_kind"] == {}
+
     manifest.write_text(f"path,label\n{val[0].path},Polka\n{val[1].path},Bass\n")
     with pytest.raises(DataError, match="unknown to model bands: Polka"):
         evaluate(trained, manifest)
