@@ -26,6 +26,7 @@ from .ui import PLOT_STYLE, PLOT_WIDTH, UI_TOP_K
 STREAM_EVERY = 0.5  # seconds of recording per chunk the browser sends
 LIVE_HOP = 1.0  # seconds between rankings (the model's hop if that is shorter)
 LIVE_SECONDS = 3600  # one recording is classified for at most this long
+LIVE_STREAMS = 8  # recordings classified at once (each holds its slot until it stops); the model work itself queues in the Engine
 TIMELINE_WINDOWS = 30  # windows the rolling timeline shows
 
 
@@ -109,4 +110,5 @@ def live_tab(engine: Engine) -> None:
                 timeline = gr.Plot(show_label=False, container=False, format="png", elem_id="live-timeline")
         session = gr.State(None)
         mic.start_recording(lambda: (None, None, "Listening…", None), outputs=[ranking, timeline, status, session], queue=False)
-        mic.stream(on_chunk, [mic, session], [ranking, timeline, status, session], stream_every=STREAM_EVERY, time_limit=LIVE_SECONDS, show_progress="hidden")
+        mic.stream(on_chunk, [mic, session], [ranking, timeline, status, session], stream_every=STREAM_EVERY, time_limit=LIVE_SECONDS,
+                   concurrency_limit=LIVE_STREAMS, show_progress="hidden")

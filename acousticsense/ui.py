@@ -258,6 +258,9 @@ def failed(message: str, level: int = logging.INFO) -> tuple[Any, ...]:
     return cleared(f"⚠️ {message}")
 
 
+FILE_INPUTS = (gr.Audio, gr.File, gr.Image, gr.Video, gr.UploadButton, gr.Gallery, gr.Model3D)  # inputs a request can name a path for
+
+
 def only_uploads(component: gr.components.Component, allowed_dir: Path) -> gr.components.Component:
     """Make ``component`` take only files already in Gradio's upload cache or in ``allowed_dir`` (the examples).
 
@@ -338,7 +341,6 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
 
     with gr.Blocks(title="AcousticSense", delete_cache=(600, 3600)) as ui:
         audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-in", render=False)
-        only_uploads(audio_in, examples_dir)
         results = [
             gr.Markdown(elem_id="summary", render=False),
             gr.Label(num_top_classes=UI_TOP_K, label="Top genres", elem_id="genres", render=False),
@@ -380,6 +382,8 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
         button.click(cleared, outputs=results, queue=False, show_progress="hidden").then(analyse, audio_in, results, show_progress_on=summary)
         summary.change(None, summary, js=SCROLL_TO_RESULTS)
         ui.load(api_help, outputs=api_md, queue=False, show_progress="hidden")
+    for block in {id(b): b for fn in ui.fns.values() for b in fn.inputs if isinstance(b, FILE_INPUTS)}.values():
+        only_uploads(block, examples_dir)  # every tab's file inputs (the Live tab's microphone too), not only the first one
     return ui
 
 

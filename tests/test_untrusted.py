@@ -320,11 +320,18 @@ def test_stdin_and_pipes_are_read(clip_mp3, tiny_bundle):
     assert closed.returncode == 2 and closed.stderr.strip() == "error: '-': standard input is closed"
 
 
-def gradio_call(base: str, value: dict) -> str:
-    """One call of the page's ``analyse`` event through Gradio's HTTP API; returns the event stream's text."""
-    r = httpx.post(f"{base}/gradio_api/call/analyse", json={"data": [value]}, timeout=30)
+def gradio_call(base: str, value: dict, event: str = "analyse") -> str:
+    """One call of a page event (``analyse``; ``on_chunk``: the Live tab's microphone stream) through Gradio's HTTP
+    API; returns the event stream's text up to its first answer (a stream stays open for its next chunk)."""
+    r = httpx.post(f"{base}/gradio_api/call/{event}", json={"data": [value]}, timeout=30)
     r.raise_for_status()
-    return httpx.get(f"{base}/gradio_api/call/analyse/{r.json()['event_id']}", timeout=30).text
+    text, start = "", time.monotonic()
+    with httpx.stream("GET", f"{base}/gradio_api/call/{event}/{r.json()['event_id']}", timeout=30) as answer:
+        for line in answer.iter_lines():  # Gradio sends a heartbeat every 15 s while nothing else comes
+            text += line + "\n"
+            if (line.startswith("data:") and not line.startswith("data: null")) or time.monotonic() - start > 30:
+                break
+    return text
 
 
 def test_the_web_page_reads_only_what_was_uploaded_to_it(tiny_bundle, probe, secret, clip_mp3, tmp_path, capfd):
@@ -337,8 +344,17 @@ def test_the_web_page_reads_only_what_was_uploaded_to_it(tiny_bundle, probe, sec
             text = gradio_call(base, {"path": str(path), "meta": {"_type": "gradio.FileData"}})
             assert "event: error" in text and "only clips uploaded to this page can be classified" in text, (path, text)
             assert time.monotonic() - start < 5, path  # nothing waited on the FIFO or read /dev/zero
+        for path in (secret, "/etc/passwd", f"{probe.url}/x.wav"):  # the Live tab's microphone input too
+            text = gradio_call(base, {"path": str(path), "meta": {"_type": "gradio.FileData"}}, "on_chunk")
+            assert "event: error" in text and "only clips uploaded to this page can be classified" in text, (path, text)
         uploaded = httpx.post(f"{base}/gradio_api/upload", files={"files": ("clip.mp3", clip_mp3.read_bytes())}, timeout=30).json()[0]
         text = gradio_call(base, {"path": uploaded, "meta": {"_type": "gradio.FileData"}})
         assert "event: complete" in text and "clip.mp3" in text and "analysed in" in text, text
+        # a Live stream holds its slot until it stops: another visitor's recording is still heard meanwhile
+        chunk = httpx.post(f"{base}/gradio_api/upload", files={"files": ("chunk.wav", wav(SR, pcm16(music_like(10.0, SR)[0])))}, timeout=30).json()[0]
+        for _ in range(2):
+            start = time.monotonic()
+            text = gradio_call(base, {"path": chunk, "meta": {"_type": "gradio.FileData"}}, "on_chunk")
+            assert "event: generating" in text and "heard" in text and time.monotonic() - start < 20, text
     assert probe.hits == 0
     assert "Traceback" not in capfd.readouterr().err
