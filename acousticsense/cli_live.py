@@ -53,7 +53,8 @@ def stream_command(
         clf = _live_classifier(model, device, threads)
         rate = clf.config.preprocessing.sample_rate
         chunks = decode_stream(sys.stdin.buffer if source == "-" else source, rate, allow_url=True)  # the user typed this URL
-        return classify_stream(clf, _paced(chunks, rate) if realtime else chunks, top_k, smoothing, hop)
+        name = "<stdin>" if source == "-" else source
+        return classify_stream(clf, _paced(chunks, rate) if realtime else chunks, top_k, smoothing, hop, name, _warn)
 
     _print_updates(updates, as_json)
 
@@ -77,7 +78,7 @@ def listen(
 
         clf = _live_classifier(model, model_device, threads)
         mic = microphone_chunks(int(device) if device and device.isdigit() else device, clf.config.preprocessing.sample_rate)
-        return classify_stream(clf, mic, top_k, smoothing, hop)
+        return classify_stream(clf, mic, top_k, smoothing, hop, "microphone", _warn)
 
     if list_devices:
         from .stream import import_sounddevice
@@ -85,6 +86,10 @@ def listen(
         typer.echo(import_sounddevice().query_devices())
         return
     _print_updates(updates, as_json)
+
+
+def _warn(code: str, message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
 def _live_classifier(model, device: str | None, threads: int | None):  # noqa: ANN001, ANN202

@@ -25,6 +25,7 @@ Sources: :func:`decode_stream` (a file, a pipe such as stdin, or a URL the user 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
@@ -37,7 +38,7 @@ import av
 import numpy as np
 import torch
 
-from .audio import _CONTAINER_OPTIONS, AudioSource, _average_channels, _check_rate, _Counted, _reason, open_failure, open_path, source_name
+from .audio import _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, open_failure, open_path, source_name
 from .errors import AcousticSenseError, AudioError, ParameterError
 from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
@@ -82,10 +83,15 @@ class _WindowFeatures(Features):
 class LiveClassifier:
     """Incremental classification of one stream of mono float32 samples at the model's rate (see the module doc)."""
 
-    def __init__(self, clf: Classifier, top_k: int = DEFAULT_TOP_K, smoothing: float = DEFAULT_SMOOTHING, hop: float | None = None, source: str = "<stream>"):
+    def __init__(
+        self, clf: Classifier, top_k: int = DEFAULT_TOP_K, smoothing: float = DEFAULT_SMOOTHING, hop: float | None = None, source: str = "<stream>",
+        on_warning: Callable[[str, str], None] | None = None,
+    ):  # fmt: skip
         if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 < smoothing <= 1:
             raise ParameterError(f"smoothing must be a number above 0 and at most 1, not {smoothing!r}")
         self.clf, self.options, self.smoothing, self.source = clf, clf.options(top_k, hop=hop), float(smoothing), source
+        self.on_warning = on_warning  # called with (code, message) the first time a stream is scaled down (``extreme_level``)
+        self.gain = 1.0  # applied to what arrives: below 1 once samples came far above full scale
         pre = self.pre = self.options.pre
         self._hl, self._width, self._context = pre.hop_length, frames_per_window(pre), -(-(pre.n_fft // 2) // pre.hop_length)
         self.capacity = 2 * (pre.window_samples + pre.n_fft + (self._context + 4) * self._hl)
@@ -107,7 +113,7 @@ class LiveClassifier:
         if self._done:
             raise ParameterError("push() after finish(): start a new LiveClassifier")
         arrived = time.perf_counter()
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        x = self._level(samples)
         updates: list[Update] = []
         i = 0
         while i < len(x):
@@ -126,6 +132,29 @@ class LiveClassifier:
                 updates += self._classify(starts, self.total, arrived)
             self._trim()
         return updates
+
+    def _level(self, samples: np.ndarray) -> np.ndarray:
+        """``samples`` as float32 at the stream's gain. NaN or infinite samples end the stream (:class:`AudioError`);
+        samples above ``MAX_PEAK`` times full scale lower the gain so they reach full scale, and what is held with it, as
+        offline analysis scales a whole track (spectrograms are relative to each window's peak: rankings stay the same)."""
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+            x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not len(x):
+            return x
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad = int((~np.isfinite(x)).sum())
+            raise AudioError(f"{self.source}: contains {bad} NaN or infinite samples at {self.total / self.pre.sample_rate:.1f} s "
+                             "(or values beyond the float32 range, ±3.4e38)")  # fmt: skip
+        peak = max(hi, -lo) * self.gain
+        if peak > MAX_PEAK:
+            if self.gain == 1.0 and self.on_warning is not None:
+                self.on_warning("extreme_level", f"{self.source}: samples reach {peak:.3g} times full scale; the audio was scaled down to full scale")
+            self.gain /= peak
+            self._buf[self._lo : self._hi] /= np.float32(peak)
+            if self._peak is not None:
+                self._peak = self._peak / peak**2
+        return x * np.float32(self.gain) if self.gain != 1.0 else x
 
     def finish(self) -> list[Update]:
         """The end of the stream: the windows offline analysis places at the track's end (none if nothing came)."""
@@ -204,14 +233,15 @@ class LiveClassifier:
 
 
 def classify_stream(
-    clf: Classifier, chunks: Iterable[np.ndarray], top_k: int = DEFAULT_TOP_K, smoothing: float = DEFAULT_SMOOTHING, hop: float | None = None
+    clf: Classifier, chunks: Iterable[np.ndarray], top_k: int = DEFAULT_TOP_K, smoothing: float = DEFAULT_SMOOTHING, hop: float | None = None,
+    source: str = "<stream>", on_warning: Callable[[str, str], None] | None = None,
 ) -> Iterator[Update]:
     """The updates of a stream of chunks (mono float32 at the model's rate), as they come; the end's at the end.
 
     Options are checked at the call (:class:`ParameterError`). A source that fails mid-way
     (:class:`AcousticSenseError`: a stall, corrupt data) first yields the end windows of what arrived, then raises.
     """
-    return _updates(LiveClassifier(clf, top_k, smoothing, hop), chunks)
+    return _updates(LiveClassifier(clf, top_k, smoothing, hop, source, on_warning), chunks)
 
 
 def _updates(live: LiveClassifier, chunks: Iterable[np.ndarray]) -> Iterator[Update]:

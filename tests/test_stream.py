@@ -133,6 +133,21 @@ def test_track_db_scope_uses_the_peak_heard_so_far(tmp_path):
     assert_matches_offline(updates, clf.classify(x, hop=1.0, top_k=4))
 
 
+def test_extreme_levels_are_scaled_and_non_finite_samples_refused_as_offline(tiny):
+    x = music_like(6.0, SR, seed=2)[0].astype(np.float64) * 3e29  # finite, but its powers overflow float32
+    warned = []
+    updates = list(classify_stream(tiny, np.array_split(x, 5), top_k=4, hop=1.0, source="loud.wav", on_warning=lambda *w: warned.append(w)))
+    offline_result = tiny.classify(x.astype(np.float32), hop=1.0, top_k=4)  # scaled to full scale as a whole, with the same warning
+    assert [w["code"] for w in offline_result.warnings] == ["extreme_level"]
+    assert_matches_offline(updates, offline_result, tol=1e-3)  # each window's spectrogram is relative to its own peak
+    assert len(warned) == 1 and warned[0][0] == "extreme_level" and warned[0][1].startswith("loud.wav: samples reach 1") and "scaled down" in warned[0][1]
+    for bad in (np.nan, np.inf, 1e300):  # 1e300: beyond float32's range
+        y = music_like(3.0, SR, seed=2)[0].astype(np.float64)
+        y[SR + 5] = bad
+        with pytest.raises(AudioError, match=r"^odd.wav: contains 1 NaN or infinite samples at 0.0 s"):
+            list(classify_stream(tiny, [y], top_k=4, source="odd.wav"))
+
+
 @pytest.mark.parametrize("pace", ["realtime", "fast", "stall"])
 def test_a_pipe_at_any_pace_gives_the_offline_timeline(tiny, clip, pace):
     """A file written into a pipe in real time (6 s), as fast as possible, or with a stall: the rankings of ``classify``."""
