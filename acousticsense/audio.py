@@ -13,7 +13,6 @@ import io
 import math
 import os
 import stat
-import wave
 from dataclasses import dataclass, field
 from typing import BinaryIO, Union
 
@@ -31,6 +30,7 @@ AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, np.ndarray]
 MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a huge resampled output)
 MAX_SOURCE_RATE = 768_000  # Hz
 MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
+WAV_HEADER_CHUNKS = 64  # chunks (LIST, fact, ...) read before a WAV's data chunk, looking for its declared size
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
 RESAMPLED_FRAME = 65536  # samples per frame out of the resampler (3 s at 22,050 Hz): fewer Python round trips than one per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
@@ -353,24 +353,38 @@ def _announced_seconds(container: av.container.InputContainer, stream: av.audio.
 
 
 def _wav_declared_seconds(file: _Counted) -> float:
-    """What a PCM WAV header claims its data lasts (FFmpeg clamps it to the file size); 0 when unknown.
+    """What a WAV header claims its data lasts, PCM or float (FFmpeg clamps it to the file size); 0 when unknown.
 
-    Streaming writers put 0 or 0xFFFFFFFF in the size field: those claim nothing.
+    Streaming writers put 0 or 0xFFFFFFFF in the size field (as does RF64, whose size is elsewhere): those claim nothing.
+    Only the chunk headers before the data are read (at most :data:`WAV_HEADER_CHUNKS` of them).
     """
     if not file.seekable():
         return 0.0
     position = file.tell()
     try:
         file.seek(0)
-        with wave.open(file) as w:
-            frames, rate, frame_bytes = w.getnframes(), w.getframerate(), w.getsampwidth() * w.getnchannels()
-    except (wave.Error, EOFError, OSError, ValueError):
+        riff = file.read(12)
+        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RF64") or riff[8:] != b"WAVE":
+            return 0.0
+        rate = block = 0
+        for _ in range(WAV_HEADER_CHUNKS):
+            header = file.read(8)
+            if len(header) < 8:
+                return 0.0
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                if not rate or not block or not size or size >= 0xFFFFFFFF - block:
+                    return 0.0
+                return size // block / rate
+            body = file.read(16) if header[:4] == b"fmt " else b""
+            if len(body) == 16:
+                rate, block = int.from_bytes(body[4:8], "little"), int.from_bytes(body[12:14], "little")
+            file.seek(size + (size & 1) - len(body), io.SEEK_CUR)  # chunks are padded to even sizes
+        return 0.0
+    except (OSError, ValueError):
         return 0.0
     finally:
         file.seek(position)
-    if not rate or not frames or frames * frame_bytes >= 0xFFFFFFFF - frame_bytes:
-        return 0.0
-    return frames / rate
 
 
 def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, channels: int, max_seconds: float | None, warnings: list[tuple[str, str]]) -> Audio:

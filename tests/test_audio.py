@@ -151,6 +151,20 @@ def test_streaming_wav_sizes_claim_nothing(tmp_path):
         assert [c for c, _ in load_audio(path, SR).warnings] == []
 
 
+def test_a_float_wav_header_that_lies_about_its_length_says_so(tmp_path):
+    """A float (IEEE) WAV, with a JUNK chunk (odd size, padded) before its data, whose data size claims ~24,000 s of the 2 s it holds."""
+    x = music_like(2.0)[0].astype("<f4").tobytes()
+    fmt = (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + SR.to_bytes(4, "little") + (SR * 4).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"JUNK" + (3).to_bytes(4, "little") + b"abc\0"
+    for size, expected in ((len(x), []), (0x7FFFFFFF, ["truncated_input"])):
+        path = tmp_path / f"float{size}.wav"
+        path.write_bytes(b"RIFF" + (len(body) + 8 + len(x)).to_bytes(4, "little") + body + b"data" + size.to_bytes(4, "little") + x)
+        audio = load_audio(path, SR)
+        assert audio.duration == pytest.approx(2.0) and [c for c, _ in audio.warnings] == expected
+        if expected:
+            assert "announces 24347.9 s but only 2.0 s decode" in audio.warnings[0][1]
+
+
 def test_corrupt_data_mid_file_is_a_decode_error_warning(tmp_path):
     path = write_audio(tmp_path / "c.flac", music_like(8.0, 44100, channels=2), 44100)
     data = path.read_bytes()
