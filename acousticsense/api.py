@@ -108,6 +108,7 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         },
     )
     async def classify(
+        request: Request,
         file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
         top_k: Annotated[int, Query(ge=1, description="Genres to report")] = DEFAULT_TOP_K,
         window: Annotated[Optional[float], Query(description="Window length in seconds (default: the model's; another needs override_window)")] = None,
@@ -116,6 +117,9 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         explain: Annotated[bool, Query(description=f"Also return `explanation`: where the model looked, summed into ≤ {EXPLAIN_BANDS} mel bands × ≤ {EXPLAIN_COLUMNS} time columns")] = False,
         genre: Annotated[Optional[str], Query(description="With explain: the genre to explain (default: the top one)")] = None,
     ) -> dict[str, Any]:
+        await one_file(request)
+        if genre is not None and not explain:
+            raise HTTPException(400, "genre: only used with explain=true (the genre to explain)")
         options = dict(top_k=top_k, window=window, hop=hop, override_window=override_window)
         if not explain:
             return (await guarded(file, engine.classify, **options)).to_dict()
@@ -129,11 +133,18 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         responses={200: {"content": {"image/png": {}}}, 400: {"description": "An unknown genre"}, 422: {"description": "A file that cannot be analysed"}},
     )
     async def explain_png(
+        request: Request,
         file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
         genre: Annotated[Optional[str], Query(description="The genre to explain (default: the top one)")] = None,
     ) -> Response:
+        await one_file(request)
         _, explanation = await guarded(file, engine.explained, genre=genre)
         return Response(await run_in_threadpool(relevance_png, explanation), media_type="image/png")
+
+    async def one_file(request: Request) -> None:
+        """Refuse a request with several ``file`` fields (only one would be analysed). The form is already parsed."""
+        if len((await request.form()).getlist("file")) > 1:
+            raise HTTPException(400, "file: send one file per request (this one has several)")
 
     async def guarded(file: UploadFile, work: Callable[..., Any], **options: Any) -> Any:
         """``work(data, name, **options)`` in a worker thread within the queue bound; errors as one-line 400/422/503."""

@@ -186,10 +186,12 @@ def _csv_rows(r) -> list[list]:
 def _print_table(r) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     n = len(r.timeline)
-    table = Table(title=f"{r.source}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", title_justify="left")
+    console.print(Text(f"{r.source}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", style="italic"))  # not a table title: that wraps to the table's width
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("genre")
     table.add_column("probability", justify="right")

@@ -105,6 +105,11 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
     assert r.status_code == 400 and r.json() == {"detail": "top_k: Input should be greater than or equal to 1"}
     r = httpx.post(f"{url}/api/v1/classify", data={"x": "1"})
     assert r.status_code == 422 and r.json() == {"detail": "file: Field required"}
+    r = classify(url, clip_bytes, genre="Jazz")  # a genre means nothing without explain: not silently ignored
+    assert r.status_code == 400 and r.json() == {"detail": "genre: only used with explain=true (the genre to explain)"}
+    for route in ("classify", "explain.png"):  # two files: not just the last one analysed
+        r = httpx.post(f"{url}/api/v1/{route}", files=[("file", ("a.wav", clip_bytes)), ("file", ("b.wav", clip_bytes))], timeout=60)
+        assert r.status_code == 400 and r.json() == {"detail": "file: send one file per request (this one has several)"}
 
 
 def test_an_unexpected_failure_is_a_422_and_one_log_line(url, clip_bytes, monkeypatch, caplog):
