@@ -1,6 +1,6 @@
 """The engine against ccmusic's demo pipeline, and the built-in model on one track and a folder, in one run.
 
-    python benchmarks/bench_engine.py [--seconds 249] [--tracks 8] [--skip-onnx]
+    python benchmarks/bench_engine.py [--seconds 249] [--tracks 8] [--skip-onnx] [--repeat 5]
 
 On the same audio (synthetic music rendered here, so nothing is downloaded):
   (1) the demo's reference pipeline with ViT-B/16 in ccmusic's layout (librosa.load, whole-track mel,
@@ -16,6 +16,7 @@ demo's chunks so that top-1 follows the input, which makes the agreement a stric
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,10 +47,14 @@ class _NoModel(torch.nn.Module):
         return images.new_zeros(len(images), self.labels)
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def timed(fn, repeat: int = 1):
+    """``fn()`` and its median time over ``repeat`` runs (this VM's timings drift by tens of percent between runs)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return out, statistics.median(times)
 
 
 def row(name: str, seconds: float, windows: int, audio_s: float, base: float | None, agree: str = "") -> None:
@@ -62,6 +67,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=249.0, help="length of the track compared with the demo")
     parser.add_argument("--tracks", type=int, default=8, help="tracks in the folder for the built-in model")
     parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each stage but the ViT-B/16 forwards and the folders (median)")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +76,7 @@ def main() -> None:
         # ccmusic's layout with random weights, made input-sensitive on the demo's own chunks
         model = build_model("vit_b_16", 16, 224, head={"type": "mlp", "hidden": [289, 110, 42], "dropout": 0.5}).eval()
         demo_images(track)  # warm-up: librosa's first call compiles with numba (26 s in a fresh venv), not timed
-        images, t_demo_pre = timed(lambda: demo_images(track))
+        images, t_demo_pre = timed(lambda: demo_images(track), args.repeat)
         with torch.inference_mode():
             model.heads.head[-1].bias -= model(images).mean(0)
         torch.save(model.state_dict(), tmp / "save.pt")
@@ -99,19 +105,19 @@ def main() -> None:
         for name, path in variants:
             clf = Classifier(load_bundle(path), device="cpu", batch_size=8)
             clf.forward([clf.preprocess(track)])  # warm-up, as for (1)
-            features, t_pre = timed(lambda clf=clf: clf.preprocess(track))
+            features, t_pre = timed(lambda clf=clf: clf.preprocess(track), args.repeat)
             probs, t_fwd = timed(lambda clf=clf, features=features: clf.forward([features])[0])
             same = int((probs.argmax(1) == reference).sum())
             if name == "torch":  # the same stages with the model replaced by nothing: decode, mel, images
                 clf.model = _NoModel(len(clf.labels))
-                _, t_images = timed(lambda clf=clf, features=features: clf.forward([features]))
+                _, t_images = timed(lambda clf=clf, features=features: clf.forward([features]), args.repeat)
                 row("(2) ours: everything but the model", t_pre + t_images, n, args.seconds, t_demo_pre)
             row(f"(2) ours, {name}: end to end", t_pre + t_fwd, n, args.seconds, t_demo, f"{same}/{n} windows")
 
         # (3) the built-in model
         clf = Classifier.from_bundle(device="cpu")
         clf.classify(track)  # warm-up
-        result, t_one = timed(lambda: clf.classify(track))
+        result, t_one = timed(lambda: clf.classify(track), args.repeat)
         row("(3) built-in model, one track", t_one, len(result.timeline), args.seconds, None)
         folder = tmp / "folder"
         folder.mkdir()
