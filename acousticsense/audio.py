@@ -287,8 +287,8 @@ def _channel_mean(frame: av.AudioFrame) -> np.ndarray:
 
 
 def _gather(fifo: av.AudioFifo | None, frame: av.AudioFrame | None, out: _Samples) -> av.AudioFifo | None:
-    """Queue ``frame`` (None: flush) and add the channel means of each full RESAMPLED_FRAME to ``out``: one
-    conversion per 65,536 samples instead of one per codec frame (often 1,152). A frame whose format or layout
+    """Queue ``frame`` (None: flush) and add the channel means of each full RESAMPLED_FRAME / channels samples to
+    ``out``: one conversion per 65,536 values instead of one per codec frame (often 1,152 samples). A frame whose format or layout
     differs from the queued ones flushes them first. Returns the queue to pass next time."""
     if fifo is not None and (frame is None or fifo.format.name != frame.format.name or fifo.layout.name != frame.layout.name):
         if fifo.samples:
@@ -298,8 +298,9 @@ def _gather(fifo: av.AudioFifo | None, frame: av.AudioFrame | None, out: _Sample
         return None
     fifo = fifo or av.AudioFifo()
     fifo.write(frame)
-    while fifo.samples >= RESAMPLED_FRAME:
-        out.add(_channel_mean(fifo.read(RESAMPLED_FRAME)))
+    step = max(1024, RESAMPLED_FRAME // len(frame.layout.channels))  # memory per conversion does not grow with the channel count
+    while fifo.samples >= step:
+        out.add(_channel_mean(fifo.read(step)))
     return fifo
 
 
@@ -376,9 +377,12 @@ def _wav_declared_seconds(file: _Counted) -> float:
                 if not rate or not block or not size or size >= 0xFFFFFFFF - block:
                     return 0.0
                 return size // block / rate
-            body = file.read(16) if header[:4] == b"fmt " else b""
+            body = file.read(16) if header[:4] == b"fmt " and not rate else b""  # the first fmt chunk counts, as for FFmpeg
             if len(body) == 16:
-                rate, block = int.from_bytes(body[4:8], "little"), int.from_bytes(body[12:14], "little")
+                tag, channels, rate = int.from_bytes(body[:2], "little"), int.from_bytes(body[2:4], "little"), int.from_bytes(body[4:8], "little")
+                bits = int.from_bytes(body[14:16], "little")
+                # PCM and float: FFmpeg sizes frames from channels x bits, whatever the block-size field says
+                block = channels * -(-bits // 8) if tag in (1, 3, 0xFFFE) else int.from_bytes(body[12:14], "little")
             file.seek(size + (size & 1) - len(body), io.SEEK_CUR)  # chunks are padded to even sizes
         return 0.0
     except (OSError, ValueError):

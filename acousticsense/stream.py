@@ -136,15 +136,17 @@ class LiveClassifier:
     def _level(self, samples: np.ndarray) -> np.ndarray:
         """``samples`` as float32 at the stream's gain. NaN or infinite samples end the stream (:class:`AudioError`);
         samples above ``MAX_PEAK`` times full scale lower the gain so they reach full scale, and what is held with it, as
-        offline analysis scales a whole track (spectrograms are relative to each window's peak: rankings stay the same)."""
+        offline analysis scales a whole track: a stream at such a level ranks as offline (spectrograms are relative to
+        each window's peak). The gain never rises again, and windows ranked before it fell were ranked at the old level:
+        after a lone spike, quieter windows may count as silent (offline, the whole track would be scaled alike)."""
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
             x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not len(x):
             return x
         lo, hi = float(x.min()), float(x.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            bad = int((~np.isfinite(x)).sum())
-            raise AudioError(f"{self.source}: contains {bad} NaN or infinite samples at {self.total / self.pre.sample_rate:.1f} s "
+            bad = np.flatnonzero(~np.isfinite(x))
+            raise AudioError(f"{self.source}: contains {len(bad)} NaN or infinite samples from {(self.total + bad[0]) / self.pre.sample_rate:.2f} s "
                              "(or values beyond the float32 range, ±3.4e38)")  # fmt: skip
         peak = max(hi, -lo) * self.gain
         if peak > MAX_PEAK:

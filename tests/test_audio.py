@@ -165,6 +165,20 @@ def test_a_float_wav_header_that_lies_about_its_length_says_so(tmp_path):
             assert "announces 24347.9 s but only 2.0 s decode" in audio.warnings[0][1]
 
 
+def test_a_wav_block_size_field_that_is_wrong_claims_no_false_length(tmp_path):
+    """16-bit stereo PCM whose fmt chunk says 2 bytes per frame (it is 4), then a second fmt chunk at another rate:
+    FFmpeg sizes frames from channels x bits and reads the first fmt chunk; the declared length follows it."""
+    x = (np.repeat(music_like(2.0)[0], 2) * 32767).astype("<i2").tobytes()
+    def fmt(rate: int) -> bytes:
+        body = (1).to_bytes(2, "little") + (2).to_bytes(2, "little") + rate.to_bytes(4, "little") + (rate * 4).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+        return b"fmt " + len(body).to_bytes(4, "little") + body
+    body = b"WAVE" + fmt(SR) + fmt(8000) + b"data" + len(x).to_bytes(4, "little") + x
+    path = tmp_path / "odd_block.wav"
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    audio = load_audio(path, SR)
+    assert audio.duration == pytest.approx(2.0) and audio.warnings == []
+
+
 def test_corrupt_data_mid_file_is_a_decode_error_warning(tmp_path):
     path = write_audio(tmp_path / "c.flac", music_like(8.0, 44100, channels=2), 44100)
     data = path.read_bytes()

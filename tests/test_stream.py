@@ -144,8 +144,24 @@ def test_extreme_levels_are_scaled_and_non_finite_samples_refused_as_offline(tin
     for bad in (np.nan, np.inf, 1e300):  # 1e300: beyond float32's range
         y = music_like(3.0, SR, seed=2)[0].astype(np.float64)
         y[SR + 5] = bad
-        with pytest.raises(AudioError, match=r"^odd.wav: contains 1 NaN or infinite samples at 0.0 s"):
-            list(classify_stream(tiny, [y], top_k=4, source="odd.wav"))
+        with pytest.raises(AudioError, match=r"^odd.wav: contains 1 NaN or infinite samples from 1.00 s"):
+            list(classify_stream(tiny, [y[:SR // 2], y[SR // 2 :]], top_k=4, source="odd.wav"))
+
+
+def test_a_level_jump_mid_window_rescales_what_is_held(tmp_path):
+    """A ``db_scope="track"`` stream: 1.5 s at 500x full scale (kept), then 1e6x (scaled down, and the held samples and
+    the running peak with it): every window ranks as offline, which scales the whole track by its peak."""
+    config = tiny_config(db_scope="track")
+    clf = Classifier.from_bundle(save_bundle(tmp_path / "track_db", random_model(config, seed=1), config), device="cpu")
+    x = music_like(6.0, SR, seed=4)[0].astype(np.float64)
+    cut = int(1.5 * SR)
+    x[:cut] *= 500
+    x[cut:] *= 1e6
+    updates = list(classify_stream(clf, [x[:cut], x[cut : 2 * cut], x[2 * cut :]], top_k=4, hop=1.0))
+    offline_result = clf.classify(x.astype(np.float32), hop=1.0, top_k=4)
+    assert [(u.start, u.silent) for u in updates] == [(w.start, w.silent) for w in offline_result.timeline]
+    for u, w in zip(updates, offline_result.timeline):
+        assert u.top_k[0].label == w.label and u.top_k[0].probability == pytest.approx(w.probabilities[w.label], abs=1e-3)
 
 
 @pytest.mark.parametrize("pace", ["realtime", "fast", "stall"])
