@@ -398,19 +398,31 @@ def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, cha
         samples = samples[: int(max_seconds * sample_rate)]
     if samples.size == 0:
         raise AudioError(f"{name}: contains no audio samples")
-    lo, hi = float(samples.min()), float(samples.max())  # NaN propagates; no temporary copy of the track
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        bad = int((~np.isfinite(samples)).sum())
-        raise AudioError(f"{name}: contains {bad} NaN or infinite samples (or values beyond the float32 range, ±3.4e38)")
-    peak = max(hi, -lo)
+    peak = sample_peak(samples, name)
     if peak > MAX_PEAK:
         samples = samples / np.float32(peak)
-        warnings.append(("extreme_level", f"samples reach {peak:.3g} times full scale; the audio was scaled down to full scale"))
+        warnings.append(extreme_level(peak))
     if truncated:
         warnings.append(("truncated", f"only the first {max_seconds:g} s were analysed"))
     if 0 < src_rate < sample_rate:
         warnings.append(("low_sample_rate", f"source is {src_rate} Hz; nothing above {src_rate // 2} Hz is present"))
     return Audio(np.ascontiguousarray(samples, dtype=np.float32), sample_rate, src_rate, channels, truncated, warnings)
+
+
+def sample_peak(samples: np.ndarray, name: str, start: int = 0, sample_rate: int | None = None) -> float:
+    """The largest magnitude in ``samples``; :class:`AudioError` if any is NaN or infinite (with ``sample_rate``, the
+    message says where the first one is, ``samples`` beginning ``start`` samples into a stream)."""
+    lo, hi = float(samples.min()), float(samples.max())  # NaN propagates; no temporary copy of the track
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = ~np.isfinite(samples)  # a mask, not indices: a track of NaNs costs one byte per sample here
+        where = f" from {(start + int(bad.argmax())) / sample_rate:.2f} s" if sample_rate else ""
+        raise AudioError(f"{name}: contains {int(bad.sum())} NaN or infinite samples{where} (or values beyond the float32 range, ±3.4e38)")
+    return max(hi, -lo)
+
+
+def extreme_level(peak: float) -> tuple[str, str]:
+    """The ``extreme_level`` warning of audio whose samples reached ``peak`` (above :data:`MAX_PEAK`) and were scaled down."""
+    return "extreme_level", f"samples reach {peak:.3g} times full scale; the audio was scaled down to full scale"
 
 
 def _reason(e: Exception) -> str:

@@ -25,7 +25,6 @@ Sources: :func:`decode_stream` (a file, a pipe such as stdin, or a URL the user 
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import re
@@ -38,7 +37,10 @@ import av
 import numpy as np
 import torch
 
-from .audio import _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, open_failure, open_path, source_name
+from .audio import (
+    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, extreme_level, open_failure, open_path, sample_peak,
+    source_name,
+)  # fmt: skip
 from .errors import AcousticSenseError, AudioError, ParameterError
 from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
@@ -143,15 +145,11 @@ class LiveClassifier:
             x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not len(x):
             return x
-        lo, hi = float(x.min()), float(x.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            bad = np.flatnonzero(~np.isfinite(x))
-            raise AudioError(f"{self.source}: contains {len(bad)} NaN or infinite samples from {(self.total + bad[0]) / self.pre.sample_rate:.2f} s "
-                             "(or values beyond the float32 range, ±3.4e38)")  # fmt: skip
-        peak = max(hi, -lo) * self.gain
+        peak = sample_peak(x, self.source, self.total, self.pre.sample_rate) * self.gain
         if peak > MAX_PEAK:
             if self.gain == 1.0 and self.on_warning is not None:
-                self.on_warning("extreme_level", f"{self.source}: samples reach {peak:.3g} times full scale; the audio was scaled down to full scale")
+                code, message = extreme_level(peak)
+                self.on_warning(code, f"{self.source}: {message}")
             self.gain /= peak
             self._buf[self._lo : self._hi] /= np.float32(peak)
             if self._peak is not None:
