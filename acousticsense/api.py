@@ -9,7 +9,7 @@ import threading
 from importlib.metadata import version
 from typing import Annotated, Any, Callable, Optional
 
-from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from .errors import AcousticSenseError, ParameterError
 from .explain import Explanation, explain, relevance_png
 from .inference import Classifier
-from .options import DEFAULT_TOP_K, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
+from .options import DEFAULT_TOP_K, SERVER_MAX_EXPLAINED, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
 from .results import Result
 
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
@@ -48,6 +48,11 @@ class Engine:
         def run() -> tuple[Result, Explanation]:
             clf = self.classifier
             features = clf.preprocess(named_bytes(data, name), clf.options(top_k, max_seconds=self.max_seconds, **kwargs))
+            if len(features.starts) > SERVER_MAX_EXPLAINED:
+                raise ParameterError(
+                    f"{name}: {len(features.starts)} windows to explain, more than the {SERVER_MAX_EXPLAINED} one request may "
+                    "have (each costs a backward pass); use a longer hop, a shorter clip, or the CLI's `explain` command"
+                )
             return clf.postprocess(features, clf.forward([features])[0]), explain(clf, features, genre)
 
         return self.run(run)
@@ -92,9 +97,16 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def options_once(request: Request) -> None:
+    """Refuse a query option given more than once (``?top_k=2&top_k=3``): which one counts is not the caller's guess to make."""
+    repeated = sorted({key for key in request.query_params if len(request.query_params.getlist(key)) > 1})
+    if repeated:
+        raise HTTPException(400, f"{', '.join(repeated)}: given more than once; give each option once")
+
+
 def api_router(engine: Engine, max_queue: int) -> APIRouter:
     """``/api/v1``: classify (optionally explained), explain.png, health, model."""
-    api = APIRouter(prefix="/api/v1", tags=["api"])
+    api = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(options_once)])
     capacity = MODEL_WORKERS + max_queue
     busy = 0  # requests running or waiting; one event loop, so no lock is needed
 

@@ -13,6 +13,7 @@ import io
 import math
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Union
 
@@ -32,6 +33,7 @@ MAX_SOURCE_RATE = 768_000  # Hz
 MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
 WAV_HEADER_CHUNKS = 64  # chunks (LIST, fact, ...) read before a WAV's data chunk, looking for its declared size
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
+CORRUPT_RUN = 100  # corrupt packets in a row after which decoding gives up (one is skipped and decoding goes on)
 RESAMPLED_FRAME = 65536  # samples per frame out of the resampler (3 s at 22,050 Hz): fewer Python round trips than one per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
 ALLOWED_FORMATS = (
@@ -152,13 +154,15 @@ def load_audio(
     rate or layout changes), so only the output (mono, target rate, at most ``max_seconds``) is held
     in memory. ``resampler="soxr_hq"`` decodes at the source rate instead, averages the channels and
     resamples with soxr's high quality, as ``librosa.load`` does. A file that decodes to less than its
-    header announces, or that breaks off on corrupt data, carries a ``truncated_input`` / ``decode_error`` warning.
+    header announces carries a ``truncated_input`` warning; corrupt packets are skipped (``decode_error``), and decoding
+    stops on :data:`CORRUPT_RUN` of them in a row or on bad ones up to the end (``decode_error``, both durations given).
     Raises :class:`AudioError` with a one-line reason for anything that is not usable audio.
     """
     name = source_name(source)
     if isinstance(source, np.ndarray):
         if source.ndim != 1:
             raise AudioError(f"{name}: expected a mono waveform (1-D), got shape {source.shape}")
+        check_float(source, name)
         return _finish(source.astype(np.float32), name, sample_rate, sample_rate, 1, max_seconds, [])
     if isinstance(source, (bytes, bytearray)):
         if not source:
@@ -166,6 +170,8 @@ def load_audio(
         raw: BinaryIO = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         raw = open_path(source, name)
+    elif isinstance(source, io.TextIOBase):
+        raise AudioError(f"{name}: a text stream; audio is read from a binary one (open the file with 'rb')")
     elif callable(getattr(source, "read", None)):
         raw = source
     else:
@@ -184,6 +190,14 @@ def load_audio(
     return _finish(samples, name, sample_rate, src_rate, channels, max_seconds, warnings)
 
 
+def check_float(samples: np.ndarray, name: str) -> None:
+    """An :class:`AudioError` unless ``samples`` are floats: integers would be taken as samples far beyond full
+    scale, and complex numbers or text would be cast away silently."""
+    if samples.dtype.kind != "f":
+        scale = f" (divide by {-np.iinfo(samples.dtype).min} for full scale)" if samples.dtype.kind == "i" else ""
+        raise AudioError(f"{name}: expected float samples in [-1, 1], got {samples.dtype} values{scale}")
+
+
 def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str]], count: int, what: str = "file") -> AudioError:
     """Why FFmpeg could not open ``name`` (``count`` bytes read; ``logs`` captured while it tried): empty input,
     a refused format (a playlist or other non-audio demuxer), or unreadable data."""
@@ -192,7 +206,7 @@ def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str
     fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
     if fmt:
         why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
-        return AudioError(f"{name}: refused: '{fmt}' is not an audio file format this tool reads{why}")
+        return AudioError(f"{name}: refused: it reads as '{fmt}', not an audio file format this tool reads{why}")
     return AudioError(f"{name}: not a readable audio {what} ({_reason(error)})")
 
 
@@ -223,9 +237,9 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
         announced = max(declared, _announced_seconds(container, stream))
         limit = math.inf if max_seconds is None else int(max_seconds * sample_rate)
         out = _Samples(None if max_seconds is None else limit + 1)  # one past the cap: _finish then knows it was cut
-        setup, resampler, fifo = None, None, None
+        setup, resampler, fifo, skipped = None, None, None, []
         try:
-            for frame in container.decode(stream):
+            for frame in _frames(container, stream, skipped):
                 frame.pts = None  # let the resampler count samples; broken timestamps must not skew it
                 if native and frame.sample_rate == sample_rate:  # no resampling: the channels' mean is the output
                     if resampler is not None:
@@ -270,8 +284,32 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
             decoded = out.size / sample_rate
             if out.size <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
                 warnings.append(("truncated_input", f"the file announces {announced:.1f} s but only {decoded:.1f} s decode: it is cut short (an incomplete download?)"))
+        if skipped:
+            what = f"{len(skipped)} corrupt packets" if len(skipped) > 1 else "a corrupt packet"
+            warnings.append(("decode_error", f"skipped {what} ({skipped[0]}) and decoded the rest; the audio in {'them' if len(skipped) > 1 else 'it'} is missing"))
     samples = out.samples()
     return samples, src_rate, channels, warnings
+
+
+def _frames(container: av.container.InputContainer, stream: av.AudioStream, skipped: list[str]) -> Iterator[av.AudioFrame]:
+    """``stream``'s decoded frames. A packet that does not decode is skipped (its reason added to ``skipped``) when
+    a good one follows; :data:`CORRUPT_RUN` bad ones in a row, or bad ones up to the end, raise the last error."""
+    run: list[str] = []
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as e:
+            run.append(_reason(e))
+            if len(run) >= CORRUPT_RUN:
+                raise
+            error = e
+            continue
+        if packet.size:  # not the empty packet that flushes the decoder at the end
+            skipped += run
+            run = []
+        yield from frames
+    if run:
+        raise error
 
 
 def _channel_mean(frame: av.AudioFrame) -> np.ndarray:

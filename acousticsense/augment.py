@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .config import Preprocessing
 from .degrade import NOISE_KINDS, noise
-from .features import Preprocessing, track_mel
+from .features import track_mel
 
 MASKS_PER_AXIS = 2  # SpecAugment: this many frequency masks and this many time masks per sample
 NOISE_SECONDS = 40.0  # length of each rendered noise the crops come from (at least four windows)

@@ -60,7 +60,7 @@ def scan(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         c = report.counts
-        done = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in ("classified", "unchanged", "moved", "copied", "failed", "silent", "removed", "tagged", "tag_failed") if c[k])
+        done = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in ("classified", "unchanged", "moved", "copied", "failed", "silent", "removed", "tagged", "tag_failed", "not_tagged") if c[k])
         typer.echo(f"{report.db}: {c['found']} audio file{'s' * (c['found'] != 1)} under {report.root} in {report.seconds:.1f} s ({done or 'nothing to do'})")
         if c["other_model"]:
             typer.echo(f"  {c['other_model']} tracks were classified by another model than {report.model}; --rescan-model redoes them")

@@ -20,56 +20,79 @@ from .results import Failure, guarded
 # most of its time, and two decoding threads were slower than one. 0: decode in this process.
 DECODE_WORKERS = min(4, os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 0
 DECODE_AHEAD = 2  # inputs decoded ahead of the model at most: memory stays bounded however many files
+_END = object()
 
 
-def decode_ahead(sources: Iterable[AudioSource], sample_rate: int, max_seconds: float, resampler: str) -> Iterator[tuple[str, Audio | Failure]]:
+class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
     """``(name, load_audio(source, ...))`` for each source, in input order, or its :class:`Failure`.
 
-    Files after the first are decoded by :data:`DECODE_WORKERS` processes, at most :data:`DECODE_AHEAD` ahead
-    of the consumer; one file alone, bytes, file objects and arrays are decoded here. A file that kills its
-    worker (FFmpeg crashing on it) becomes its own :class:`Failure`: the files in flight with it are decoded
-    again, each in a process of its own, and a new pool takes the rest.
+    Decoding starts when this is made: files go to :data:`DECODE_WORKERS` processes, at most
+    :data:`DECODE_AHEAD` ahead of the consumer (plus the one it holds). ``first_here``: the first file is decoded
+    in this process when asked for, so one file alone needs no pool; ``False`` for a caller that has other work
+    first (``predict`` loading torch and the model meanwhile). Bytes, file objects and arrays are decoded here.
+    A file that kills its worker (FFmpeg crashing on it) becomes its own :class:`Failure`: the files in flight
+    with it are decoded again, each in a process of its own, and a new pool takes the rest. ``close`` (or the
+    end of a ``with`` block) stops the workers.
     """
-    args = (sample_rate, max_seconds, resampler)
-    ahead: deque[tuple[str, AudioSource, Future | None]] = deque()
-    pool: ProcessPoolExecutor | None = None
-    paths = 0
 
-    def drop_pool(wait: bool = False) -> None:
-        nonlocal pool
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
-            pool = None
+    def __init__(self, sources: Iterable[AudioSource], sample_rate: int, max_seconds: float, resampler: str, first_here: bool = True):
+        self.params = (sample_rate, max_seconds, resampler)
+        self._sources = iter(sources)
+        self._ahead: deque[tuple[str, AudioSource, Future | None]] = deque()
+        self._pool: ProcessPoolExecutor | None = None
+        self._first_here = first_here
+        self._paths = 0
+        self._fill()
 
-    def ready(name: str, source: AudioSource, decoding: Future | None) -> tuple[str, Audio | Failure]:
+    def __next__(self) -> tuple[str, Audio | Failure]:
+        self._fill()
+        if not self._ahead:
+            self.close()
+            raise StopIteration
+        name, source, decoding = self._ahead.popleft()
         if decoding is None:
-            return name, _decode(source, *args)
+            return name, _decode(source, *self.params)
         try:
             return name, decoding.result()
         except BrokenProcessPool:  # a worker died on this file or on another one in flight
-            drop_pool()
-            return name, _decode_alone(source, args)
+            self._drop_pool()
+            return name, _decode_alone(source, self.params)
 
-    try:
-        for source in sources:
+    def __enter__(self) -> "DecodeAhead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop decoding: files not started are dropped, the workers end."""
+        self._ahead.clear()
+        self._sources = iter(())
+        self._drop_pool(wait=True)
+
+    def _fill(self) -> None:
+        """Start decoding sources until :data:`DECODE_AHEAD` are ahead of the one the consumer takes next."""
+        while len(self._ahead) <= DECODE_AHEAD:
+            source = next(self._sources, _END)
+            if source is _END:
+                return
             decoding = None
             if isinstance(source, (str, os.PathLike)):
-                paths += 1
-                if DECODE_WORKERS and paths > 1:  # one file alone is decoded here: no pool, no copies
+                self._paths += 1
+                if DECODE_WORKERS and (self._paths > 1 or not self._first_here):
                     for _ in range(2):  # a pool broken by a file in flight is replaced for the rest
-                        pool = pool or _pool(DECODE_WORKERS)
+                        self._pool = self._pool or _pool(DECODE_WORKERS)
                         try:
-                            decoding = pool.submit(_decode, source, *args)
+                            decoding = self._pool.submit(_decode, source, *self.params)
                             break
                         except BrokenProcessPool:
-                            drop_pool()
-            ahead.append((source_name(source), source, decoding))
-            if len(ahead) > DECODE_AHEAD:
-                yield ready(*ahead.popleft())
-        while ahead:
-            yield ready(*ahead.popleft())
-    finally:
-        drop_pool(wait=True)
+                            self._drop_pool()
+            self._ahead.append((source_name(source), source, decoding))
+
+    def _drop_pool(self, wait: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
 
 
 def _decode(source: AudioSource, *args: object) -> Audio | Failure:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AcousticSenseError(Exception):
     """Base of every error a user can cause; the message names the input or option and the reason."""
@@ -21,3 +23,13 @@ class BundleError(AcousticSenseError):
 
 class TrainError(AcousticSenseError):
     """A training recipe or output directory that cannot be used (message says which and why)."""
+
+
+def output_folder(path: Path) -> Path:
+    """``path`` made (with its parents) for a command's output, before the work: a place that cannot hold it
+    (read-only, a file in the way) is an :class:`AcousticSenseError` naming it, not a traceback after the work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AcousticSenseError(f"{path}: cannot create this folder ({e.strerror or e})") from None
+    return path

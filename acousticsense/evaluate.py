@@ -17,14 +17,14 @@ from tqdm import tqdm
 
 from .calibrate import ECE_BINS, ece, plot_reliability, reliability
 from .data import DataError, read_corpus
+from .errors import output_folder
 from .inference import Classifier
 from .options import DEFAULT_BATCH_SIZE
-from .results import Failure
+from .results import FLAGS, Failure
 
 REPORT_NAME = "report.json"
 FIGURE_NAME = "confusion.png"
 RELIABILITY_NAME = "reliability.png"
-FLAGS = ("not_music", "low_confidence")  # the warnings that say "do not trust this genre"
 TOP_K = 5
 
 
@@ -48,6 +48,7 @@ def evaluate(
     """
     corpus = read_corpus(data)
     clf = Classifier.from_bundle(bundle, device=device, batch_size=batch_size)
+    out = None if out_dir is None else output_folder(Path(out_dir))
     labels = clf.labels
     unknown = sorted(set(corpus.labels) - set(labels))
     if unknown:
@@ -100,9 +101,7 @@ def evaluate(
         "failures": failures,
         "silent": silent,
     }
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
         plot_confusion(report, out / FIGURE_NAME)
         plot_reliability(report["calibration"]["track_reliability"], report["calibration"]["track_ece"], out / RELIABILITY_NAME,
@@ -115,20 +114,23 @@ def _flag_rates(corpus, flagged: dict[str, bool], threshold: float | None) -> di
     without a threshold flags nothing: its rates are None (not measured), not 0."""
     music = [flagged[str(t.path)] for t in corpus.tracks if str(t.path) in flagged]
     others = [(t.path.name.split(".")[0], flagged[str(t.path)]) for t in corpus.not_music if str(t.path) in flagged]
-    kinds = sorted({k for k, _ in others}) if threshold is not None else []
+
+    def rate(flags: list[bool]) -> float | None:
+        return round(float(np.mean(flags)), 4) if flags and threshold is not None else None
+
     return {
         "threshold": threshold,
         "music_tracks": len(music),
-        "music_flagged": round(float(np.mean(music)), 4) if music and threshold is not None else None,
+        "music_flagged": rate(music),
         "not_music_tracks": len(others),
-        "not_music_flagged": round(float(np.mean([f for _, f in others])), 4) if others and threshold is not None else None,
-        "by_kind": {k: round(float(np.mean([f for kk, f in others if kk == k])), 4) for k in kinds},
+        "not_music_flagged": rate([f for _, f in others]),
+        "by_kind": {k: rate([f for kk, f in others if kk == k]) for k in sorted({k for k, _ in others})} if threshold is not None else {},
     }
 
 
 def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str = "held_out") -> None:
     """Store a report's headline figures in the bundle's config (``metrics[key]``)."""
-    from .bundle import read_config, write_config
+    from .config import read_config, write_config
 
     config = read_config(bundle)
     config.metrics[key] = {

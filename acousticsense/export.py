@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .bundle import EXAMPLES_DIR, ONNX_NAME, OnnxModel, load_bundle, write_config
-from .errors import BundleError
+from .errors import BundleError, output_folder
 from .inference import Classifier
 
 OPSET = 18
@@ -45,8 +45,11 @@ def export_onnx(
     except ImportError:
         raise BundleError("ONNX export needs onnx and onnxruntime: pip install 'acousticsense[onnx]'") from None
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: exists and is a file, not a folder; choose a new folder")
+    if out.is_dir() and any(out.iterdir()):
         raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
+    output_folder(out)
     source = load_bundle(bundle, "cpu")
     if isinstance(source.model, OnnxModel):
         raise BundleError(f"{bundle}: is already an ONNX export; export the bundle it came from ({source.config.provenance.get('export', {}).get('from', '?')})")
@@ -58,7 +61,6 @@ def export_onnx(
         if int8:
             final = Path(tmp) / "int8.onnx"
             _quantize(fp32, final)
-        out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(final, out / ONNX_NAME)
     config = source.config
     suffix = "-onnx-int8" if int8 else "-onnx"

@@ -1,118 +1,21 @@
 """Waveform -> windows -> mel spectrogram (dB) -> the image a ViT sees, all in torch.
 
-Every parameter lives in :class:`Preprocessing`, which a model bundle stores in its
+Every parameter lives in :class:`~acousticsense.config.Preprocessing`, which a model bundle stores in its
 config, so a model is always fed exactly what it was trained on.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import Preprocessing
 from .errors import ParameterError
-
-# Defaults of the built-in models (audio hyperparameters).
-SAMPLE_RATE = 22050
-N_FFT = 2048
-HOP_LENGTH = 512
-N_MELS = 128
-TOP_DB = 80.0
-WINDOW_SECONDS = 8.0
-HOP_SECONDS = 4.0
-IMAGE_SIZE = 128
-SILENCE_DB = -60.0  # windows whose RMS is below this (dBFS) count as silent
-RESAMPLERS = ("ffmpeg", "soxr_hq")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Everything between a decoded waveform and the tensor the model sees."""
-
-    sample_rate: int = SAMPLE_RATE
-    window_seconds: float = WINDOW_SECONDS
-    hop_seconds: float = HOP_SECONDS
-    short_pad: str = "repeat"  # how a clip shorter than one window is filled: "repeat" | "zeros"
-    silence_db: float = SILENCE_DB
-    n_fft: int = N_FFT
-    hop_length: int = HOP_LENGTH
-    n_mels: int = N_MELS
-    fmin: float = 0.0
-    fmax: float | None = None
-    mel_htk: bool = False
-    mel_norm: str | None = "slaney"
-    preemphasis: float = 0.0  # y[n] = x[n] - a x[n-1] before the STFT (0: off); applied as its exact power gain per FFT bin
-    resampler: str = "ffmpeg"  # "ffmpeg" (FFmpeg's default resampler) | "soxr_hq" (librosa.load's default)
-    chunking: str = "start"  # "start": windows every hop from 0, plus one aligned with the end | "centred": see place_windows
-    db_ref: str | float = "max"  # "max" (librosa's ref=np.max) or a fixed power
-    db_scope: str = "window"  # what the "max" reference and the top_db floor are taken over: "window" | "track"
-    db_amin: float = 1e-10
-    top_db: float | None = TOP_DB
-    image_size: int = IMAGE_SIZE
-    flip_frequency: bool = True  # low frequencies at the bottom of the image, as specshow draws them
-    colormap: str | None = None  # None: grey replicated to 3 channels; or a matplotlib name ("magma")
-    render_size: tuple[float, float] | None = None  # (height, width) in pixels of the plot the cells are drawn into, before the resize
-    jpeg_quality: int | None = None  # the rendered image goes through JPEG at this quality before the resize (as saved plots do)
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    def __post_init__(self) -> None:
-        for key in ("window_seconds", "hop_seconds", "sample_rate", "n_fft", "hop_length", "n_mels", "image_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ParameterError(f"{key} must be a finite positive number, not {value!r}")
-        if self.window_samples < 1 or self.hop_samples < 1:
-            raise ParameterError(f"window_seconds and hop_seconds must each span at least one sample at {self.sample_rate} Hz")
-        if self.short_pad not in ("repeat", "zeros"):
-            raise ParameterError(f"short_pad must be 'repeat' or 'zeros', not {self.short_pad!r}")
-        if isinstance(self.db_ref, str) and self.db_ref != "max":
-            raise ParameterError(f"db_ref must be 'max' or a number, not {self.db_ref!r}")
-        for key, allowed in (("resampler", RESAMPLERS), ("chunking", ("start", "centred")), ("db_scope", ("window", "track"))):
-            if getattr(self, key) not in allowed:
-                raise ParameterError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
-        if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) or not 0 <= self.preemphasis < 1:
-            raise ParameterError(f"preemphasis must be a number in [0, 1), not {self.preemphasis!r}")
-        if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 95):
-            raise ParameterError(f"jpeg_quality must be an integer from 1 to 95 or null, not {self.jpeg_quality!r}")
-
-    @property
-    def window_samples(self) -> int:
-        return round(self.window_seconds * self.sample_rate)
-
-    @property
-    def hop_samples(self) -> int:
-        return round(self.hop_seconds * self.sample_rate)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        d["render_size"] = list(self.render_size) if self.render_size else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
-        """Build from a config dict; unknown keys are an error, never ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ParameterError(f"unknown preprocessing parameters: {', '.join(unknown)}")
-        d = dict(d)
-        for key in ("mean", "std"):
-            if key in d:
-                d[key] = tuple(float(v) for v in d[key])
-        if d.get("render_size"):
-            d["render_size"] = tuple(float(v) for v in d["render_size"])
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> "Preprocessing":
-        return Preprocessing.from_dict({**self.to_dict(), **changes})
 
 
 def fit_to_window(samples: torch.Tensor, pre: Preprocessing) -> torch.Tensor:

@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import torch
 
 from .bundle import BundleConfig, save_bundle, weights_mismatch
+from .config import Preprocessing
 from .errors import AcousticSenseError
-from .features import Preprocessing
 from .model import ARCHITECTURES, build_model
 
 # ccmusic-database/music_genre, vit_b_16_mel: a torchvision vit_b_16 whose heads.head is ccmusic's

@@ -20,7 +20,7 @@ from . import options as limits
 from .audio import Audio, AudioSource, load_audio, source_name
 from .bundle import Bundle, BundleConfig, load_bundle
 from .calibrate import warnings_for
-from .decoding import decode_ahead
+from .decoding import DecodeAhead
 from .errors import AcousticSenseError, ParameterError
 from .features import (
     Preprocessing,
@@ -192,14 +192,22 @@ class Classifier:
 
         Options are checked at the call (:class:`ParameterError`). Files after the first are decoded by
         :data:`~acousticsense.decoding.DECODE_WORKERS` processes while this one computes features and runs the model, at most
-        :data:`~acousticsense.decoding.DECODE_AHEAD` ahead. Whatever goes wrong with one input (unreadable, too many windows, any
-        unexpected error) yields a :class:`Failure` with a one-line reason, and the others go on.
+        :data:`~acousticsense.decoding.DECODE_AHEAD` ahead. ``sources`` may also be a
+        :class:`~acousticsense.decoding.DecodeAhead` started before this model loaded (``predict`` decodes while torch
+        starts); it must decode at this model's sample rate and resampler and with the same ``max_seconds``.
+        Whatever goes wrong with one input (unreadable, too many windows, any unexpected error) yields a
+        :class:`Failure` with a one-line reason, and the others go on.
         """
         if isinstance(sources, (str, bytes, bytearray, os.PathLike, np.ndarray)) or callable(getattr(sources, "read", None)):
             raise ParameterError("classify_many takes a list (or any iterable) of sources; for one source use classify")
         if embed:
             self._embedding_layer()  # refused now, not at the first file
-        return self._classify_many(sources, self.options(top_k, window, hop, max_seconds, override_window), embed)
+        opts = self.options(top_k, window, hop, max_seconds, override_window)
+        wanted = (opts.pre.sample_rate, opts.max_seconds, opts.pre.resampler)
+        if isinstance(sources, DecodeAhead) and sources.params != wanted:
+            sources.close()
+            raise ParameterError(f"the files are being decoded as (sample rate, max seconds, resampler) {sources.params}, this model needs {wanted}")
+        return self._classify_many(sources, opts, embed)
 
     def _classify_many(self, sources: Iterable[AudioSource], opts: Options, embed: bool = False) -> Iterator[Result | Failure]:
         pending: list[Features] = []
@@ -227,12 +235,13 @@ class Classifier:
         yield from flush()
 
     def _preprocess_ahead(self, sources: Iterable[AudioSource], opts: Options) -> Iterator[Features | Failure]:
-        """:meth:`preprocess` of each source, in input order, decoded ahead by :func:`decode_ahead`."""
+        """:meth:`preprocess` of each source, in input order, decoded ahead by :class:`DecodeAhead`."""
         pre = opts.pre
-        for name, audio in decode_ahead(sources, pre.sample_rate, opts.max_seconds, pre.resampler):
-            item = audio if isinstance(audio, Failure) else guarded(name, self._features, name, audio, opts)
-            del audio  # the samples are not kept while the model runs (only the mel is needed from here on)
-            yield item
+        with sources if isinstance(sources, DecodeAhead) else DecodeAhead(sources, pre.sample_rate, opts.max_seconds, pre.resampler) as decoded:
+            for name, audio in decoded:
+                item = audio if isinstance(audio, Failure) else guarded(name, self._features, name, audio, opts)
+                del audio  # the samples are not kept while the model runs (only the mel is needed from here on)
+                yield item
 
     def preprocess(self, source: AudioSource, opts: Options | None = None) -> Features:
         """Decode ``source``, compute its whole-track mel once, place the windows and mark the silent ones.

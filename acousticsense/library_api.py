@@ -13,10 +13,11 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as Path_
 from fastapi.responses import FileResponse
 
+from .api import options_once
 from .catalog import MAX_ID, Catalog, LibraryError, track_summary
 from .errors import AcousticSenseError, ParameterError
 from .similar import MAX_K, resolve, similar
@@ -97,7 +98,7 @@ def http_error(e: AcousticSenseError) -> HTTPException:
 
 def library_router(library: Library) -> APIRouter:
     """``/api/v1/library``: search, similar, genres, tracks/{id}/audio (sync handlers: FastAPI runs them in worker threads)."""
-    api = APIRouter(prefix="/api/v1/library", tags=["library"])
+    api = APIRouter(prefix="/api/v1/library", tags=["library"], dependencies=[Depends(options_once)])
     not_found = {404: {"description": "No such track in the library"}}
 
     @api.get("/search", summary="Tracks of a genre, most probable first")

@@ -27,6 +27,7 @@ WINDOW_RANGE = (0.5, 60.0)  # a window length other than the bundle's (only with
 SERVER_MAX_UPLOAD_MB = 50.0  # largest request body accepted, in MiB; larger gets 413
 SERVER_MAX_SECONDS = 600.0  # tracks are analysed up to this point (with a "truncated" warning)
 SERVER_MAX_QUEUE = 32  # requests allowed to wait for the model; beyond that, 503
+SERVER_MAX_EXPLAINED = 600  # windows one explained request may have (each costs a backward pass, ~30 ms on 2 cores)
 
 
 def in_range(name: str, value: Any, bounds: tuple[float, float]) -> float:

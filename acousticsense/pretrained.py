@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .bundle import BundleConfig, OnnxModel, load_bundle
+from .config import Preprocessing
 from .errors import TrainError
-from .features import Preprocessing
 from .model import ARCHITECTURES, DEFAULT_ARCH
 
 if TYPE_CHECKING:

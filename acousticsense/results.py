@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .errors import AcousticSenseError
+
+if TYPE_CHECKING:  # torch loads with the model: decoding workers forked before that never carry it
+    import torch
+
+
+FLAGS = ("not_music", "low_confidence")  # the warnings that say "do not trust this genre"
 
 
 @dataclass
@@ -90,6 +95,8 @@ def aggregate(probs: torch.Tensor, rule: str) -> torch.Tensor:
     ``mean``: the average of the window probabilities. ``vote``: the share of windows
     whose top-1 is each class, ties broken by the mean probability.
     """
+    import torch
+
     mean = probs.mean(0)
     if rule == "mean":
         return mean
@@ -106,5 +113,7 @@ def track_embedding(pooled: torch.Tensor, probs: torch.Tensor) -> np.ndarray:
     distributions' Bhattacharyya coefficient. Measured in BENCHMARKS.md: same-genre precision@10 0.91 on
     unseen synthetic music, against 0.87 for the class token alone.
     """
+    import torch
+
     token = torch.nn.functional.normalize(pooled.mean(0), dim=0)
     return (torch.cat([token, probs.mean(0).clamp(min=0).sqrt()]) / 2**0.5).numpy().astype(np.float32)

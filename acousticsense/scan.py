@@ -26,6 +26,7 @@ from typing import Any
 
 from .catalog import Catalog, FileState, LibraryError, Outcome
 from .errors import AcousticSenseError, ParameterError
+from .results import FLAGS
 from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
 from .tags import TEMP_PREFIX, write_genre
 
@@ -38,7 +39,8 @@ ENGINES = ("local", "ray")
 @dataclass
 class ScanReport:
     """What a scan did. ``counts`` keys: found, unchanged, classified, failed, silent, moved, copied, removed,
-    other_model (kept, scanned with another model), retried, tagged, tag_failed, skipped (names not UTF-8)."""
+    other_model (kept, scanned with another model), retried, tagged, tag_failed, not_tagged (flagged ``not_music`` / ``low_confidence``: no genre is written for them),
+    skipped (names not UTF-8)."""
 
     db: str
     root: str
@@ -223,7 +225,7 @@ def scan(
 
     with Catalog(db) as catalog:
         report = ScanReport(str(catalog.path.resolve()), str(root_path), key)
-        counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed", "skipped"), 0)
+        counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed", "not_tagged", "skipped"), 0)
         scan_id = catalog.begin_scan(str(root_path), key, engine)
         writer = _Writer(catalog)
         queue: deque[FileState] = deque()
@@ -233,7 +235,11 @@ def scan(
             if len(report.errors) < 20:
                 report.errors.append(error)
 
-        def tag(track: int, genre: str, state: FileState) -> None:
+        def tag(track: int, genre: str, state: FileState, warnings: list[dict[str, str]] | str | None) -> None:
+            """Write ``genre`` into the file, unless the model doubted it (``warnings``: a list or the stored JSON)."""
+            if any(w.get("code") in FLAGS for w in (json.loads(warnings or "[]") if isinstance(warnings, str) else warnings or [])):
+                counts["not_tagged"] += 1
+                return
             try:
                 tagger(state.path, genre)
             except AcousticSenseError as e:
@@ -255,7 +261,7 @@ def scan(
             catalog.mark_seen(row["id"], scan_id, state)
             counts["other_model"] += row["model"] != key and row["status"] != "failed"
             if tagger and row["status"] == "ok" and row["tag"] != row["genre"]:
-                tag(row["id"], row["genre"], state or FileState(row["path"], row["size"], row["mtime_ns"], row["hash"]))
+                tag(row["id"], row["genre"], state or FileState(row["path"], row["size"], row["mtime_ns"], row["hash"]), row["warnings"])
             return True
 
         def plan() -> Iterator[str]:
@@ -291,7 +297,7 @@ def scan(
                         track = donor["id"] if moved else catalog.copy_track(donor["id"], state, scan_id)
                         counts["moved" if moved else "copied"] += 1
                         if tagger and donor["status"] == "ok" and donor["tag"] != donor["genre"]:  # same bytes: tagged if the donor is
-                            tag(track, donor["genre"], state)
+                            tag(track, donor["genre"], state, donor["warnings"])
                         writer.tick()
                         _advance(progress)
                         continue
@@ -308,7 +314,7 @@ def scan(
                 note(outcome.error)
             track = writer.store(state, key, outcome, scan_id)
             if tagger and outcome.status == "ok":
-                tag(track, outcome.genres[0][0], state)
+                tag(track, outcome.genres[0][0], state, outcome.warnings)
             _advance(progress)
         writer.commit()
         if tagger:  # copies a killed --write-tags left behind (the originals are intact)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .audio import (
-    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, extreme_level, open_failure, open_path, sample_peak,
+    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, check_float, extreme_level, open_failure, open_path, sample_peak,
     source_name,
 )  # fmt: skip
 from .errors import AcousticSenseError, AudioError, ParameterError
@@ -141,6 +141,8 @@ class LiveClassifier:
         offline analysis scales a whole track: a stream at such a level ranks as offline (spectrograms are relative to
         each window's peak). The gain never rises again, and windows ranked before it fell were ranked at the old level:
         after a lone spike, quieter windows may count as silent (offline, the whole track would be scaled alike)."""
+        if isinstance(samples, np.ndarray):
+            check_float(samples, self.source)
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
             x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not len(x):

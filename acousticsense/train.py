@@ -33,9 +33,10 @@ from .audio import load_audio
 from .augment import NoiseBank, spec_augment
 from .bundle import CONFIG_NAME, Bundle, BundleConfig, load_bundle, save_bundle, write_config
 from .calibrate import ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
+from .config import Preprocessing
 from .data import NOT_MUSIC, DataError, Track, read_corpus, split_tracks
-from .errors import AcousticSenseError, TrainError
-from .features import Preprocessing, db_to_image, fit_to_window, frames_per_window, power_to_db, track_mel, window_count
+from .errors import AcousticSenseError, TrainError, output_folder
+from .features import db_to_image, fit_to_window, frames_per_window, power_to_db, track_mel, window_count
 from .inference import Classifier, Features, default_device
 from .model import ARCHITECTURES, DEFAULT_ARCH
 from .pretrained import initial_model
@@ -218,12 +219,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         except TypeError as e:
             raise TrainError(str(e)) from None
         corpus = read_corpus(data)
+        if len(corpus.labels) < 2:
+            raise TrainError(f"{data}: only one genre ({corpus.labels[0]}); a classifier needs tracks of at least two (one folder per genre)")
         torch.manual_seed(config.seed)
         model, bundle_config, init_info = initial_model(config, corpus.labels, progress)
         bundle_config.model_id = out.name
         labels, pre, data_info = bundle_config.labels, bundle_config.preprocessing, corpus.info
         train_tracks, val_tracks = split_tracks(corpus.tracks + corpus.not_music, config.val_fraction, config.seed)
         ckpt = None
+    output_folder(out)  # before the tracks are decoded: a folder that cannot be made fails now
     torch.manual_seed(config.seed + rank)
 
     device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else torch.device(config.device or default_device())
@@ -252,7 +256,6 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     split = {"train": [[str(t.path), t.label] for t in train_tracks], "val": [[str(t.path), t.label] for t in val_tracks]}
     saved_epoch = state["epoch"]  # what checkpoint.pt holds
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         _write_log(out, state["history"])
         tqdm.write(
             f"training {bundle_config.architecture['name']} at {pre.image_size}px on {sizes['train_tracks']} tracks "

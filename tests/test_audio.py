@@ -191,6 +191,19 @@ def test_corrupt_data_mid_file_is_a_decode_error_warning(tmp_path):
     assert len(capped.samples) == int(3.5 * SR) and [c for c, _ in capped.warnings] == ["truncated"]
 
 
+def test_a_corrupt_packet_mid_file_is_skipped_and_the_rest_decodes(tmp_path):
+    """One damaged stretch (a bad sector, a broken download chunk) costs its own packets, not the rest of the track."""
+    path = write_audio(tmp_path / "c.mp3", music_like(20.0, 44100, channels=2), 44100)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    audio = load_audio(path, SR)
+    assert audio.duration > 19.0
+    [(code, message)] = audio.warnings
+    assert code == "decode_error" and message.startswith("skipped ") and "decoded the rest" in message
+
+
 def test_sample_rate_change_mid_stream(tmp_path):
     """Concatenated ADTS AAC (44.1 kHz, then 22.05 kHz): the resampler follows, nothing is lost."""
     parts = [write_audio(tmp_path / f"{rate}.aac", music_like(2.0, rate, channels=2), rate).read_bytes() for rate in (44100, 22050)]
@@ -259,3 +272,15 @@ def test_an_empty_file_is_one_line_and_no_traceback(tmp_path, capfd, name):
     with pytest.raises(AudioError, match=f"{name}: empty input"):
         load_audio(tmp_path / name, SR)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_arrays_must_hold_float_samples_and_streams_be_binary():
+    """Integers would be read as samples far beyond full scale, complex or text values cast away: all refused, by name."""
+    with pytest.raises(AudioError, match=r"<array>: expected float samples in \[-1, 1\], got int16 values \(divide by 32768"):
+        load_audio(np.zeros(100, np.int16), SR)
+    for bad in (np.zeros(100, complex), np.array(["a", "b"]), np.zeros(100, np.uint8)):
+        with pytest.raises(AudioError, match="expected float samples"):
+            load_audio(bad, SR)
+    with pytest.raises(AudioError, match="a text stream; audio is read from a binary one"):
+        load_audio(io.StringIO("RIFF"), SR)
+    assert load_audio(np.zeros(100, np.float16), SR).duration == pytest.approx(100 / SR)

@@ -136,3 +136,8 @@ def test_the_rest_api_explains_on_request_and_draws_the_map(tiny_bundle, clip_mp
         assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
         bad = client.post("/api/v1/explain.png?genre=Polka", files=files)
         assert bad.status_code == 400 and "Polka" in bad.json()["detail"]
+    with TestClient(create_api(tiny_bundle, max_seconds=30)) as client, pytest.MonkeyPatch.context() as mp:
+        mp.setattr("acousticsense.api.SERVER_MAX_EXPLAINED", 10)  # an explanation's cost grows with its windows: bounded
+        costly = client.post("/api/v1/classify?explain=true&hop=0.5", files=files)
+        assert costly.status_code == 400 and "11 windows to explain, more than the 10 one request may have" in costly.json()["detail"]
+        assert client.post("/api/v1/classify?hop=0.5", files=files).status_code == 200

@@ -201,6 +201,8 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing config.json" in bad.stderr
     info = _cli("info", tiny_bundle)
     assert info.returncode == 0 and json.loads(info.stdout)["labels"] == TINY_LABELS
+    bad = _cli("predict", clip_mp3, "--batch-size", "0")  # a value typer checks: one line as well, not a boxed usage text
+    assert bad.returncode == 2 and bad.stderr == "error: Invalid value for '--batch-size': Input should be greater than or equal to 1\n"
 
 
 def test_precision_defaults_to_fp32_on_the_cpu_and_bf16_stays_close(tiny_bundle, clip_mp3):
@@ -248,6 +250,30 @@ def test_classify_many_checks_its_arguments_at_the_call(tiny_bundle, clip_mp3):
         Classifier.from_bundle(tiny_bundle, device="cuda")
 
 
+def test_decoding_can_start_before_torch_and_the_model(tiny_bundle, clip_mp3):
+    """predict reads the bundle's config and starts decoding before torch loads: the workers never carry torch,
+    the first file goes to them too, and a classifier refuses a decoding started with other settings."""
+    code = (
+        "import os, sys; from acousticsense.config import read_config; from acousticsense.decoding import DecodeAhead; "
+        f"pre = read_config({str(tiny_bundle)!r}).preprocessing; "
+        f"d = DecodeAhead([{str(clip_mp3)!r}], pre.sample_rate, 30.0, pre.resampler, first_here=False); "
+        "assert 'torch' not in sys.modules; from acousticsense.inference import Classifier; "
+        "[r] = Classifier.from_bundle(sys.argv[1], device='cpu').classify_many(d, max_seconds=30.0); print(r.label)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_bundle)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    clf = Classifier.from_bundle(tiny_bundle, device="cpu")
+    assert out.stdout.strip() == clf.classify(clip_mp3).label
+    with decoding.DecodeAhead([clip_mp3, clip_mp3], clf.config.preprocessing.sample_rate, 30.0, "ffmpeg", first_here=False) as early:
+        assert all(d is not None for _, _, d in early._ahead)  # both in worker processes already
+        with pytest.raises(ParameterError, match=r"decoded as .* \(22050, 30.0, 'ffmpeg'\), this model needs \(22050, 1800.0, 'ffmpeg'\)"):
+            clf.classify_many(early)
+    lone = decoding.DecodeAhead([clip_mp3], 22050, 30.0, "ffmpeg")
+    assert [d for _, _, d in lone._ahead] == [None] and lone._pool is None  # one file alone: decoded here, no pool
+    [(name, audio)] = list(lone)
+    assert name == str(clip_mp3) and audio.duration > 0
+
+
 def test_ctrl_c_keeps_the_results_written_so_far(tiny_bundle, clip_mp3, tmp_path):
     """predict writes each result as it comes: interrupted, its JSON array is closed and valid, and nothing is left running."""
     import signal
@@ -273,7 +299,8 @@ def test_ctrl_c_keeps_the_results_written_so_far(tiny_bundle, clip_mp3, tmp_path
 def test_many_file_commands_let_the_decode_workers_have_the_cores(tiny_bundle, clip_mp3, tmp_path):
     """`predict` of several files and `scan` ask torch's OpenMP threads to sleep, not spin, between operations (set
     before torch loads: it reads the variable once); `predict` of one file does not, and a value the user set stays."""
-    code = ("import atexit, os, sys; from acousticsense.cli import main; "
+    code = ("import atexit, os, sys; from acousticsense import cli; from acousticsense.cli import main; "
+            "cli.done_cleanly = lambda: None; "  # the normal exit, which runs atexit hooks
             "atexit.register(lambda: print('OMP', os.environ.get('OMP_WAIT_POLICY'), file=sys.stderr)); "
             "sys.argv = ['acousticsense', *sys.argv[1:]]; main()")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
@@ -289,3 +316,13 @@ def test_many_file_commands_let_the_decode_workers_have_the_cores(tiny_bundle, c
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "a.mp3").write_bytes(clip_mp3.read_bytes())
     assert policy("scan", tmp_path / "lib", "--db", tmp_path / "lib.db", "--model", tiny_bundle, "--json") == "PASSIVE"
+
+
+def test_the_table_shows_labels_and_warnings_as_plain_text(capsys):
+    """A label or message with square brackets is printed as written, never read as rich markup (it crashed)."""
+    from acousticsense.cli import _print_table
+    from acousticsense.results import Genre, Result
+
+    _print_table(Result("a.wav", "m", 8.0, [Genre("Drum [/] Bass", 0.5), Genre("Nu [metal]", 0.4)], [], warnings=[{"code": "x", "message": "[bold]y[/]"}]))
+    out = capsys.readouterr().out
+    assert "Drum [/] Bass" in out and "Nu [metal]" in out and "x: [bold]y[/]" in out

@@ -189,16 +189,19 @@ def test_write_tags_tags_each_file_and_the_next_scan_still_sees_it_unchanged(tmp
     for name in ("jazz", "metal"):
         shutil.copy(EXAMPLES_DIR / f"{name}.ogg", folder / f"{name}.ogg")
     (folder / ".acousticsense-tmp-jazz.x1.ogg").write_bytes(b"left by a killed write")
+    tone = write_audio(folder / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * np.arange(220500) / 22050), 22050)  # not music: no genre written
     db = tmp_path / "library.db"
     counts = scan(folder, db, write_tags=True).counts
-    assert counts["classified"] == 2 and counts["tagged"] == 2 and counts["found"] == 2
+    assert counts["classified"] == 3 and counts["tagged"] == 2 and counts["not_tagged"] == 1 and counts["found"] == 3
     tracks = rows(db)
+    assert read_genre(tone) is None and tracks[str(tone)]["tag"] is None and "not_music" in tracks[str(tone)]["warnings"]
     for path, r in tracks.items():
-        assert read_genre(path) == r["genre"] == r["tag"]
+        if path != str(tone):
+            assert read_genre(path) == r["genre"] == r["tag"]
         assert r["size"] == os.stat(path).st_size
-    assert sorted(p.name for p in folder.iterdir()) == ["jazz.ogg", "metal.ogg"]  # the stale copy is gone
+    assert sorted(p.name for p in folder.iterdir()) == ["jazz.ogg", "metal.ogg", "tone.wav"]  # the stale copy is gone
     counts = scan(folder, db, write_tags=True).counts
-    assert counts["unchanged"] == 2 and counts["classified"] == 0 and counts["tagged"] == 0
+    assert counts["unchanged"] == 3 and counts["classified"] == 0 and counts["tagged"] == 0 and counts["not_tagged"] == 1
     shutil.copy(folder / "jazz.ogg", folder / "jazz-copy.ogg")  # bytes seen before: a copy, tagged in the same scan
     (folder / "metal.ogg").rename(folder / "metal-moved.ogg")
     counts = scan(folder, db, write_tags=True).counts

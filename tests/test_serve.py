@@ -110,6 +110,8 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
     for route in ("classify", "explain.png"):  # two files: not just the last one analysed
         r = httpx.post(f"{url}/api/v1/{route}", files=[("file", ("a.wav", clip_bytes)), ("file", ("b.wav", clip_bytes))], timeout=60)
         assert r.status_code == 400 and r.json() == {"detail": "file: send one file per request (this one has several)"}
+    r = httpx.post(f"{url}/api/v1/classify?top_k=2&hop=2&top_k=3", files={"file": ("a.wav", clip_bytes)}, timeout=60)  # not a silent choice
+    assert r.status_code == 400 and r.json() == {"detail": "top_k: given more than once; give each option once"}
 
 
 def test_an_unexpected_failure_is_a_422_and_one_log_line(url, clip_bytes, monkeypatch, caplog):

@@ -276,6 +276,10 @@ def test_cli_evaluate_and_train_errors(trained, corpus, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "error:" in result.output and "no such file" in result.output
     result = runner.invoke(app, ["train", str(corpus), "--out", str(trained)])
     assert result.exit_code == 2 and "already holds a training run" in result.output
+    one = make_band_corpus(tmp_path / "one", per_label=2, labels=("Bass",))
+    result = runner.invoke(app, ["train", str(one), "--out", str(tmp_path / "z")])
+    assert result.exit_code == 2 and "only one genre (Bass); a classifier needs tracks of at least two" in result.output
+    assert not (tmp_path / "z").exists()
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

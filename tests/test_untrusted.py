@@ -30,7 +30,7 @@ from conftest import music_like, video, write_audio
 from test_serve import running
 
 SR = 22050
-REFUSED = "refused: '{}' is not an audio file format"
+REFUSED = "refused: it reads as '{}', not an audio file format"
 
 
 def wav(rate: int, data: bytes, tag: int = 1, channels: int = 1, bits: int = 16, declared: int | None = None) -> bytes:

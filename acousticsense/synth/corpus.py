@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data import NOT_MUSIC
-from ..errors import ParameterError
+from ..errors import ParameterError, output_folder
 from ..speech import have_espeak
 from .arrange import SAMPLE_RATE, SYNTH_VERSION, clip_params, clip_seed
 from .not_music import KINDS, not_music_seed, render_not_music
@@ -111,7 +111,7 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
         if {k: old.get(k) for k in config} != config:
             raise ParameterError(f"{out} holds a corpus made with other settings "
                                  f"({json.dumps({k: old.get(k) for k in config})}); use a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     header = {**config, "per_genre": per_genre, "not_music": not_music, "genres": list(names)}
     _write_text(manifest_json, json.dumps({**header, "complete": False, "clips": []}, indent=1))
 

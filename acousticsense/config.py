@@ -1,0 +1,240 @@
+"""A model bundle's ``config.json``: labels, architecture, calibration and every preprocessing parameter.
+
+Torch-free, so a bundle's settings can be read (and its input decoding started) before torch has loaded.
+:class:`Preprocessing` holds everything between a decoded waveform and the tensor the model sees, so a
+model is always fed exactly what it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import BundleError, ParameterError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Defaults of the built-in models (audio hyperparameters).
+SAMPLE_RATE = 22050
+N_FFT = 2048
+HOP_LENGTH = 512
+N_MELS = 128
+TOP_DB = 80.0
+WINDOW_SECONDS = 8.0
+HOP_SECONDS = 4.0
+IMAGE_SIZE = 128
+SILENCE_DB = -60.0  # windows whose RMS is below this (dBFS) count as silent
+RESAMPLERS = ("ffmpeg", "soxr_hq")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything between a decoded waveform and the tensor the model sees."""
+
+    sample_rate: int = SAMPLE_RATE
+    window_seconds: float = WINDOW_SECONDS
+    hop_seconds: float = HOP_SECONDS
+    short_pad: str = "repeat"  # how a clip shorter than one window is filled: "repeat" | "zeros"
+    silence_db: float = SILENCE_DB
+    n_fft: int = N_FFT
+    hop_length: int = HOP_LENGTH
+    n_mels: int = N_MELS
+    fmin: float = 0.0
+    fmax: float | None = None
+    mel_htk: bool = False
+    mel_norm: str | None = "slaney"
+    preemphasis: float = 0.0  # y[n] = x[n] - a x[n-1] before the STFT (0: off); applied as its exact power gain per FFT bin
+    resampler: str = "ffmpeg"  # "ffmpeg" (FFmpeg's default resampler) | "soxr_hq" (librosa.load's default)
+    chunking: str = "start"  # "start": windows every hop from 0, plus one aligned with the end | "centred": see place_windows
+    db_ref: str | float = "max"  # "max" (librosa's ref=np.max) or a fixed power
+    db_scope: str = "window"  # what the "max" reference and the top_db floor are taken over: "window" | "track"
+    db_amin: float = 1e-10
+    top_db: float | None = TOP_DB
+    image_size: int = IMAGE_SIZE
+    flip_frequency: bool = True  # low frequencies at the bottom of the image, as specshow draws them
+    colormap: str | None = None  # None: grey replicated to 3 channels; or a matplotlib name ("magma")
+    render_size: tuple[float, float] | None = None  # (height, width) in pixels of the plot the cells are drawn into, before the resize
+    jpeg_quality: int | None = None  # the rendered image goes through JPEG at this quality before the resize (as saved plots do)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        for key in ("window_seconds", "hop_seconds", "sample_rate", "n_fft", "hop_length", "n_mels", "image_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ParameterError(f"{key} must be a finite positive number, not {value!r}")
+        if self.window_samples < 1 or self.hop_samples < 1:
+            raise ParameterError(f"window_seconds and hop_seconds must each span at least one sample at {self.sample_rate} Hz")
+        if self.short_pad not in ("repeat", "zeros"):
+            raise ParameterError(f"short_pad must be 'repeat' or 'zeros', not {self.short_pad!r}")
+        if isinstance(self.db_ref, str) and self.db_ref != "max":
+            raise ParameterError(f"db_ref must be 'max' or a number, not {self.db_ref!r}")
+        for key, allowed in (("resampler", RESAMPLERS), ("chunking", ("start", "centred")), ("db_scope", ("window", "track"))):
+            if getattr(self, key) not in allowed:
+                raise ParameterError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) or not 0 <= self.preemphasis < 1:
+            raise ParameterError(f"preemphasis must be a number in [0, 1), not {self.preemphasis!r}")
+        if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 95):
+            raise ParameterError(f"jpeg_quality must be an integer from 1 to 95 or null, not {self.jpeg_quality!r}")
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_seconds * self.sample_rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["render_size"] = list(self.render_size) if self.render_size else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        """Build from a config dict; unknown keys are an error, never ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ParameterError(f"unknown preprocessing parameters: {', '.join(unknown)}")
+        d = dict(d)
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        if d.get("render_size"):
+            d["render_size"] = tuple(float(v) for v in d["render_size"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "Preprocessing":
+        return Preprocessing.from_dict({**self.to_dict(), **changes})
+
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ONNX_NAME = "model.onnx"
+AGGREGATIONS = ("mean", "vote")
+
+
+@dataclass
+class BundleConfig:
+    """What a bundle's ``config.json`` holds."""
+
+    model_id: str
+    architecture: dict[str, Any]  # {"name": preset, "image_size": int, "head": {...}}
+    labels: list[str]
+    preprocessing: Preprocessing
+    aggregation: str = "mean"  # how window probabilities become the track's: "mean" | "vote"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)  # {"temperature": T, "ood_threshold": t}; see calibrate.py
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def ood_threshold(self) -> float | None:
+        t = self.calibration.get("ood_threshold")
+        return None if t is None else float(t)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "model_id": self.model_id,
+            "architecture": self.architecture,
+            "labels": list(self.labels),
+            "preprocessing": self.preprocessing.to_dict(),
+            "aggregation": self.aggregation,
+            "provenance": self.provenance,
+            "metrics": self.metrics,
+            **({"calibration": self.calibration} if self.calibration else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "BundleConfig":
+        """Validate and build; every problem is reported with what is wrong."""
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(f"{where}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        missing = [k for k in ("model_id", "architecture", "labels", "preprocessing") if k not in d]
+        if missing:
+            raise BundleError(f"{where}: missing {', '.join(missing)}")
+        labels = d["labels"]
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+            raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
+        if len(set(labels)) != len(labels):
+            raise BundleError(f"{where}: 'labels' has duplicates")
+        arch = d["architecture"]
+        if not isinstance(arch, dict) or "name" not in arch or "image_size" not in arch:
+            raise BundleError(f"{where}: 'architecture' needs 'name' and 'image_size'")
+        aggregation = d.get("aggregation", "mean")
+        if aggregation not in AGGREGATIONS:
+            raise BundleError(f"{where}: aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        try:
+            pre = Preprocessing.from_dict(d["preprocessing"])
+        except (TypeError, ValueError, ParameterError) as e:
+            raise BundleError(f"{where}: preprocessing: {e}") from None
+        if pre.image_size != arch["image_size"]:
+            raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")
+        calibration = d.get("calibration", {})
+        t, threshold = (calibration.get("temperature", 1.0), calibration.get("ood_threshold")) if isinstance(calibration, dict) else (None, None)
+        if not isinstance(calibration, dict) or not _finite_number(t) or not 0.01 <= t <= 100 or not (threshold is None or (_finite_number(threshold) and 0 <= threshold <= 1)):
+            raise BundleError(f"{where}: 'calibration' needs a 'temperature' from 0.01 to 100 and an 'ood_threshold' in [0, 1] (or none)")
+        return cls(
+            model_id=str(d["model_id"]),
+            architecture=arch,
+            labels=labels,
+            preprocessing=pre,
+            aggregation=aggregation,
+            provenance=d.get("provenance", {}),
+            metrics=d.get("metrics", {}),
+            calibration=calibration,
+        )
+
+    def build_model(self) -> nn.Module:
+        """An untrained model of this config's architecture and label count."""
+        from .model import (
+            build_model,  # torchvision's model zoo takes a second to import: ONNX bundles never need it
+        )
+
+        arch = self.architecture
+        try:
+            return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
+        except (ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"architecture: {e}") from None
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def write_config(path: str | os.PathLike, config: BundleConfig) -> None:
+    """(Re)write a bundle's ``config.json`` atomically, e.g. to record metrics."""
+    tmp = Path(path) / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    os.replace(tmp, Path(path) / CONFIG_NAME)
+
+
+def read_config(path: str | os.PathLike) -> BundleConfig:
+    """Read and validate a bundle's config without touching its weights."""
+    path = Path(path)
+    config_path = path / CONFIG_NAME
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a model bundle directory (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside)")
+    if not config_path.is_file():
+        raise BundleError(f"{path}: missing {CONFIG_NAME}")
+    try:
+        data = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{config_path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{config_path}: expected a JSON object")
+    return BundleConfig.from_dict(data, where=str(config_path))
