@@ -31,6 +31,7 @@ AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, np.ndarray]
 MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a huge resampled output)
 MAX_SOURCE_RATE = 768_000  # Hz
 MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
+OGG_TAIL = 65_307 + 27  # bytes read from an Ogg file's end: its largest possible page, and the next header
 WAV_HEADER_CHUNKS = 64  # chunks (LIST, fact, ...) read before a WAV's data chunk, looking for its declared size
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
 CORRUPT_RUN = 100  # corrupt packets in a row after which decoding gives up (one is skipped and decoding goes on)
@@ -154,7 +155,7 @@ def load_audio(
     rate or layout changes), so only the output (mono, target rate, at most ``max_seconds``) is held
     in memory. ``resampler="soxr_hq"`` decodes at the source rate instead, averages the channels and
     resamples with soxr's high quality, as ``librosa.load`` does. A file that decodes to less than its
-    header announces carries a ``truncated_input`` warning; corrupt packets are skipped (``decode_error``), and decoding
+    header announces, or an Ogg file without its end-of-stream page, carries a ``truncated_input`` warning; corrupt packets are skipped (``decode_error``), and decoding
     stops on :data:`CORRUPT_RUN` of them in a row or on bad ones up to the end (``decode_error``, both durations given).
     Raises :class:`AudioError` with a one-line reason for anything that is not usable audio.
     """
@@ -224,6 +225,7 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
         raise open_failure(name, error, logs, file.count) from None
     warnings: list[tuple[str, str]] = []
     declared = _wav_declared_seconds(file) if container.format.name == "wav" else 0.0
+    unended = container.format.name == "ogg" and _ogg_unended(file)
     with container, av.logging.Capture(local=True):
         if not container.streams.audio:
             raise AudioError(f"{name}: contains no audio stream")
@@ -284,6 +286,8 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
             decoded = out.size / sample_rate
             if out.size <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
                 warnings.append(("truncated_input", f"the file announces {announced:.1f} s but only {decoded:.1f} s decode: it is cut short (an incomplete download?)"))
+            elif out.size <= limit and unended:
+                warnings.append(("truncated_input", f"the Ogg stream stops after {decoded:.1f} s without its end-of-stream page: it is cut short (an incomplete download?)"))
         if skipped:
             what = f"{len(skipped)} corrupt packets" if len(skipped) > 1 else "a corrupt packet"
             warnings.append(("decode_error", f"skipped {what} ({skipped[0]}) and decoded the rest; the audio in {'them' if len(skipped) > 1 else 'it'} is missing"))
@@ -425,6 +429,31 @@ def _wav_declared_seconds(file: _Counted) -> float:
         return 0.0
     except (OSError, ValueError):
         return 0.0
+    finally:
+        file.seek(position)
+
+
+def _ogg_unended(file: _Counted) -> bool:
+    """Whether an Ogg file lacks its ending: its last page is cut off or is not marked end-of-stream, as every
+    encoder marks the last one. Ogg headers hold no duration to compare with, so this is how a truncated download
+    shows. Only the last :data:`OGG_TAIL` bytes are read; False when the file cannot seek or no page is found there."""
+    if not file.seekable():
+        return False
+    position = file.tell()
+    try:
+        size = file.seek(0, io.SEEK_END)
+        start = file.seek(max(0, size - OGG_TAIL))
+        if size < 0 or start < 0:
+            return False
+        tail = file.read(OGG_TAIL)
+        page = tail.rfind(b"OggS\x00")  # capture pattern and stream structure version 0
+        if page < 0 or len(tail) - page < 27:
+            return page >= 0
+        segments = tail[page + 27 : page + 27 + tail[page + 26]]
+        length = 27 + tail[page + 26] + sum(segments)
+        return page + length > len(tail) or not tail[page + 5] & 0x04  # cut mid-page, or no end-of-stream flag
+    except (OSError, ValueError):
+        return False
     finally:
         file.seek(position)
 

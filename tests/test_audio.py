@@ -139,6 +139,23 @@ def test_a_file_cut_short_says_so(tmp_path, ext):
     assert whole.warnings == []
 
 
+@pytest.mark.parametrize("ext", [".ogg", ".opus"])
+def test_an_ogg_file_cut_short_says_so_without_a_declared_length(tmp_path, ext):
+    """Ogg headers give no duration: a cut file shows by its missing end-of-stream page (read from the file's end only)."""
+    whole = write_audio(tmp_path / f"whole{ext}", music_like(8.0, 48000, channels=2), 48000)
+    assert load_audio(whole, SR).warnings == []
+    half = whole.read_bytes()[: whole.stat().st_size // 2]
+    audio = load_audio(half, SR)
+    [(code, message)] = audio.warnings
+    assert code == "truncated_input" and f"stops after {audio.duration:.1f} s without its end-of-stream page" in message
+
+    class Pipe:  # a stream that cannot seek: its end is never read ahead, so nothing is claimed
+        def __init__(self, data: bytes):
+            self.read = io.BytesIO(data).read
+
+    assert load_audio(Pipe(half), SR).warnings == []
+
+
 def test_streaming_wav_sizes_claim_nothing(tmp_path):
     x = (music_like(1.0)[0] * 32767).astype("<i2")
     for declared in (0, 0xFFFFFFFF):

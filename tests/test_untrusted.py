@@ -96,7 +96,7 @@ def make_corpus(d: Path, probe_url: str, secret: Path) -> dict[str, str | None]:
         "list.wav": (f"ffconcat version 1.0\nfile {probe_url}/y.wav\n".encode(), REFUSED.format("concat")),
         # truncated and corrupt
         "half.mp3": (encoded[".mp3"][: len(encoded[".mp3"]) // 2], "truncated_input"),
-        "half.ogg": (encoded[".ogg"][: len(encoded[".ogg"]) // 2], None),
+        "half.ogg": (encoded[".ogg"][: len(encoded[".ogg"]) // 2], "truncated_input"),
         "half.flac": (encoded[".flac"][: len(encoded[".flac"]) // 2], "decode_error"),
         "half.m4a": (encoded[".m4a"][: len(encoded[".m4a"]) // 2], None),
         "head.mp3": (encoded[".mp3"][:200], None),
