@@ -51,7 +51,7 @@ class Engine:
             if len(features.starts) > SERVER_MAX_EXPLAINED:
                 raise ParameterError(
                     f"{name}: {len(features.starts)} windows to explain, more than the {SERVER_MAX_EXPLAINED} one request may "
-                    "have (each costs a backward pass); use a longer hop, a shorter clip, or the CLI's `explain` command"
+                    "have (each costs a backward pass); explain a shorter clip, use classify?explain=true with a longer hop, or the CLI's `explain` command"
                 )
             return clf.postprocess(features, clf.forward([features])[0]), explain(clf, features, genre)
 

@@ -35,6 +35,7 @@ OGG_TAIL = 65_307 + 27  # bytes read from an Ogg file's end: its largest possibl
 WAV_HEADER_CHUNKS = 64  # chunks (LIST, fact, ...) read before a WAV's data chunk, looking for its declared size
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
 CORRUPT_RUN = 100  # corrupt packets in a row after which decoding gives up (one is skipped and decoding goes on)
+CORRUPT_PEAK = 16.0  # after corrupt data, a decoded float frame beyond this (+24 dBFS) is garbage: skipped too
 RESAMPLED_FRAME = 65536  # samples per frame out of the resampler (3 s at 22,050 Hz): fewer Python round trips than one per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
 ALLOWED_FORMATS = (
@@ -281,23 +282,26 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
                 raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
             if out.size <= limit:  # past the cap the rest was not wanted anyway: only the cut is reported
                 of = f" of the {announced:.1f} s announced" if announced > out.size / sample_rate else ""
-                warnings.append(("decode_error", f"decoding stopped on corrupt data after {out.size / sample_rate:.1f} s{of} ({_reason(e)}); the rest is ignored"))
+                before = f", after skipping {_count(skipped)}" if skipped else ""
+                warnings.append(("decode_error", f"decoding stopped on corrupt data after {out.size / sample_rate:.1f} s{of}{before} ({_reason(e)}); the rest is ignored"))
         else:
             decoded = out.size / sample_rate
-            if out.size <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
+            of = f" of the {announced:.1f} s announced" if announced > decoded else ""
+            if out.size <= limit and skipped:  # what is missing is what they held, whatever a header says
+                warnings.append(("decode_error", f"skipped {_count(skipped)} ({skipped[0]}) and decoded the rest: {decoded:.1f} s{of}"))
+            elif out.size <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
                 warnings.append(("truncated_input", f"the file announces {announced:.1f} s but only {decoded:.1f} s decode: it is cut short (an incomplete download?)"))
             elif out.size <= limit and unended:
                 warnings.append(("truncated_input", f"the Ogg stream stops after {decoded:.1f} s without its end-of-stream page: it is cut short (an incomplete download?)"))
-        if skipped:
-            what = f"{len(skipped)} corrupt packets" if len(skipped) > 1 else "a corrupt packet"
-            warnings.append(("decode_error", f"skipped {what} ({skipped[0]}) and decoded the rest; the audio in {'them' if len(skipped) > 1 else 'it'} is missing"))
     samples = out.samples()
     return samples, src_rate, channels, warnings
 
 
 def _frames(container: av.container.InputContainer, stream: av.AudioStream, skipped: list[str]) -> Iterator[av.AudioFrame]:
     """``stream``'s decoded frames. A packet that does not decode is skipped (its reason added to ``skipped``) when
-    a good one follows; :data:`CORRUPT_RUN` bad ones in a row, or bad ones up to the end, raise the last error."""
+    a good one follows; :data:`CORRUPT_RUN` bad ones in a row, or bad ones up to the end, raise the last error.
+    Once data was corrupt, a float frame beyond :data:`CORRUPT_PEAK` is garbage the decoder did not notice:
+    skipped too (kept, it would scale the whole track down to silence)."""
     run: list[str] = []
     for packet in container.demux(stream):
         try:
@@ -311,9 +315,17 @@ def _frames(container: av.container.InputContainer, stream: av.AudioStream, skip
         if packet.size:  # not the empty packet that flushes the decoder at the end
             skipped += run
             run = []
-        yield from frames
+        for frame in frames:
+            if (skipped or run) and frame.format.name in ("flt", "fltp", "dbl", "dblp") and np.abs(frame.to_ndarray()).max(initial=0) > CORRUPT_PEAK:
+                skipped.append(f"a frame decoded to samples beyond {CORRUPT_PEAK:g} times full scale")
+                continue
+            yield frame
     if run:
         raise error
+
+
+def _count(skipped: list[str]) -> str:
+    return f"{len(skipped)} corrupt packets" if len(skipped) > 1 else "a corrupt packet"
 
 
 def _channel_mean(frame: av.AudioFrame) -> np.ndarray:

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, read_config, write_config  # noqa: F401 - part of this module's interface
+from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, read_config, write_config  # noqa: F401 - part of this module's interface
 from .errors import BundleError, output_folder
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
 

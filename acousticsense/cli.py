@@ -110,31 +110,33 @@ def predict(
 
     from .config import read_config
     from .decoding import DecodeAhead
-    from .options import DEFAULT_BUNDLE, in_range
+    from .options import DEFAULT_BUNDLE
     from .results import Failure
 
     if len(files) > 1:
         share_cores_with_decoders()
     if as_json and as_csv:
         fail("choose one of --json and --csv")
-    pre = read_config(model or DEFAULT_BUNDLE).preprocessing  # torch-free: the files decode while torch loads
-    max_seconds = in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
-    with DecodeAhead(_sources(files), pre.sample_rate, max_seconds, pre.resampler, first_here=False) as decoded:
-        clf = load_classifier(model, device, batch_size=batch_size)
-        results = clf.classify_many(decoded, top_k, window, hop, max_seconds, override_window)  # options checked here
-        out = _Output("json" if as_json else "csv" if as_csv else "table", several=len(files) > 1)
-        failed = 0
-        try:
-            with tqdm(total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr) as bar:
-                for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
-                    if isinstance(r, Failure):
-                        tqdm.write(f"error: {r.error}", file=sys.stderr)
-                        failed += 1
-                    out.write(r)
-                    bar.update()
-        finally:
-            out.close()  # a JSON array is closed even after Ctrl-C, so what was written stays valid
-    done_cleanly()
+    # torch-free: the options are checked against the bundle's config, then the files decode while torch loads
+    opts = read_config(model or DEFAULT_BUNDLE).options(top_k, window, hop, max_seconds, override_window)
+    try:
+        with DecodeAhead(_sources(files), opts.pre.sample_rate, opts.max_seconds, opts.pre.resampler, first_here=False) as decoded:
+            clf = load_classifier(model, device, batch_size=batch_size)
+            results = clf.classify_many(decoded, top_k, window, hop, max_seconds, override_window)  # checked again, by the model
+            out = _Output("json" if as_json else "csv" if as_csv else "table", several=len(files) > 1)
+            failed = 0
+            try:
+                with tqdm(total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr) as bar:
+                    for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
+                        if isinstance(r, Failure):
+                            tqdm.write(f"error: {r.error}", file=sys.stderr)
+                            failed += 1
+                        out.write(r)
+                        bar.update()
+            finally:
+                out.close()  # a JSON array is closed even after Ctrl-C, so what was written stays valid
+    finally:  # however it ends (Ctrl-C too), the output is closed and the workers are gone
+        done_cleanly()
     if failed:
         raise typer.Exit(1)
 

@@ -11,10 +11,12 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BundleError, ParameterError
+from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range
 
 if TYPE_CHECKING:
     from torch import nn
@@ -115,6 +117,16 @@ class Preprocessing:
         return Preprocessing.from_dict({**self.to_dict(), **changes})
 
 
+@dataclass(frozen=True)
+class Options:
+    """Validated options of one request: the preprocessing to use and what to report."""
+
+    pre: Preprocessing
+    top_k: int
+    max_seconds: float
+    notes: tuple[dict[str, str], ...] = ()  # warnings every result carries (window_override)
+
+
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -144,6 +156,41 @@ class BundleConfig:
     def ood_threshold(self) -> float | None:
         t = self.calibration.get("ood_threshold")
         return None if t is None else float(t)
+
+    def options(
+        self,
+        top_k: int = DEFAULT_TOP_K,
+        window: float | None = None,
+        hop: float | None = None,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        override_window: bool = False,
+    ) -> Options:
+        """Check a request's options against their documented ranges and this model; :class:`ParameterError` names
+        the first bad one. Torch-free: ``predict`` checks them before it starts decoding.
+
+        The bundle owns ``window_seconds``: the model was trained on windows of that length, and another
+        length squeezes a different span of audio into the same image. A different ``window`` is refused
+        unless ``override_window`` is set, and then every result carries a ``window_override`` warning.
+        ``hop`` may change freely within :data:`HOP_RANGE`.
+        """
+        pre = self.preprocessing
+        if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
+            raise ParameterError(f"top_k must be a whole number of at least 1, not {top_k!r}")
+        max_seconds = in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
+        changes: dict[str, float] = {}
+        notes: list[dict[str, str]] = []
+        if hop is not None:
+            changes["hop_seconds"] = in_range("hop", hop, HOP_RANGE)
+        if window is not None and window != pre.window_seconds:
+            window = in_range("window", window, WINDOW_RANGE)
+            if not override_window:
+                raise ParameterError(
+                    f"window {window:.9g} s differs from the {pre.window_seconds:.9g} s this model was trained on; "
+                    "other lengths give spectrograms it has never seen (override_window / --override-window forces it)"
+                )
+            changes["window_seconds"] = float(window)
+            notes.append({"code": "window_override", "message": f"windows of {window:g} s instead of the model's {pre.window_seconds:g} s: expect less accurate results"})
+        return Options(pre.replace(**changes) if changes else pre, min(int(top_k), len(self.labels)), max_seconds, tuple(notes))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -3,6 +3,7 @@ input order kept, and a file that kills its decoder reported as its own :class:`
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -14,12 +15,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from .audio import Audio, AudioSource, load_audio, source_name
+from .config import RESAMPLERS
+from .errors import ParameterError
+from .options import MAX_SECONDS_RANGE, in_range
 from .results import Failure, guarded
 
 # Processes (forked: nothing of the caller's script is re-imported), not threads: decoding holds the GIL
 # most of its time, and two decoding threads were slower than one. 0: decode in this process.
 DECODE_WORKERS = min(4, os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 0
 DECODE_AHEAD = 2  # inputs decoded ahead of the model at most: memory stays bounded however many files
+STOP_SIGNAL = signal.SIGUSR1  # DecodeAhead.close(kill=True) sends it: a worker abandons the file it is decoding
 _END = object()
 
 
@@ -32,11 +37,17 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
     first (``predict`` loading torch and the model meanwhile). Bytes, file objects and arrays are decoded here.
     A file that kills its worker (FFmpeg crashing on it) becomes its own :class:`Failure`: the files in flight
     with it are decoded again, each in a process of its own, and a new pool takes the rest. ``close`` (or the
-    end of a ``with`` block) stops the workers.
+    end of a ``with`` block) stops the workers; a ``with`` block left by an exception (Ctrl-C, a bad option) kills
+    them rather than waiting for the files they are decoding.
     """
 
     def __init__(self, sources: Iterable[AudioSource], sample_rate: int, max_seconds: float, resampler: str, first_here: bool = True):
-        self.params = (sample_rate, max_seconds, resampler)
+        if resampler not in RESAMPLERS:
+            raise ParameterError(f"resampler must be one of {', '.join(RESAMPLERS)}, not {resampler!r}")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+            raise ParameterError(f"sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
+        self.params = (sample_rate, in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE), resampler)
+        self.closed = False
         self._sources = iter(sources)
         self._ahead: deque[tuple[str, AudioSource, Future | None]] = deque()
         self._pool: ProcessPoolExecutor | None = None
@@ -61,13 +72,19 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
     def __enter__(self) -> "DecodeAhead":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(kill=kind is not None)
 
-    def close(self) -> None:
-        """Stop decoding: files not started are dropped, the workers end."""
+    def close(self, kill: bool = False) -> None:
+        """Stop decoding: files not started are dropped and the workers end, after the files they are decoding
+        or, with ``kill``, at once (each drops its file at the next frame)."""
+        self.closed = True
         self._ahead.clear()
         self._sources = iter(())
+        if kill and self._pool is not None:  # ask each worker to drop its file (killing one could leave a queue locked)
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, STOP_SIGNAL)
         self._drop_pool(wait=True)
 
     def _fill(self) -> None:
@@ -97,7 +114,29 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
 
 def _decode(source: AudioSource, *args: object) -> Audio | Failure:
     """``load_audio(source, *args)``, or the :class:`Failure` of ``source`` (runs in a worker process)."""
-    return guarded(source_name(source), load_audio, source, *args)
+    global _busy
+    if _stopping:  # a file already queued to this worker when the stop came
+        return Failure(source_name(source), "decoding stopped")
+    _busy = True
+    try:
+        return guarded(source_name(source), load_audio, source, *args)
+    finally:
+        _busy = False
+
+
+class _Stopped(Exception):
+    """Raised in a worker's decoding by :data:`STOP_SIGNAL`: the file becomes a Failure nobody reads."""
+
+
+_busy = False  # a worker is decoding (the stop signal interrupts only that, never the pool's own messaging)
+_stopping = False  # the stop signal came: files still queued to this worker are dropped too
+
+
+def _stop(signum: int, frame: object) -> None:
+    global _stopping
+    _stopping = True
+    if _busy:
+        raise _Stopped("decoding stopped")
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -107,9 +146,10 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _worker_start(parent: int) -> None:
-    """A decoding worker ignores Ctrl-C (the parent handles it) and, on Linux, is killed when the parent dies:
+    """A decoding worker ignores Ctrl-C (the parent handles it), drops its file on :data:`STOP_SIGNAL`, and, on Linux, is killed when the parent dies:
     a forked worker shares the parent's pipes, so it would never see them close and would wait forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(STOP_SIGNAL, _stop)
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

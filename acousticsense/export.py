@@ -49,27 +49,33 @@ def export_onnx(
         raise BundleError(f"{out}: exists and is a file, not a folder; choose a new folder")
     if out.is_dir() and any(out.iterdir()):
         raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
-    output_folder(out)
-    source = load_bundle(bundle, "cpu")
+    source = load_bundle(bundle, "cpu")  # a bad bundle is refused before any folder is made
     if isinstance(source.model, OnnxModel):
         raise BundleError(f"{bundle}: is already an ONNX export; export the bundle it came from ({source.config.provenance.get('export', {}).get('from', '?')})")
-    size = source.config.architecture["image_size"]
-    with tempfile.TemporaryDirectory(prefix="acousticsense-onnx-") as tmp:
-        fp32 = Path(tmp) / ONNX_NAME
-        _export(source.model, size, fp32)
-        final = fp32
-        if int8:
-            final = Path(tmp) / "int8.onnx"
-            _quantize(fp32, final)
-        shutil.copyfile(final, out / ONNX_NAME)
-    config = source.config
-    suffix = "-onnx-int8" if int8 else "-onnx"
-    record: dict[str, Any] = {"from": config.model_id, "format": "onnx", "opset": OPSET, "quantization": "dynamic-int8" if int8 else None, "torch": torch.__version__}
-    config.model_id = config.model_id + suffix
-    config.provenance = {**config.provenance, "export": record}
-    write_config(out, config)
-    record["check"] = check_export(bundle, out, check_files)
-    write_config(out, config)
+    made = not out.exists()
+    output_folder(out)
+    try:
+        size = source.config.architecture["image_size"]
+        with tempfile.TemporaryDirectory(prefix="acousticsense-onnx-") as tmp:
+            fp32 = Path(tmp) / ONNX_NAME
+            _export(source.model, size, fp32)
+            final = fp32
+            if int8:
+                final = Path(tmp) / "int8.onnx"
+                _quantize(fp32, final)
+            shutil.copyfile(final, out / ONNX_NAME)
+        config = source.config
+        suffix = "-onnx-int8" if int8 else "-onnx"
+        record: dict[str, Any] = {"from": config.model_id, "format": "onnx", "opset": OPSET, "quantization": "dynamic-int8" if int8 else None, "torch": torch.__version__}
+        config.model_id = config.model_id + suffix
+        config.provenance = {**config.provenance, "export": record}
+        write_config(out, config)
+        record["check"] = check_export(bundle, out, check_files)
+        write_config(out, config)
+    except BaseException:
+        if made:  # a failed or interrupted export leaves no half bundle behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return record
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Preprocessing
+from .config import HOP_LENGTH, HOP_SECONDS, IMAGE_SIZE, N_FFT, N_MELS, RESAMPLERS, SAMPLE_RATE, SILENCE_DB, TOP_DB, WINDOW_SECONDS, Preprocessing  # noqa: F401 - the constants' home before config.py
 from .errors import ParameterError
 
 

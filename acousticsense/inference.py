@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -20,10 +19,10 @@ from . import options as limits
 from .audio import Audio, AudioSource, load_audio, source_name
 from .bundle import Bundle, BundleConfig, load_bundle
 from .calibrate import warnings_for
+from .config import Options
 from .decoding import DecodeAhead
 from .errors import AcousticSenseError, ParameterError
 from .features import (
-    Preprocessing,
     db_to_image,
     fit_to_window,
     place_windows,
@@ -32,7 +31,7 @@ from .features import (
     window_count,
     window_levels_db,
 )
-from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K
 from .results import Failure, Genre, Result, Window, aggregate, guarded, one_line, track_embedding
 
 __all__ = ["Classifier", "Features", "Options", "Result", "Failure", "Genre", "Window", "aggregate", "default_device"]
@@ -54,16 +53,6 @@ def _checked_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"device {device}: no CUDA GPU is available here (use cpu)")
     return device
-
-
-@dataclass(frozen=True)
-class Options:
-    """Validated options of one request: the preprocessing to use and what to report."""
-
-    pre: Preprocessing
-    top_k: int
-    max_seconds: float
-    notes: tuple[dict[str, str], ...] = ()  # warnings every result carries (window_override)
 
 
 @dataclass
@@ -131,31 +120,9 @@ class Classifier:
         max_seconds: float = DEFAULT_MAX_SECONDS,
         override_window: bool = False,
     ) -> Options:
-        """Check request options against their documented ranges; :class:`ParameterError` names the first bad one.
-
-        The bundle owns ``window_seconds``: the model was trained on windows of that length, and another
-        length squeezes a different span of audio into the same image. A different ``window`` is refused
-        unless ``override_window`` is set, and then every result carries a ``window_override`` warning.
-        ``hop`` may change freely within :data:`HOP_RANGE`.
-        """
-        pre = self.config.preprocessing
-        if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
-            raise ParameterError(f"top_k must be a whole number of at least 1, not {top_k!r}")
-        max_seconds = in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
-        changes: dict[str, float] = {}
-        notes: list[dict[str, str]] = []
-        if hop is not None:
-            changes["hop_seconds"] = in_range("hop", hop, HOP_RANGE)
-        if window is not None and window != pre.window_seconds:
-            window = in_range("window", window, WINDOW_RANGE)
-            if not override_window:
-                raise ParameterError(
-                    f"window {window:.9g} s differs from the {pre.window_seconds:.9g} s this model was trained on; "
-                    "other lengths give spectrograms it has never seen (override_window / --override-window forces it)"
-                )
-            changes["window_seconds"] = float(window)
-            notes.append({"code": "window_override", "message": f"windows of {window:g} s instead of the model's {pre.window_seconds:g} s: expect less accurate results"})
-        return Options(pre.replace(**changes) if changes else pre, min(int(top_k), len(self.labels)), max_seconds, tuple(notes))
+        """The bundle's :meth:`~acousticsense.config.BundleConfig.options`: request options checked against their
+        documented ranges and the model (:class:`ParameterError` names the first bad one)."""
+        return self.config.options(top_k, window, hop, max_seconds, override_window)
 
     def classify(
         self,
@@ -200,13 +167,20 @@ class Classifier:
         """
         if isinstance(sources, (str, bytes, bytearray, os.PathLike, np.ndarray)) or callable(getattr(sources, "read", None)):
             raise ParameterError("classify_many takes a list (or any iterable) of sources; for one source use classify")
-        if embed:
-            self._embedding_layer()  # refused now, not at the first file
-        opts = self.options(top_k, window, hop, max_seconds, override_window)
-        wanted = (opts.pre.sample_rate, opts.max_seconds, opts.pre.resampler)
-        if isinstance(sources, DecodeAhead) and sources.params != wanted:
-            sources.close()
-            raise ParameterError(f"the files are being decoded as (sample rate, max seconds, resampler) {sources.params}, this model needs {wanted}")
+        try:
+            if embed:
+                self._embedding_layer()  # refused now, not at the first file
+            opts = self.options(top_k, window, hop, max_seconds, override_window)
+            if isinstance(sources, DecodeAhead):
+                wanted = (opts.pre.sample_rate, opts.max_seconds, opts.pre.resampler)
+                if sources.closed:
+                    raise ParameterError("this DecodeAhead is closed (or used up): start a new one")
+                if sources.params != wanted:
+                    raise ParameterError(f"the files are being decoded as (sample rate, max seconds, resampler) {sources.params}, this model needs {wanted}")
+        except ParameterError:
+            if isinstance(sources, DecodeAhead):
+                sources.close(kill=True)  # refused: its workers are not left running
+            raise
         return self._classify_many(sources, opts, embed)
 
     def _classify_many(self, sources: Iterable[AudioSource], opts: Options, embed: bool = False) -> Iterator[Result | Failure]:

@@ -221,6 +221,22 @@ def test_a_corrupt_packet_mid_file_is_skipped_and_the_rest_decodes(tmp_path):
     assert code == "decode_error" and message.startswith("skipped ") and "decoded the rest" in message
 
 
+def test_garbage_a_decoder_lets_through_after_corrupt_data_is_skipped_too(tmp_path, monkeypatch):
+    """0.2 % of an mp3's bytes randomised: some damaged frames decode without an error into samples thousands of
+    times full scale, which would scale the whole track down to silence; after corrupt data they are skipped."""
+    path = write_audio(tmp_path / "c.mp3", music_like(30.0, 44100, channels=2), 44100)
+    data = np.frombuffer(path.read_bytes(), np.uint8).copy()
+    rng = np.random.default_rng(0)
+    hit = rng.choice(len(data), len(data) // 500, replace=False)
+    data[hit] = rng.integers(0, 256, len(hit), dtype=np.uint8)
+    path.write_bytes(data.tobytes())
+    audio = load_audio(path, SR)
+    assert [code for code, _ in audio.warnings] == ["decode_error"] and audio.duration > 25
+    assert np.abs(audio.samples).max() <= 16.0
+    monkeypatch.setattr("acousticsense.audio.CORRUPT_PEAK", float("inf"))  # what happened without the check
+    assert "extreme_level" in [code for code, _ in load_audio(path, SR).warnings]
+
+
 def test_sample_rate_change_mid_stream(tmp_path):
     """Concatenated ADTS AAC (44.1 kHz, then 22.05 kHz): the resampler follows, nothing is lost."""
     parts = [write_audio(tmp_path / f"{rate}.aac", music_like(2.0, rate, channels=2), rate).read_bytes() for rate in (44100, 22050)]

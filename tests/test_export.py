@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from acousticsense.bundle import EXAMPLES_DIR, ONNX_NAME, OnnxModel, load_bundle, read_config
-from acousticsense.errors import BundleError
+from acousticsense.errors import AcousticSenseError, BundleError
 from acousticsense.export import export_onnx
 from acousticsense.inference import Classifier
 from acousticsense.pretrained import initial_model
@@ -63,7 +63,7 @@ def test_bad_exports_are_clear_errors(exported, tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(BundleError, match="a_file: exists and is a file, not a folder"):
         export_onnx(None, tmp_path / "a_file")
-    with pytest.raises(BundleError, match="a_file/sub: cannot create this folder"):
+    with pytest.raises(AcousticSenseError, match="a_file/sub: cannot create this folder"):
         export_onnx(None, tmp_path / "a_file" / "sub")
     with pytest.raises(BundleError, match="is already an ONNX export; export the bundle it came from \\(tiny-test\\)"):
         export_onnx(out, tmp_path / "again")

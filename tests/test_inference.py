@@ -318,6 +318,27 @@ def test_many_file_commands_let_the_decode_workers_have_the_cores(tiny_bundle, c
     assert policy("scan", tmp_path / "lib", "--db", tmp_path / "lib.db", "--model", tiny_bundle, "--json") == "PASSIVE"
 
 
+def test_decoding_left_by_an_exception_stops_at_once(clip_mp3, monkeypatch):
+    """Ctrl-C or a refused option while files decode: the workers drop their files instead of finishing them."""
+    import time
+
+    def endless(*args):  # a very long file (forked workers inherit this)
+        while True:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(decoding, "load_audio", endless)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with decoding.DecodeAhead([clip_mp3] * 4, SR, 30.0, "ffmpeg", first_here=False) as ahead:
+            pending = [f for _, _, f in ahead._ahead]
+            time.sleep(0.5)
+            raise KeyboardInterrupt
+    assert time.monotonic() - start < 10 and ahead.closed
+    assert all("decoding stopped" in f.result(timeout=0).error for f in pending)
+    with pytest.raises(ParameterError, match="resampler must be one of ffmpeg, soxr_hq, not 'bogus'"):
+        decoding.DecodeAhead([clip_mp3], SR, 30.0, "bogus")
+
+
 def test_the_table_shows_labels_and_warnings_as_plain_text(capsys):
     """A label or message with square brackets is printed as written, never read as rich markup (it crashed)."""
     from acousticsense.cli import _print_table
