@@ -37,8 +37,8 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
     first (``predict`` loading torch and the model meanwhile). Bytes, file objects and arrays are decoded here.
     A file that kills its worker (FFmpeg crashing on it) becomes its own :class:`Failure`: the files in flight
     with it are decoded again, each in a process of its own, and a new pool takes the rest. ``close`` (or the
-    end of a ``with`` block) stops the workers; a ``with`` block left by an exception (Ctrl-C, a bad option) kills
-    them rather than waiting for the files they are decoding.
+    end of a ``with`` block) stops the workers; a ``with`` block left by an exception (Ctrl-C, a bad option) stops
+    them at once: they drop the files they are decoding rather than finish them.
     """
 
     def __init__(self, sources: Iterable[AudioSource], sample_rate: int, max_seconds: float, resampler: str, first_here: bool = True):
