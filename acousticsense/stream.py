@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .audio import (
-    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, check_float, extreme_level, open_failure, open_path, sample_peak,
+    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, check_float, extreme_level, open_container, open_failure, open_path, sample_peak,
     source_name,
 )  # fmt: skip
 from .errors import AcousticSenseError, AudioError, ParameterError
@@ -325,7 +325,7 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
             if scheme.group(1).lower() not in URL_PROTOCOLS:
                 raise AudioError(f"{name}: refused: only {', '.join(URL_PROTOCOLS)} URLs are read, not {scheme.group(1)}:")
             options = {**_CONTAINER_OPTIONS, **_PROBE, "protocol_whitelist": ",".join(URL_PROTOCOLS), "rw_timeout": str(int(timeout * 1e6))}
-            return _decoded(lambda: av.open(text, "r", container_options=options, timeout=(timeout, timeout), metadata_errors="ignore"), name, sample_rate, timeout=timeout)
+            return _decoded(lambda: open_container(text, container_options=options, timeout=(timeout, timeout)), name, sample_rate, timeout=timeout)
         raw, owned = open_path(source, name), True
     elif callable(getattr(source, "read", None)):
         raw, owned = source, False
@@ -333,7 +333,7 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
         raise AudioError(f"{name}: not a stream source (a path, a binary file object or a URL)")
     file = _Arriving(raw, name)  # type: ignore[arg-type]
     options = _CONTAINER_OPTIONS if file.seekable() else {**_CONTAINER_OPTIONS, **_PROBE}
-    return _decoded(lambda: av.open(file, "r", container_options=options, metadata_errors="ignore"), name, sample_rate, file, raw if owned else None)
+    return _decoded(lambda: open_container(file, container_options=options), name, sample_rate, file, raw if owned else None)
 
 
 def _decoded(opener: Callable[[], Any], name: str, rate: int, file: _Counted | None = None, owned: Any = None, timeout: float = 0) -> Iterator[np.ndarray]:

@@ -5,6 +5,7 @@ import os
 import wave
 
 
+import av
 import numpy as np
 import pytest
 
@@ -87,6 +88,20 @@ def _float_wav(path, samples):
     body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" + len(data).to_bytes(4, "little") + data
     path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
     return path
+
+
+def test_tags_that_are_not_utf8_do_not_fail_the_file(tmp_path):
+    """A WAV whose INFO title is Latin-1 bytes (PyAV before 19 failed such a file when it opened it)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR)
+        w.writeframes((music_like(1.0)[0] * 16000).astype("<i2").tobytes())
+    title = b"\xff\xfe caf\xe9\x00"
+    info = b"INFO" + b"INAM" + len(title).to_bytes(4, "little") + title
+    data = buf.getvalue() + b"LIST" + len(info).to_bytes(4, "little") + info
+    path = tmp_path / "latin1.wav"
+    path.write_bytes(data[:4] + (len(data) - 8).to_bytes(4, "little") + data[8:])
+    assert abs(load_audio(path, SR).duration - 1.0) < 1e-3
 
 
 def test_float_wav_round_trip_and_nan(tmp_path):
@@ -233,8 +248,9 @@ def test_garbage_a_decoder_lets_through_after_corrupt_data_is_skipped_too(tmp_pa
     audio = load_audio(path, SR)
     assert [code for code, _ in audio.warnings] == ["decode_error"] and audio.duration > 25
     assert np.abs(audio.samples).max() <= 16.0
-    monkeypatch.setattr("acousticsense.audio.CORRUPT_PEAK", float("inf"))  # what happened without the check
-    assert "extreme_level" in [code for code, _ in load_audio(path, SR).warnings]
+    if int(av.__version__.split(".")[0]) < 19:  # with the FFmpeg in PyAV 19 this damage decodes to no such garbage
+        monkeypatch.setattr("acousticsense.audio.CORRUPT_PEAK", float("inf"))  # what happened without the check
+        assert "extreme_level" in [code for code, _ in load_audio(path, SR).warnings]
 
 
 def test_sample_rate_change_mid_stream(tmp_path):

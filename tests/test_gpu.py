@@ -35,5 +35,13 @@ def test_bf16_is_the_cuda_default_and_stays_close(tiny_bundle, clip_mp3):
     clf = Classifier.from_bundle(tiny_bundle, device="cuda")
     assert clf.precision == "bf16"
     bf16 = clf.classify(clip_mp3, top_k=4)
+    assert next(clf.model.parameters()).dtype == torch.float32  # the bf16 copy is the forward's own
     by_label = {g.label: g.probability for g in fp32.top_k}
     assert max(abs(g.probability - by_label[g.label]) for g in bf16.top_k) < 0.02
+
+
+def test_bf16_embeddings_on_gpu(tiny_bundle, clip_mp3):
+    clf = Classifier.from_bundle(tiny_bundle, device="cuda")
+    [(probs, pooled)] = clf.forward([clf.preprocess(clip_mp3)], embed=True)
+    assert probs.device.type == pooled.device.type == "cpu" and len(probs) == len(pooled) > 0
+    assert torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-3) and torch.isfinite(pooled).all()
