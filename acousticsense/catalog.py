@@ -305,6 +305,10 @@ class Catalog:
         rows = self.db.execute("SELECT genre, count(*) FROM tracks WHERE status = 'ok' GROUP BY genre ORDER BY count(*) DESC, genre")
         return {g: n for g, n in rows}
 
+    def labels(self) -> list[str]:
+        """Every genre the library's models know (whether or not a track's top genre), sorted."""
+        return [g for (g,) in self.db.execute("SELECT DISTINCT genre FROM track_genres ORDER BY genre")]
+
     def models(self) -> dict[str, int]:
         """Classified tracks per model key."""
         return {m: n for m, n in self.db.execute("SELECT model, count(*) FROM tracks WHERE status = 'ok' GROUP BY model ORDER BY count(*) DESC")}

@@ -10,9 +10,10 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from .audio import Audio, AudioSource, load_audio, source_name
 from .config import RESAMPLERS
@@ -51,6 +52,7 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
         self._sources = iter(sources)
         self._ahead: deque[tuple[str, AudioSource, Future | None]] = deque()
         self._pool: ProcessPoolExecutor | None = None
+        self._pids: Sequence[int] = ()  # the pool's workers, as each wrote its own in
         self._first_here = first_here
         self._paths = 0
         self._fill()
@@ -82,9 +84,9 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
         self._ahead.clear()
         self._sources = iter(())
         if kill and self._pool is not None:  # ask each worker to drop its file (killing one could leave a queue locked)
-            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+            for pid in [p for p in self._pids if p]:
                 with contextlib.suppress(OSError):
-                    os.kill(process.pid, STOP_SIGNAL)
+                    os.kill(pid, STOP_SIGNAL)
         self._drop_pool(wait=True)
 
     def _fill(self) -> None:
@@ -98,7 +100,8 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
                 self._paths += 1
                 if DECODE_WORKERS and (self._paths > 1 or not self._first_here):
                     for _ in range(2):  # a pool broken by a file in flight is replaced for the rest
-                        self._pool = self._pool or _pool(DECODE_WORKERS)
+                        if self._pool is None:
+                            self._pool, self._pids = _pool(DECODE_WORKERS)
                         try:
                             decoding = self._pool.submit(_decode, source, *self.params)
                             break
@@ -109,7 +112,7 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
     def _drop_pool(self, wait: bool = False) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
-            self._pool = None
+            self._pool, self._pids = None, ()
 
 
 def _decode(source: AudioSource, *args: object) -> Audio | Failure:
@@ -139,15 +142,22 @@ def _stop(signum: int, frame: object) -> None:
         raise _Stopped("decoding stopped")
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def _pool(workers: int) -> tuple[ProcessPoolExecutor, Sequence[int]]:
     """Forked decoding processes (nothing of the caller's script is re-imported) that leave Ctrl-C to this one
-    and end with it, even when it is killed."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start, initargs=(os.getpid(),))
+    and end with it, even when it is killed; and the shared array where each writes its process id."""
+    context = multiprocessing.get_context("fork")
+    pids = context.Array(ctypes.c_int, workers)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(), pids)), pids
 
 
-def _worker_start(parent: int) -> None:
-    """A decoding worker ignores Ctrl-C (the parent handles it), drops its file on :data:`STOP_SIGNAL`, and, on Linux, is killed when the parent dies:
-    a forked worker shares the parent's pipes, so it would never see them close and would wait forever."""
+def _worker_start(parent: int, pids: Any) -> None:
+    """A decoding worker writes its process id into the first free slot of ``pids``, ignores Ctrl-C (the parent handles it),
+    drops its file on :data:`STOP_SIGNAL`, and, on Linux, is killed when the parent dies: a forked worker shares the
+    parent's pipes, so it would never see them close and would wait forever."""
+    with pids.get_lock():
+        free = [i for i, pid in enumerate(pids) if not pid]
+        if free:
+            pids[free[0]] = os.getpid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(STOP_SIGNAL, _stop)
     if sys.platform.startswith("linux"):
@@ -160,7 +170,7 @@ def _worker_start(parent: int) -> None:
 def _decode_alone(source: AudioSource, args: tuple[object, ...]) -> Audio | Failure:
     """:func:`_decode` in a process of its own: if that one dies too, ``source`` is what kills it."""
     name = source_name(source)
-    with _pool(1) as alone:
+    with _pool(1)[0] as alone:
         try:
             return alone.submit(_decode, source, *args).result()
         except BrokenProcessPool:

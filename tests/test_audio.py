@@ -70,6 +70,13 @@ def test_unnamed_channel_layouts_are_averaged(tmp_path, channels):
     assert np.sqrt(np.mean(audio.samples**2)) == pytest.approx(0.9 / np.sqrt(2) / channels, rel=0.01)
 
 
+def test_more_channels_than_ffmpeg_reads_says_so(tmp_path):
+    path = tmp_path / "many.wav"
+    path.write_bytes(_pcm_wav(np.zeros((100, 513)), 513))
+    with pytest.raises(AudioError, match=r"many\.wav: cannot decode audio \(.*no channel count FFmpeg accepts \(1 to 512\)\)"):
+        load_audio(path, SR)
+
+
 def _pcm_wav(frames: np.ndarray, channels: int) -> bytes:
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:

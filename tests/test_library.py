@@ -272,6 +272,9 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     assert csv_out[0].startswith("path,status,genre") and len(csv_out) == 18
     exported = json.loads(run("export", "--db", str(db), "--json").stdout)
     assert len(exported) == 17 and sum(t["status"] == "failed" for t in exported) == 1
+    unknown = run("search", "--db", str(db), "--genre", "Polka")
+    assert unknown.returncode == 2 and "no model in this library knows the genre 'Polka'; they know: " in unknown.stderr and "Metal" in unknown.stderr
+    assert run("search", "--db", str(db), "--genre", "metal").returncode == 0  # any case
     bad = run("search", "--db", str(tmp_path / "missing.db"), "--genre", "Jazz")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no such library database" in bad.stderr
     assert not (tmp_path / "missing.db").exists()
