@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import Any
 
 from torch import nn
-from torchvision.models.vision_transformer import VisionTransformer
+
+
+def _import_vision_transformer() -> type[nn.Module]:
+    """torchvision's ``VisionTransformer``, without importing ``torch._dynamo`` (1.2-2.8 s on a 2-core machine).
+
+    ``torchvision.ops``, which every torchvision model pulls in, imports ``torch._dynamo.utils`` for one function
+    that only ``roi_align`` calls. While torchvision loads, that module is a stand-in: the function, and any other
+    name asked of it, import the real one first. The real module loads as usual for anything that asks later.
+    """
+    name = "torch._dynamo.utils"
+    if "torchvision" in sys.modules or name in sys.modules:
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer
+
+    def real(attr: str) -> Any:
+        if attr.startswith("__"):  # what introspection asks of every module (__file__, __path__): not the real module's
+            raise AttributeError(attr)
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attr)
+
+    stand_in = types.ModuleType(name)
+    stand_in.__getattr__ = real  # type: ignore[method-assign]  # PEP 562: names not defined here
+    stand_in.is_compile_supported = lambda *args, **kwargs: real("is_compile_supported")(*args, **kwargs)  # type: ignore[attr-defined]
+    sys.modules[name] = stand_in
+    try:
+        from torchvision.models.vision_transformer import VisionTransformer
+    finally:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+    return VisionTransformer
+
+
+VisionTransformer = _import_vision_transformer()
 
 # Presets: the torchvision ViT-B/16 as torchvision builds it, the DeiT-sized smaller ones, and a
 # 6-layer ViT-Ti ("mini") that trains and runs twice as fast on a CPU (the built-in model).

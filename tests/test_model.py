@@ -46,3 +46,19 @@ def test_mlp_head_layout_and_smaller_images():
 def test_bad_specs_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_model(**kwargs)
+
+
+def test_the_model_loads_without_torch_dynamo_which_still_works_after():
+    """torchvision imports torch._dynamo (1-3 s) for one function that ViTs never call: a fresh process skips it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import acousticsense.model as m; import torchvision.models.vision_transformer as v\n"
+        "assert m.VisionTransformer is v.VisionTransformer and 'torch._dynamo' not in sys.modules\n"
+        "roi = sys.modules['torchvision.ops.roi_align']\n"
+        "assert roi.is_compile_supported('cpu') and 'torch._dynamo' in sys.modules\n"
+        "import torch._dynamo.utils as real; assert real.__file__.endswith('utils.py') and hasattr(real, 'is_compile_supported')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
