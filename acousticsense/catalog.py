@@ -194,8 +194,10 @@ class Catalog:
     def __enter__(self) -> "Catalog":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, *exc: Any) -> None:
         self.close()
+        if isinstance(error, sqlite3.DatabaseError):  # damaged after it opened (a page that does not read)
+            raise LibraryError(f"{self.path}: cannot read the library database ({error})") from None
 
     def transaction(self) -> "_Transaction":
         """``with catalog.transaction():`` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an exception."""

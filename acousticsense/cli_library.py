@@ -27,7 +27,7 @@ def scan(
     rescan_model: Annotated[bool, typer.Option("--rescan-model", help="Classify again the tracks another model classified.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the files that failed before again.")] = False,
     write_tags: Annotated[bool, typer.Option("--write-tags", help="Write each track's top genre into its file's metadata (safely: a verified copy replaces it).")] = False,
-    engine: Annotated[str, typer.Option("--engine", help="local, or ray (Ray Data; pip install 'acousticsense[ray]').")] = "local",
+    engine: Annotated[str, typer.Option("--engine", help="local, or ray (Ray Data; pip install 'acousticsense\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address for --engine ray (default: a local Ray).")] = None,
     device: DeviceOpt = None,
     max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = DEFAULT_MAX_SECONDS,

@@ -90,6 +90,9 @@ def evaluate(
     typer.echo("  lowest track recall: " + ", ".join(f"{k} {v['recall']:.2f}" for k, v in worst))
     for f in report["failures"]:
         typer.echo(f"  skipped {f['error']}", err=True)
+    if report["unscored_labels"]:
+        typer.echo(f"warning: no track of {', '.join(report['unscored_labels'])} could be scored (each failed or was silent): "
+                   "the figures above leave them out", err=True)
     if out is not None:
         typer.echo(f"  report: {out / 'report.json'}, {out / 'confusion.png'}, {out / 'reliability.png'}")
 

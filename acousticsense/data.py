@@ -72,6 +72,7 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
         tracks, kind = _json_tracks(doc, root), "json"
     else:
         raise DataError(f"{root}: expected a folder, a .csv or a .json manifest")
+    _check_listed_once(tracks, root)
     not_music = [t for t in tracks if t.label == NOT_MUSIC]
     tracks = [t for t in tracks if t.label != NOT_MUSIC]
     if not tracks:
@@ -91,6 +92,16 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
     return Corpus(tracks, labels, info, not_music)
 
 
+def _check_listed_once(tracks: list[Track], root: Path) -> None:
+    """A file listed twice would be split to both training and validation (or trained as two genres)."""
+    seen: dict[Path, Track] = {}
+    for t in tracks:
+        first = seen.setdefault(t.path.resolve(), t)
+        if first is not t:
+            twice = f"under two labels ({first.label!r} and {t.label!r})" if first.label != t.label else f"twice (label {t.label!r})"
+            raise DataError(f"{root}: {t.path} is listed {twice}; list each track once")
+
+
 def _read_folders(root: Path) -> list[Track]:
     tracks = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -103,7 +114,7 @@ def _read_folders(root: Path) -> list[Track]:
 
 def _read_csv(path: Path) -> list[Track]:
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read CSV ({e})") from None
@@ -114,7 +125,7 @@ def _read_csv(path: Path) -> list[Track]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: cannot read JSON ({e})") from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ def evaluate(
         "bundle": str(bundle) if bundle is not None else "(built-in default)",
         "data": corpus.info,
         "tracks": {"listed": len(corpus.tracks), "scored": len(predictions), "failed": len(failures), "silent": len(silent)},
+        "unscored_labels": [x for x in corpus.labels if x not in set(tracks["true"])],  # every track failed or was silent
         "track": scores(tracks["true"], tracks["ranked"], labels),
         "window": scores(windows["true"], windows["ranked"], labels),
         "calibration": {
@@ -156,6 +158,9 @@ def scores(true: list[str], ranked: list[list[str]], labels: list[str]) -> dict[
     present = [x for x in labels if x in set(true)]
     shown = [x for x in labels if x in set(true) | set(pred)]
     precision, recall, f1, support = precision_recall_fscore_support(true, pred, labels=present, zero_division=0)
+    with warnings.catch_warnings():  # one label present: the matrix is 1x1, which sklearn warns about; the report says so
+        warnings.simplefilter("ignore", UserWarning)
+        confusion = confusion_matrix(true, pred, labels=shown).tolist()
     return {
         "n": len(true),
         "accuracy": float(accuracy_score(true, pred)),
@@ -165,7 +170,7 @@ def scores(true: list[str], ranked: list[list[str]], labels: list[str]) -> dict[
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for label, p, r, f, s in zip(present, precision, recall, f1, support)
         },
-        "confusion": {"labels": shown, "matrix": confusion_matrix(true, pred, labels=shown).tolist()},
+        "confusion": {"labels": shown, "matrix": confusion},
     }
 
 

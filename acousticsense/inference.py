@@ -264,6 +264,8 @@ class Classifier:
         Only one batch of mel windows is copied at a time. Items must share their preprocessing. Nothing waits
         for the GPU until the last batch is queued: the results come back in one copy.
         """
+        if isinstance(items, Features) or not all(isinstance(f, Features) for f in items):
+            raise ParameterError("forward() takes a list of Features (what preprocess() returns)")
         if not items:
             return []
         pre = items[0].options.pre
@@ -313,10 +315,16 @@ class Classifier:
         reps = torch.cat(pooled).cpu() if pooled else torch.zeros(0, 0)
         return list(zip(probs.split(sizes), reps.split(sizes)))
 
-    def postprocess(self, features: Features, probs: torch.Tensor, pooled: torch.Tensor | None = None) -> Result:
+    def postprocess(self, features: Features, probs: torch.Tensor | np.ndarray, pooled: torch.Tensor | None = None) -> Result:
         """The track's :class:`Result` from the probabilities of its non-silent windows (from :meth:`forward`);
         with their ``pooled`` representations, also its :func:`track_embedding`."""
+        if not isinstance(features, Features):
+            raise ParameterError("postprocess() takes the Features that preprocess() returned")
         labels, opts, pre = self.labels, features.options, features.options.pre
+        try:
+            probs = torch.as_tensor(probs, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise ParameterError(f"{features.source}: postprocess needs probabilities as a tensor or array (from forward), not {type(probs).__name__}") from None
         if tuple(probs.shape) != (int((~features.silent).sum()), len(labels)):
             raise ParameterError(
                 f"{features.source}: postprocess needs ({int((~features.silent).sum())}, {len(labels)}) probabilities "
@@ -324,6 +332,8 @@ class Classifier:
             )
         if not torch.isfinite(probs).all():
             raise AcousticSenseError(f"{features.source}: the model gave non-finite probabilities for this input; no result is reported")
+        if len(probs) and (probs.amin() < 0 or (probs.sum(1) - 1).abs().amax() > 1e-3):
+            raise ParameterError(f"{features.source}: postprocess needs probabilities (each row at least 0 and summing to 1, as forward gives)")
         warnings = [{"code": c, "message": m} for c, m in features.warnings] + [dict(n) for n in opts.notes]
         duration = features.duration
         if duration < pre.window_seconds:

@@ -7,9 +7,12 @@ path the library lists; it never makes the server read any other file (:func:`.s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -41,6 +44,15 @@ class Library:
         self.catalog = Catalog(db, create=False)  # a missing or foreign file fails here, at start-up
         self.lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One query at a time; SQLite's errors (a file damaged since the server started) as :class:`LibraryError`."""
+        with self.lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as e:
+                raise LibraryError(f"the library database cannot be read ({e}); rescan or restore it") from None
+
     def _row(self, key: int | str) -> Any:
         try:
             return self.catalog.track(key)
@@ -49,29 +61,29 @@ class Library:
 
     def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Track summaries whose top genre is ``genre`` or, with ``min_prob``, whose probability of it (``match``) is at least that."""
-        with self.lock:
+        with self._reading():
             rows = self.catalog.search(genre, min_prob, limit, offset)
         return [track_summary(r) | ({} if min_prob is None else {"match": r["match"]}) for r in rows]
 
     def track(self, key: int | str) -> dict[str, Any]:
         """A track's summary, by id or library path."""
-        with self.lock:
+        with self._reading():
             return track_summary(self._row(key))
 
     def similar(self, key: int | str, k: int = 10, same_genre: bool = False) -> list[dict[str, Any]]:
         """The track (by id or library path) first, then its ``k`` most similar tracks (see :func:`.similar.similar`)."""
-        with self.lock:
+        with self._reading():
             query = resolve(self.catalog, self._row(key)["id"], files=False)
             return similar(self.catalog, query, k, same_genre)
 
     def genres(self) -> dict[str, int]:
         """Classified tracks per top genre, most common first."""
-        with self.lock:
+        with self._reading():
             return self.catalog.genres()
 
     def audio(self, track: int) -> Path:
         """The file of a track the library holds; :class:`NotInLibrary` if there is none or it is no longer a regular file."""
-        with self.lock:
+        with self._reading():
             row = self._row(track)
         path = Path(row["path"])
         if row["status"] not in ("ok", "silent"):
@@ -91,8 +103,9 @@ def media_type(path: Path) -> str:
 
 
 def http_error(e: AcousticSenseError) -> HTTPException:
-    """404 for a track the library lacks, 400 for a bad option, 422 for anything else a request caused (as :mod:`.api`)."""
-    code = 404 if isinstance(e, NotInLibrary) else 400 if isinstance(e, ParameterError) else 422
+    """404 for a track the library lacks, 400 for a bad option, 503 for a database that cannot be read,
+    422 for anything else a request caused (as :mod:`.api`)."""
+    code = 404 if isinstance(e, NotInLibrary) else 400 if isinstance(e, ParameterError) else 503 if isinstance(e, LibraryError) else 422
     return HTTPException(code, str(e))
 
 
@@ -108,7 +121,10 @@ def library_router(library: Library) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:
-        return {"genre": genre, "min_prob": min_prob, "tracks": library.search(genre, min_prob, limit, offset)}
+        try:
+            return {"genre": genre, "min_prob": min_prob, "tracks": library.search(genre, min_prob, limit, offset)}
+        except AcousticSenseError as e:
+            raise http_error(e) from None
 
     @api.get("/similar", summary="More like this: a track, then its nearest tracks by sound", responses=not_found)
     def similar_tracks(
@@ -127,7 +143,10 @@ def library_router(library: Library) -> APIRouter:
 
     @api.get("/genres", summary="Classified tracks per top genre")
     def genres() -> dict[str, Any]:
-        counts = library.genres()
+        try:
+            counts = library.genres()
+        except AcousticSenseError as e:
+            raise http_error(e) from None
         return {"genres": counts, "tracks": sum(counts.values())}
 
     @api.get("/tracks/{track}/audio", summary="A track's audio file, as the library lists it", response_class=FileResponse, responses=not_found)

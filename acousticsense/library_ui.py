@@ -61,7 +61,10 @@ def library_tab(library: Library) -> None:
 
     def refresh(chosen: str | None) -> tuple[Any, Any]:
         """The genres and the chart as the library is now (a scan may be adding tracks)."""
-        counts = library.genres()
+        try:
+            counts = library.genres()
+        except AcousticSenseError:  # a damaged database: the search below says so
+            counts = {}
         choices = [(f"{g} ({n})", g) for g, n in counts.items() if g]
         value = chosen or (choices[0][1] if choices else None)
         return gr.Dropdown(choices=choices, value=value), gr.Plot(value=genre_chart(counts), visible=bool(counts))
@@ -69,7 +72,10 @@ def library_tab(library: Library) -> None:
     def search(genre: str | None, min_prob: float) -> tuple[str, pd.DataFrame]:
         if not genre:
             return "Pick a genre first.", pd.DataFrame(columns=RESULT_COLUMNS)
-        tracks = library.search(genre, min_prob or None, UI_LIMIT)
+        try:
+            tracks = library.search(genre, min_prob or None, UI_LIMIT)
+        except AcousticSenseError as e:
+            return html.escape(f"⚠️ {e}"), pd.DataFrame(columns=RESULT_COLUMNS)
         rows = [[t["id"], t["path"], t["genre"], round(t.get("match", t["probability"]), 4)] for t in tracks]
         what = f"whose top genre is {genre}" if not min_prob else f"at least {min_prob:g} likely to be {genre}"
         more = f" (the first {UI_LIMIT})" if len(tracks) == UI_LIMIT else ""

@@ -97,8 +97,9 @@ def write_genre(path: str | os.PathLike, genre: str) -> None:
     """Set the genre tag of the audio file at ``path`` to ``genre``, atomically.
 
     Supported: MP3 (ID3 TCON), FLAC, Ogg Vorbis / Opus / FLAC (vorbis comment ``GENRE``),
-    M4A/MP4 (``©gen``), TrueAudio, and WAV / AIFF (an ID3 chunk). Anything else, symlinks, and
-    files that do not decode raise :class:`TagError`; the original is then never modified.
+    M4A/MP4 (``©gen``), TrueAudio, and WAV / AIFF (an ID3 chunk). Anything else, symlinks, read-only files,
+    files with several hard links and files that do not decode raise :class:`TagError`; the original is then
+    never modified. The tagged copy keeps the file's permissions, owner and group.
     """
     name, path = str(path), Path(path)
     if not isinstance(genre, str) or not genre.strip() or any(c in genre for c in "\x00\r\n"):
@@ -113,6 +114,10 @@ def write_genre(path: str | os.PathLike, genre: str) -> None:
         before = os.fstat(src)
         if not stat.S_ISREG(before.st_mode):
             raise TagError(f"{name}: not a regular file")
+        if not before.st_mode & 0o222 or not os.access(path, os.W_OK):
+            raise TagError(f"{name}: is read-only; left unchanged")
+        if before.st_nlink > 1:  # the tagged copy replaces one name: the others would keep the old file
+            raise TagError(f"{name}: has {before.st_nlink} hard links; tagging would split them, left unchanged")
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem[:40]}.", suffix=path.suffix[:20], dir=path.parent)
         with os.fdopen(fd, "wb") as dst, os.fdopen(src, "rb", closefd=False) as f:
             while chunk := f.read(1 << 20):
@@ -129,6 +134,11 @@ def write_genre(path: str | os.PathLike, genre: str) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, stat.S_IMODE(before.st_mode))
+        if (before.st_uid, before.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
+            try:
+                os.chown(tmp, before.st_uid, before.st_gid)
+            except PermissionError:
+                raise TagError(f"{name}: its owner and group cannot be kept on the tagged copy; left unchanged") from None
         now = os.lstat(path)
         if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
             raise TagError(f"{name}: the file changed while its tag was being written")

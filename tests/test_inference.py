@@ -244,6 +244,18 @@ def test_classify_many_checks_its_arguments_at_the_call(tiny_bundle, clip_mp3):
     features = clf.preprocess(clip_mp3)
     with pytest.raises(ParameterError, match=r"postprocess needs \(6, 4\) probabilities"):
         clf.postprocess(features, torch.zeros(3, 4))
+    probs = clf.forward([features])[0]
+    expected = clf.postprocess(features, probs).top_k
+    assert clf.postprocess(features, probs.numpy()).top_k == clf.postprocess(features, probs.double().tolist()).top_k == expected
+    for wrong in (-probs, probs * 2):
+        with pytest.raises(ParameterError, match="postprocess needs probabilities \\(each row at least 0 and summing to 1"):
+            clf.postprocess(features, wrong)
+    with pytest.raises(ParameterError, match="postprocess needs probabilities as a tensor or array"):
+        clf.postprocess(features, "0.5")
+    with pytest.raises(ParameterError, match="forward\\(\\) takes a list of Features"):
+        clf.forward(features)
+    with pytest.raises(ParameterError, match="forward\\(\\) takes a list of Features"):
+        clf.forward([None])
     with pytest.raises(ParameterError, match="no CUDA GPU is available"):
         if torch.cuda.is_available():
             raise ParameterError("no CUDA GPU is available (skipped: this machine has one)")

@@ -275,6 +275,14 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     unknown = run("search", "--db", str(db), "--genre", "Polka")
     assert unknown.returncode == 2 and "no model in this library knows the genre 'Polka'; they know: " in unknown.stderr and "Metal" in unknown.stderr
     assert run("search", "--db", str(db), "--genre", "metal").returncode == 0  # any case
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(db, damaged)
+    with open(damaged, "r+b") as f:
+        f.seek(2 * 4096)  # page 3: the tracks table's root
+        f.write(b"\xff" * 4096)
+    for args in (("search", "--genre", "Jazz"), ("similar", "1"), ("export", "--json")):
+        broken = run(*args, "--db", str(damaged))
+        assert broken.returncode == 2 and broken.stderr == f"error: {damaged}: cannot read the library database (database disk image is malformed)\n", args
     bad = run("search", "--db", str(tmp_path / "missing.db"), "--genre", "Jazz")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no such library database" in bad.stderr
     assert not (tmp_path / "missing.db").exists()

@@ -225,3 +225,19 @@ def test_a_file_replaced_since_the_scan_is_not_served(client, rows, tmp_path):
 def test_ids_and_offsets_beyond_the_database_range_get_a_one_line_400(client, url):
     r = client.get(LIB + url)
     assert r.status_code == 400 and list(r.json()) == ["detail"] and "\n" not in r.json()["detail"]
+
+
+def _damaged(db: Path, to: Path) -> Path:
+    """A copy of ``db`` whose tracks table does not read (its first page overwritten)."""
+    shutil.copy(db, to)
+    with open(to, "r+b") as f:
+        f.seek(2 * 4096)  # page 3: the tracks table's root
+        f.write(b"\xff" * 4096)
+    return to
+
+
+def test_a_damaged_database_is_a_one_line_503_not_a_500(tiny_bundle, library, tmp_path):
+    with TestClient(create_app(tiny_bundle, db=_damaged(library, tmp_path / "damaged.db"))) as c:
+        for url in (f"{LIB}/search?genre=Jazz", f"{LIB}/genres", f"{LIB}/similar?track=1", f"{LIB}/tracks/1/audio"):
+            r = c.get(url)
+            assert r.status_code == 503 and r.json()["detail"].startswith("the library database cannot be read (database disk image is malformed)"), url

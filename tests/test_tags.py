@@ -116,6 +116,33 @@ def test_symlink_is_refused(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["link.flac", "real.flac"]
 
 
+def test_read_only_and_hard_linked_files_are_left_alone(tmp_path):
+    """Replacing the file by a tagged copy needs only the folder writable: the file's own permission is asked too,
+    and a second hard link would keep the untagged file (two copies where there was one)."""
+    read_only = sine(tmp_path / "ro.flac")
+    read_only.chmod(0o444)
+    with pytest.raises(TagError, match=r"ro\.flac: is read-only; left unchanged"):
+        write_genre(read_only, "Rock")
+    linked = sine(tmp_path / "a.flac")
+    os.link(linked, tmp_path / "b.flac")
+    with pytest.raises(TagError, match=r"a\.flac: has 2 hard links; tagging would split them"):
+        write_genre(linked, "Rock")
+    assert read_genre(read_only) is None and read_genre(linked) is None and os.stat(linked).st_nlink == 2
+    assert sorted(os.listdir(tmp_path)) == ["a.flac", "b.flac", "ro.flac"]
+
+
+def test_the_tagged_file_keeps_its_owner_group_and_mode(tmp_path):
+    path = sine(tmp_path / "mine.flac")
+    path.chmod(0o640)
+    if os.geteuid() == 0:  # root can give the file another group, as a shared music folder has
+        os.chown(path, -1, 12345)
+    before = os.stat(path)
+    write_genre(path, "Jazz")
+    after = os.stat(path)
+    assert read_genre(path) == "Jazz" and after.st_ino != before.st_ino
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (before.st_uid, before.st_gid, 0o640)
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(TagError, match="cannot open"):
         write_genre(tmp_path / "nope.mp3", "Rock")

@@ -104,6 +104,14 @@ def test_read_corpus_formats(tmp_path):
         read_corpus(tmp_path / "bad.csv")
     with pytest.raises(DataError, match="no such file"):
         read_corpus(tmp_path / "missing")
+    (tmp_path / "excel.csv").write_bytes("\ufeffpath,label\ntree/Rock/1.wav,Rock\ntree/Jazz/1.wav,Jazz\n".encode())  # Excel's "CSV UTF-8"
+    assert len(read_corpus(tmp_path / "excel.csv").tracks) == 2
+    (tmp_path / "twice.csv").write_text("path,label\ntree/Rock/1.wav,Rock\ntree/Jazz/0.wav,Jazz\ntree/Jazz/../Rock/1.wav,Rock\n")
+    with pytest.raises(DataError, match=r"twice.csv: .*Rock/1.wav is listed twice \(label 'Rock'\); list each track once"):
+        read_corpus(tmp_path / "twice.csv")  # it would be trained and validated on
+    (tmp_path / "both.csv").write_text("path,label\ntree/Rock/1.wav,Rock\ntree/Rock/1.wav,Jazz\n")
+    with pytest.raises(DataError, match=r"is listed under two labels \('Rock' and 'Jazz'\)"):
+        read_corpus(tmp_path / "both.csv")
     (tmp_path / "speech.csv").write_text("path,label\ntree/Rock/1.wav,_not_music\n")
     with pytest.raises(DataError, match=r"no labelled music tracks found \(only 1 _not_music tracks"):
         read_corpus(tmp_path / "speech.csv")
@@ -271,6 +279,11 @@ def test_cli_evaluate_and_train_errors(trained, corpus, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "24 tracks scored" in result.output and "track   accuracy" in result.output
     assert (tmp_path / "r" / "report.json").is_file() and (tmp_path / "r" / "confusion.png").is_file()
+    half = make_band_corpus(tmp_path / "half", per_label=1, labels=("Bass", "Mid"))
+    (half / "Mid" / "mid.00000.wav").write_bytes(b"RIFF" + bytes(40))  # Mid's only track does not decode
+    result = CliRunner().invoke(app, ["evaluate", str(trained), str(half), "--device", "cpu"])
+    assert result.exit_code == 0 and "1 tracks scored (1 failed" in result.output
+    assert "warning: no track of Mid could be scored (each failed or was silent)" in result.output
 
     result = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "error:" in result.output and "no such file" in result.output
