@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -56,8 +57,16 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, c
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error and exit."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message)}", err=True)
     raise typer.Exit(code)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """``text`` on one line, its control characters (a newline or a terminal escape in a file name) shown escaped."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
 
 
 def share_cores_with_decoders() -> None:
@@ -129,7 +138,7 @@ def predict(
                 with tqdm(total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr) as bar:
                     for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
                         if isinstance(r, Failure):
-                            tqdm.write(f"error: {r.error}", file=sys.stderr)
+                            tqdm.write(f"error: {printable(r.error)}", file=sys.stderr)
                             failed += 1
                         out.write(r)
                         bar.update()
@@ -201,7 +210,7 @@ def _print_table(r) -> None:
 
     console = Console()
     n = len(r.timeline)
-    console.print(Text(f"{r.source}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", style="italic"))  # not a table title: that wraps to the table's width
+    console.print(Text(f"{printable(r.source)}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", style="italic"))  # not a table title: that wraps to the table's width
     table = Table()
     table.add_column("#", justify="right")
     table.add_column("genre")
@@ -212,7 +221,7 @@ def _print_table(r) -> None:
         table.add_row("-", "(silent)", "")
     console.print(table)
     for w in r.warnings:
-        console.print(Text.assemble("  ", ("warning", "yellow"), f" {w['code']}: {w['message']}"))
+        console.print(Text.assemble("  ", ("warning", "yellow"), f" {w['code']}: {printable(w['message'])}"))
 
 
 @app.command()

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import DeviceOpt, ModelOpt, app, fail, share_cores_with_decoders
+from .cli import DeviceOpt, ModelOpt, app, fail, printable, share_cores_with_decoders
 from .errors import ParameterError
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE
 
@@ -66,7 +66,7 @@ def scan(
         if c["other_model"]:
             typer.echo(f"  {c['other_model']} tracks were classified by another model than {report.model}; --rescan-model redoes them")
         for error in report.errors:
-            typer.echo(f"  {error}", err=True)
+            typer.echo(f"  {printable(error)}", err=True)
         if c["failed"] and not retry_failed:
             typer.echo("  failed files are recorded with the reason; --retry-failed tries them again", err=True)
 
@@ -96,7 +96,7 @@ def search(
         hint = f" (top genres in this library: {', '.join(known)})" if genre not in known else ""
         typer.echo(f"no track of {genre}{hint}", err=True)
     for t in tracks:
-        typer.echo(f"{t.get('match', t['probability']):7.3f}  {t['path']}")
+        typer.echo(f"{t.get('match', t['probability']):7.3f}  {printable(t['path'])}")
 
 
 @app.command()
@@ -122,11 +122,11 @@ def similar(
         typer.echo(json.dumps({"query": query.track, "tracks": tracks}, indent=2))
         return
     if query.id is None:
-        typer.echo(f"query  {query.track['path']} ({query.genre}; not in the library)")
+        typer.echo(f"query  {printable(query.track['path'])} ({query.genre}; not in the library)")
     if len(tracks) == (query.id is not None):
         typer.echo(f"no other track{' of ' + str(query.genre) if same_genre else ''} in {db} to compare with", err=True)
     for rank, t in enumerate(tracks, start=0 if query.id is not None else 1):
-        typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {t['path']}")
+        typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {printable(t['path'])}")
 
 
 def export_library(db: Path, fmt: str, out: Path | None) -> int:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import DeviceOpt, ModelOpt, app, fail, load_classifier
+from .cli import DeviceOpt, ModelOpt, app, fail, load_classifier, printable
 from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K, HOP_RANGE
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON Lines: one object per window (time, start, end, top_k, smoothed, silent, latency_ms).")]
@@ -89,7 +89,7 @@ def listen(
 
 
 def _warn(code: str, message: str) -> None:
-    typer.echo(f"warning: {message}", err=True)
+    typer.echo(f"warning: {printable(message)}", err=True)
 
 
 def _live_classifier(model, device: str | None, threads: int | None):  # noqa: ANN001, ANN202

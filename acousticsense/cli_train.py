@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import DeviceOpt, app, fail
+from .cli import DeviceOpt, app, fail, printable
 from .options import DEFAULT_BATCH_SIZE
 
 
@@ -89,7 +89,7 @@ def evaluate(
     worst = sorted(report["track"]["per_class"].items(), key=lambda kv: kv[1]["recall"])[:3]
     typer.echo("  lowest track recall: " + ", ".join(f"{k} {v['recall']:.2f}" for k, v in worst))
     for f in report["failures"]:
-        typer.echo(f"  skipped {f['error']}", err=True)
+        typer.echo(f"  skipped {printable(f['error'])}", err=True)
     if report["unscored_labels"]:
         typer.echo(f"warning: no track of {', '.join(report['unscored_labels'])} could be scored (each failed or was silent): "
                    "the figures above leave them out", err=True)

@@ -359,3 +359,6 @@ def test_the_table_shows_labels_and_warnings_as_plain_text(capsys):
     _print_table(Result("a.wav", "m", 8.0, [Genre("Drum [/] Bass", 0.5), Genre("Nu [metal]", 0.4)], [], warnings=[{"code": "x", "message": "[bold]y[/]"}]))
     out = capsys.readouterr().out
     assert "Drum [/] Bass" in out and "Nu [metal]" in out and "x: [bold]y[/]" in out
+    _print_table(Result("a\nb\x1b[2J.wav", "m", 8.0, [Genre("Jazz", 1.0)], [], warnings=[{"code": "x", "message": "in a\nb\x1b[2J.wav"}]))
+    out = capsys.readouterr().out  # a file name's newline or terminal escape is shown, never acted on
+    assert "\x1b" not in out and out.count("a\\nb\\x1b[2J.wav") == 2
