@@ -11,6 +11,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,12 @@ HOP_SECONDS = 4.0
 IMAGE_SIZE = 128
 SILENCE_DB = -60.0  # windows whose RMS is below this (dBFS) count as silent
 RESAMPLERS = ("ffmpeg", "soxr_hq")
+MAX_LABELS = 10_000  # genres a bundle may name
+MAX_HIDDEN = 16_384  # units of one hidden layer of an MLP head
+# What a bundle's preprocessing may ask for. A config.json is input too: outside these it is refused, so a bundle
+# never decides that one file costs gigabytes (a hop_length of 1e9 took 8.4 GB, a 1e7 s window asked for 1.6 TiB).
+PREPROCESSING_INTS = {"sample_rate": (1, 384_000), "n_fft": (16, 65_536), "hop_length": (1, 65_536), "n_mels": (1, 512), "image_size": (1, 1024)}
+PREPROCESSING_NUMBERS = {"window_seconds": (0.05, 600.0), "hop_seconds": (0.01, 3600.0), "silence_db": (-200.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,31 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
-        for key in ("window_seconds", "hop_seconds", "sample_rate", "n_fft", "hop_length", "n_mels", "image_size"):
+        for key, (lo, hi) in {**PREPROCESSING_INTS, **PREPROCESSING_NUMBERS}.items():
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ParameterError(f"{key} must be a finite positive number, not {value!r}")
+            whole = key in PREPROCESSING_INTS
+            if isinstance(value, bool) or not isinstance(value, Integral if whole else (Integral, float)) or not math.isfinite(value) or not lo <= value <= hi:
+                raise ParameterError(f"{key} must be {'a whole number' if whole else 'a number'} from {lo:g} to {hi:g}, not {value!r}")
+        if self.hop_length > self.n_fft:
+            raise ParameterError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft}): samples between frames would be skipped")
+        numbers = _finite_number(self.fmin) and (self.fmax is None or _finite_number(self.fmax))
+        if not numbers or not 0 <= self.fmin < (self.fmax if self.fmax is not None else self.sample_rate / 2) <= self.sample_rate / 2:
+            raise ParameterError(f"fmin and fmax must satisfy 0 <= fmin < fmax <= sample_rate / 2 ({self.sample_rate / 2:g} Hz), not {self.fmin!r} and {self.fmax!r}")
+        if self.top_db is not None and not (_finite_number(self.top_db) and self.top_db > 0):
+            raise ParameterError(f"top_db must be a positive number or null, not {self.top_db!r}")
+        if not (_finite_number(self.db_amin) and self.db_amin > 0) or not (self.db_ref == "max" or (_finite_number(self.db_ref) and self.db_ref > 0)):
+            raise ParameterError(f"db_amin must be a positive number and db_ref 'max' or one, not {self.db_amin!r} and {self.db_ref!r}")
+        if not (len(self.mean) == len(self.std) == 3 and all(_finite_number(v) for v in self.mean + self.std) and min(self.std) > 0):
+            raise ParameterError(f"mean and std must be three numbers each (std above 0), not {list(self.mean)} and {list(self.std)}")
+        if self.render_size is not None and not (len(self.render_size) == 2 and all(_finite_number(v) and 1 <= v <= 4096 for v in self.render_size)):
+            raise ParameterError(f"render_size must be null or (height, width) in pixels from 1 to 4096, not {self.render_size!r}")
+        for key in ("flip_frequency", "mel_htk"):
+            if not isinstance(getattr(self, key), bool):
+                raise ParameterError(f"{key} must be true or false, not {getattr(self, key)!r}")
+        if self.mel_norm not in (None, "slaney"):
+            raise ParameterError(f"mel_norm must be 'slaney' or null, not {self.mel_norm!r}")
+        if self.colormap is not None and not (isinstance(self.colormap, str) and self.colormap in _colormap_names()):
+            raise ParameterError(f"colormap must be null or a matplotlib colormap name (e.g. 'magma'), not {self.colormap!r}")
         if self.window_samples < 1 or self.hop_samples < 1:
             raise ParameterError(f"window_seconds and hop_seconds must each span at least one sample at {self.sample_rate} Hz")
         if self.short_pad not in ("repeat", "zeros"):
@@ -81,7 +109,7 @@ class Preprocessing:
                 raise ParameterError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
         if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) or not 0 <= self.preemphasis < 1:
             raise ParameterError(f"preemphasis must be a number in [0, 1), not {self.preemphasis!r}")
-        if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 95):
+        if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool) and 1 <= self.jpeg_quality <= 95):
             raise ParameterError(f"jpeg_quality must be an integer from 1 to 95 or null, not {self.jpeg_quality!r}")
 
     @property
@@ -106,15 +134,22 @@ class Preprocessing:
         if unknown:
             raise ParameterError(f"unknown preprocessing parameters: {', '.join(unknown)}")
         d = dict(d)
-        for key in ("mean", "std"):
-            if key in d:
+        for key in ("mean", "std", "render_size"):
+            if isinstance(d.get(key), list) and all(_finite_number(v) for v in d[key]):
                 d[key] = tuple(float(v) for v in d[key])
-        if d.get("render_size"):
-            d["render_size"] = tuple(float(v) for v in d["render_size"])
+            elif d.get(key) is not None:
+                raise ParameterError(f"{key} must be a list of numbers, not {d[key]!r}")
         return cls(**d)
 
     def replace(self, **changes: Any) -> "Preprocessing":
         return Preprocessing.from_dict({**self.to_dict(), **changes})
+
+
+@lru_cache(maxsize=1)
+def _colormap_names() -> frozenset[str]:
+    from matplotlib import colormaps  # only for a bundle that names a colormap
+
+    return frozenset(colormaps)
 
 
 @dataclass(frozen=True)
@@ -217,11 +252,18 @@ class BundleConfig:
         labels = d["labels"]
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
-        if len(set(labels)) != len(labels):
-            raise BundleError(f"{where}: 'labels' has duplicates")
+        if len({x.casefold() for x in labels}) != len(labels):
+            twice = sorted({x for x in labels if sum(y.casefold() == x.casefold() for y in labels) > 1})
+            raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(twice)}")
+        if len(labels) > MAX_LABELS:
+            raise BundleError(f"{where}: 'labels' has {len(labels)} names; at most {MAX_LABELS}")
         arch = d["architecture"]
         if not isinstance(arch, dict) or "name" not in arch or "image_size" not in arch:
             raise BundleError(f"{where}: 'architecture' needs 'name' and 'image_size'")
+        head = arch.get("head") or {"type": "linear"}
+        hidden = head.get("hidden", []) if isinstance(head, dict) else None
+        if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_HIDDEN for h in hidden):
+            raise BundleError(f"{where}: the architecture's head needs 'hidden' layer sizes from 1 to {MAX_HIDDEN}, not {hidden!r}")
         aggregation = d.get("aggregation", "mean")
         if aggregation not in AGGREGATIONS:
             raise BundleError(f"{where}: aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
@@ -260,7 +302,8 @@ class BundleConfig:
 
 
 def _finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite int or float (not a bool)."""
+    return isinstance(x, (Integral, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def write_config(path: str | os.PathLike, config: BundleConfig) -> None:

@@ -19,7 +19,8 @@ import soxr
 from matplotlib.figure import Figure
 
 from .api import Engine
-from .errors import AcousticSenseError
+from .audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE
+from .errors import AcousticSenseError, AudioError
 from .stream import LiveClassifier, Update
 from .ui import PLOT_STYLE, PLOT_WIDTH, UI_TOP_K
 
@@ -28,6 +29,7 @@ LIVE_HOP = 1.0  # seconds between rankings (the model's hop if that is shorter)
 LIVE_SECONDS = 3600  # one recording is classified for at most this long
 LIVE_STREAMS = 8  # recordings classified at once (each holds its slot until it stops); the model work itself queues in the Engine
 TIMELINE_WINDOWS = 30  # windows the rolling timeline shows
+MAX_CHUNK_SECONDS = 10.0  # a longer chunk is not the page's: refused
 
 
 @dataclass
@@ -52,6 +54,10 @@ def live_step(engine: Engine, session: Session | None, chunk: tuple[int, np.ndar
     if chunk is None:
         return session, []
     rate, data = chunk
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioError(f"microphone: sample rate {rate!r} Hz is not plausible audio (expected {MIN_SOURCE_RATE:,}–{MAX_SOURCE_RATE:,} Hz)")
+    if len(data) > MAX_CHUNK_SECONDS * rate:  # what one chunk may cost is bounded, whatever a client sends
+        raise AudioError(f"microphone: a chunk of {len(data) / rate:.1f} s; the page sends {STREAM_EVERY:g} s at a time (at most {MAX_CHUNK_SECONDS:g} s)")
     clf = engine.classifier
     target = clf.config.preprocessing.sample_rate
     if session is None or session.rate != rate:

@@ -6,6 +6,7 @@ import pytest
 from acousticsense.api import Engine
 from acousticsense.audio import load_audio
 from acousticsense.bundle import EXAMPLES_DIR
+from acousticsense.errors import AudioError
 from acousticsense.inference import Classifier
 from acousticsense.live_ui import live_step, pcm_to_mono, rolling_timeline
 
@@ -38,5 +39,10 @@ def test_another_rate_starts_a_new_session_and_odd_chunks_are_harmless(engine):
     again, updates = live_step(engine, session, (44100, np.zeros(22050, np.int16)))
     assert again is not session and again.rate == 44100 and updates == []
     assert live_step(engine, again, None) == (again, [])
+    for rate in (0, 1, -8000, 10**7, 44100.5, True):  # a client can claim any rate: 1 Hz made 22,050 samples of each one
+        with pytest.raises(AudioError, match=r"microphone: sample rate .* Hz is not plausible audio"):
+            live_step(engine, again, (rate, np.zeros(100, np.int16)))
+    with pytest.raises(AudioError, match=r"microphone: a chunk of 11.0 s; the page sends 0.5 s at a time"):
+        live_step(engine, again, (8000, np.zeros(88000, np.int16)))
     x = pcm_to_mono(np.array([[np.nan, np.inf], [1.0, -1.0]], np.float32))
     assert x.tolist() == [0.0, 0.0]
