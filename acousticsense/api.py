@@ -42,10 +42,13 @@ class Engine:
     def classify(self, data: bytes, name: str, **kwargs: Any) -> Result:
         return self.run(self.classifier.classify, named_bytes(data, name), max_seconds=self.max_seconds, **kwargs)
 
-    def explained(self, data: bytes, name: str, genre: str | None = None, top_k: int = DEFAULT_TOP_K, **kwargs: Any) -> tuple[Result, Explanation]:
-        """The result and the relevance map (for ``genre``, default the top one) from one decode of the upload."""
+    def explained(
+        self, data: bytes, name: str, genre: str | None = None, top_k: int = DEFAULT_TOP_K, silent_ok: bool = False, **kwargs: Any
+    ) -> tuple[Result, Explanation | None]:
+        """The result and the relevance map (for ``genre``, default the top one) from one decode of the upload.
+        A silent upload has nothing to explain: an error, or with ``silent_ok`` the result and no map."""
 
-        def run() -> tuple[Result, Explanation]:
+        def run() -> tuple[Result, Explanation | None]:
             clf = self.classifier
             features = clf.preprocess(named_bytes(data, name), clf.options(top_k, max_seconds=self.max_seconds, **kwargs))
             if len(features.starts) > SERVER_MAX_EXPLAINED:
@@ -53,7 +56,8 @@ class Engine:
                     f"{name}: {len(features.starts)} windows to explain, more than the {SERVER_MAX_EXPLAINED} one request may "
                     "have (each costs a backward pass); explain a shorter clip, use classify?explain=true with a longer hop, or the CLI's `explain` command"
                 )
-            return clf.postprocess(features, clf.forward([features])[0]), explain(clf, features, genre)
+            result = clf.postprocess(features, clf.forward([features])[0])
+            return result, None if result.silent and silent_ok else explain(clf, features, genre)
 
         return self.run(run)
 
@@ -135,8 +139,8 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         options = dict(top_k=top_k, window=window, hop=hop, override_window=override_window)
         if not explain:
             return (await guarded(file, engine.classify, **options)).to_dict()
-        result, explanation = await guarded(file, engine.explained, genre=genre, **options)
-        return result.to_dict() | {"explanation": explanation.to_dict(EXPLAIN_BANDS, EXPLAIN_COLUMNS)}
+        result, explanation = await guarded(file, engine.explained, genre=genre, silent_ok=True, **options)
+        return result.to_dict() | {"explanation": explanation and explanation.to_dict(EXPLAIN_BANDS, EXPLAIN_COLUMNS)}
 
     @api.post(
         "/explain.png",

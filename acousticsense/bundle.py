@@ -9,6 +9,7 @@ config, and loading checks the weights against the config key by key and shape b
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,12 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise BundleError(f"{path}: exists and is not a folder")
-    output_folder(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_weights(config, state, str(path))
+    output_folder(path)
     tmp = path / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": config.model_id})
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) & 0o666)  # safetensors writes 0600: readable as the folder is (a service may load it)
     os.replace(tmp, path / WEIGHTS_NAME)
     (path / ONNX_NAME).unlink(missing_ok=True)  # a stale export would shadow these weights
     write_config(path, config)
@@ -103,6 +105,10 @@ def _check_weights(config: BundleConfig, state: dict[str, torch.Tensor], where: 
     report = weights_mismatch(expected, state)
     if report:
         raise BundleError(f"{where}: weights do not match {config.architecture} with {len(config.labels)} labels:\n{report}")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise BundleError(f"{where}: weights hold NaN or infinite values ({', '.join(broken[:3])}{more}): the model would answer nothing")
 
 
 def weights_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], limit: int = 20) -> str:

@@ -167,3 +167,5 @@ def explain(
         typer.echo(json.dumps(e.to_dict() | {"png": str(out)}))
     else:
         typer.echo(f"{e.genre} (p = {e.probability:.3f}, {e.method}): map written to {out}")
+        for code, message in e.warnings:
+            _warn(code, message)

@@ -60,6 +60,7 @@ class Explanation:
     window_width: int
     window_silent: list[bool]
     patch_maps: np.ndarray = field(repr=False)  # (non-silent windows, rows, cols): each sums to 1, image orientation (row 0: top = high frequencies)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message) from decoding: e.g. truncated at max_seconds
 
     def to_dict(self, bands: int | None = None, columns: int | None = None) -> dict[str, Any]:
         """JSON-ready, the map as nested lists ``[band][frame]`` (4 significant digits). At full resolution that
@@ -82,6 +83,7 @@ class Explanation:
             "seconds_per_frame": seconds,
             "mel_hz": [round(float(h), 2) for h in mel_hz],
             "relevance": [[float(f"{v:.4g}") for v in row] for row in relevance.tolist()],
+            "warnings": [{"code": c, "message": m} for c, m in self.warnings],
         }
         if relevance is self.relevance:  # the windows' frames only mean something at full resolution
             d["windows"] = [{"first_frame": f, "frames": self.window_width, "silent": s} for f, s in zip(self.window_frames, self.window_silent)]
@@ -132,6 +134,7 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
         window_width=features.width,
         window_silent=features.silent.tolist(),
         patch_maps=scores.numpy().astype(np.float32),
+        warnings=list(features.warnings),
     )
 
 

@@ -52,6 +52,7 @@ URL_TIMEOUT = 10.0  # seconds without data before a URL stream counts as stalled
 MIC_BACKLOG_SECONDS = 30.0  # microphone audio waiting for the model at most, before giving up
 MIC_WAIT_SECONDS = 5.0  # a device that delivers nothing for this long is gone
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://)[^/@]*@")
 _PROBE = {"probesize": "32768", "analyzeduration": "200000"}  # a pipe's first audio is not held back for 5 s of probing
 
 
@@ -325,7 +326,9 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
             if scheme.group(1).lower() not in URL_PROTOCOLS:
                 raise AudioError(f"{name}: refused: only {', '.join(URL_PROTOCOLS)} URLs are read, not {scheme.group(1)}:")
             options = {**_CONTAINER_OPTIONS, **_PROBE, "protocol_whitelist": ",".join(URL_PROTOCOLS), "rw_timeout": str(int(timeout * 1e6))}
-            return _decoded(lambda: open_container(text, container_options=options, timeout=(timeout, timeout)), name, sample_rate, timeout=timeout)
+            url = scheme.group(1).lower() + text[scheme.end(1) :]  # FFmpeg's protocol names are lower case (HTTP:// failed)
+            name = _USERINFO.sub(r"\1***@", name)  # a password in the URL stays out of messages
+            return _decoded(lambda: open_container(url, container_options=options, timeout=(timeout, timeout)), name, sample_rate, timeout=timeout)
         raw, owned = open_path(source, name), True
     elif callable(getattr(source, "read", None)):
         raw, owned = source, False

@@ -24,6 +24,22 @@ def test_round_trip_is_bit_exact(tmp_path):
         assert torch.equal(model(x), bundle.model(x))
 
 
+def test_weights_with_nan_are_refused_and_the_file_is_readable_as_its_folder(tmp_path):
+    config = tiny_config()
+    model = random_model(config)
+    path = save_bundle(tmp_path / "b", model, config)
+    assert (path / "model.safetensors").stat().st_mode & 0o777 == (path / "config.json").stat().st_mode & 0o777  # not 0600
+    with torch.no_grad():
+        model.heads.head.bias[0] = float("nan")
+    with pytest.raises(BundleError, match=r"c: weights hold NaN or infinite values \(heads.head.bias\): the model would answer nothing"):
+        save_bundle(tmp_path / "c", model, config)
+    assert not (tmp_path / "c").exists()
+    state = load_file(path / "model.safetensors") | {"conv_proj.weight": torch.full_like(load_file(path / "model.safetensors")["conv_proj.weight"], float("inf"))}
+    save_file(state, path / "model.safetensors")
+    with pytest.raises(BundleError, match="weights hold NaN or infinite values \\(conv_proj.weight\\)"):
+        load_bundle(path)
+
+
 def _edit_config(path, **changes):
     data = json.loads((path / "config.json").read_text())
     data.update(changes)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +118,9 @@ def test_figure_is_labelled_and_saved(clf: Classifier, blues, tmp_path: Path) ->
     assert ax.get_xlim()[1] == pytest.approx(blues.mel.shape[1] * 512 / 22050)
     save_png(e, tmp_path / "map.png")
     assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert e.warnings == [] and e.to_dict()["warnings"] == []
+    cut = explain(clf, clf.preprocess(EXAMPLES[0], clf.options(max_seconds=5.0)))  # what decoding noted is kept: the map covers 5 s
+    assert [c for c, _ in cut.warnings] == ["truncated"] and cut.to_dict()["warnings"][0]["code"] == "truncated"
 
 
 def test_the_rest_api_explains_on_request_and_draws_the_map(tiny_bundle, clip_mp3):
@@ -136,6 +141,14 @@ def test_the_rest_api_explains_on_request_and_draws_the_map(tiny_bundle, clip_mp
         assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
         bad = client.post("/api/v1/explain.png?genre=Polka", files=files)
         assert bad.status_code == 400 and "Polka" in bad.json()["detail"]
+        silence = io.BytesIO()
+        with wave.open(silence, "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050), w.writeframes(bytes(2 * 22050 * 3))
+        quiet = {"file": ("silent.wav", silence.getvalue(), "audio/wav")}
+        doc = client.post("/api/v1/classify?explain=true", files=quiet).json()  # the result, as without explain, and no map
+        assert doc["silent"] is True and doc["explanation"] is None
+        nothing = client.post("/api/v1/explain.png", files=quiet)
+        assert nothing.status_code == 422 and "nothing to explain" in nothing.json()["detail"]
     with TestClient(create_api(tiny_bundle, max_seconds=30)) as client, pytest.MonkeyPatch.context() as mp:
         mp.setattr("acousticsense.api.SERVER_MAX_EXPLAINED", 10)  # an explanation's cost grows with its windows: bounded
         costly = client.post("/api/v1/classify?explain=true&hop=0.5", files=files)

@@ -351,6 +351,11 @@ def test_a_url_streams_and_playlists_are_refused(http_server, clip, tmp_path):
             pytest.skip("this FFmpeg has no http protocol")
         raise
     np.testing.assert_array_equal(streamed, load_audio(clip, SR).samples)
+    upper = http_server.replace("http://", "HTTP://user:s3cret@")  # a scheme in capitals is the same scheme
+    np.testing.assert_array_equal(np.concatenate(list(decode_stream(f"{upper}/radio.mp3", SR, allow_url=True, timeout=5))), streamed)
+    with pytest.raises(AudioError) as missing:
+        list(decode_stream(f"{upper}/nothing.mp3", SR, allow_url=True, timeout=5))
+    assert "s3cret" not in str(missing.value) and "HTTP://***@" in str(missing.value)  # a password stays out of messages
     with pytest.raises(AudioError, match="refused: it reads as 'hls', not an audio file format"):
         list(decode_stream(f"{http_server}/list.m3u8", SR, allow_url=True, timeout=5))
     (tmp_path / "local.m3u8").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6,\nhttp://127.0.0.1:9/x.mp3\n")
