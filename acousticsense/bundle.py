@@ -49,6 +49,15 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig)
     return path
 
 
+def check_new_bundle_folder(out: str | os.PathLike) -> None:
+    """Refuse an ``--out`` that would mix a new bundle into what is there (another bundle, say): a new or empty folder only."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: exists and is a file, not a folder; choose a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
+
+
 def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle strictly (``None``: the built-in default model); an exported one runs through ONNX Runtime."""
     path = Path(path) if path is not None else DEFAULT_BUNDLE

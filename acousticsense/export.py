@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .bundle import EXAMPLES_DIR, ONNX_NAME, OnnxModel, load_bundle, write_config
+from .bundle import EXAMPLES_DIR, ONNX_NAME, OnnxModel, check_new_bundle_folder, load_bundle, write_config
 from .errors import BundleError, output_folder
 from .inference import Classifier
 
@@ -45,10 +45,7 @@ def export_onnx(
     except ImportError:
         raise BundleError("ONNX export needs onnx and onnxruntime: pip install 'acousticsense[onnx]'") from None
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"{out}: exists and is a file, not a folder; choose a new folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
+    check_new_bundle_folder(out)
     source = load_bundle(bundle, "cpu")  # a bad bundle is refused before any folder is made
     if isinstance(source.model, OnnxModel):
         raise BundleError(f"{bundle}: is already an ONNX export; export the bundle it came from ({source.config.provenance.get('export', {}).get('from', '?')})")

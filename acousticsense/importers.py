@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .bundle import BundleConfig, save_bundle, weights_mismatch
+from .bundle import BundleConfig, check_new_bundle_folder, save_bundle, weights_mismatch
 from .config import Preprocessing
 from .errors import AcousticSenseError
 from .model import ARCHITECTURES, build_model
@@ -57,6 +58,7 @@ CCMUSIC_PREPROCESSING = Preprocessing(  # their demo: librosa.load, one mel and 
     std=(0.5, 0.5, 0.5),
 )
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+MAX_CHECKPOINT_BYTES = 1 << 30  # ViT-B/16, the largest preset, is 0.35 GB in fp32
 HUB_TIMEOUT = 5.0  # seconds to wait for the hub before calling it offline
 
 
@@ -66,6 +68,7 @@ class CheckpointError(AcousticSenseError):
 
 def import_ccmusic(save_pt: str | os.PathLike, out: str | os.PathLike, aggregation: str = "vote") -> Path:
     """Bundle ccmusic's ``vit_b_16_mel/save.pt`` with its 16 labels and its preprocessing."""
+    check_new_bundle_folder(out)
     state = load_state_dict(save_pt)
     config = BundleConfig(
         model_id="ccmusic-vit_b_16_mel",
@@ -114,6 +117,7 @@ def import_torchvision(
     must be what the model was trained with; its ``image_size`` is set to the model's.
     """
     name = Path(state_dict_path).name
+    check_new_bundle_folder(out)
     state = load_state_dict(state_dict_path)
     head, pos = state.get("heads.head.weight"), state.get("encoder.pos_embedding")
     if head is None or head.dim() != 2 or pos is None:
@@ -149,6 +153,7 @@ def pull(name: str, out: str | os.PathLike | None = None) -> Path:
         raise CheckpointError(f"{name}: unknown model; known: {', '.join(PULLABLE)}")
     repo, filename = entry.repo, entry.filename
     out = Path(out) if out is not None else Path(name)
+    check_new_bundle_folder(out)
     offline = constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     reachable = not offline and _reachable(constants.ENDPOINT)
     try:  # unreachable: only the local hub cache is tried
@@ -167,6 +172,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     name = Path(path).name
     if not Path(path).is_file():
         raise CheckpointError(f"{name}: no such file")
+    unpacked = _unpacked_bytes(path)
+    if unpacked > MAX_CHECKPOINT_BYTES:  # a small compressed file may unpack to gigabytes
+        raise CheckpointError(f"{name}: unpacks to {unpacked / 2**30:.1f} GiB; a checkpoint of these models holds at most {MAX_CHECKPOINT_BYTES / 2**30:g} GiB")
     try:
         with warnings.catch_warnings():  # e.g. about a foreign file's pickle protocol: the error below says it all
             warnings.simplefilter("ignore")
@@ -183,6 +191,16 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in obj):
         obj = {k.removeprefix("module."): v for k, v in obj.items()}
     return obj
+
+
+def _unpacked_bytes(path: str | os.PathLike) -> int:
+    """What a checkpoint holds once read: its zip entries' sizes as the zip's directory declares them (the format
+    ``torch.save`` writes), or the file's size."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return Path(path).stat().st_size
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:

@@ -15,7 +15,7 @@ from torchvision.models import vit_b_16
 from torchvision.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
-from acousticsense.bundle import load_bundle, read_config
+from acousticsense.bundle import BundleError, load_bundle, read_config
 from acousticsense.cli import app
 from acousticsense.features import windows_to_images
 from acousticsense.inference import Classifier
@@ -184,6 +184,24 @@ def test_non_checkpoints_are_refused(tmp_path):
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"w": Evil()}))
     with pytest.raises(CheckpointError, match=r"^evil.pt: not a PyTorch checkpoint"):  # never unpickled
         load_state_dict(tmp_path / "evil.pt")
+
+
+def test_an_import_never_writes_into_a_folder_that_holds_something(tmp_path):
+    torch.save(vit_ti(2).state_dict(), tmp_path / "mine.pth")
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "config.json").write_text("{}")  # another bundle, say
+    with pytest.raises(BundleError, match="bundle: exists and is not an empty folder; choose a new one"):
+        import_torchvision(tmp_path / "mine.pth", ["a", "b"], tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "config.json").read_text() == "{}"
+
+
+def test_a_checkpoint_that_unpacks_to_more_than_a_model_holds_is_refused_unread(tmp_path, monkeypatch):
+    """What the zip's directory declares is checked first: a 2 MB compressed file had unpacked to 2.6 GB."""
+    torch.save({"w": torch.zeros(100_000)}, tmp_path / "big.pt")
+    monkeypatch.setattr("acousticsense.importers.MAX_CHECKPOINT_BYTES", 300_000)
+    monkeypatch.setattr("torch.load", lambda *a, **k: pytest.fail("read anyway"))
+    with pytest.raises(CheckpointError, match=r"^big.pt: unpacks to 0.0 GiB; a checkpoint of these models holds at most 0.000279397 GiB"):
+        load_state_dict(tmp_path / "big.pt")
 
 
 def vit_ti(num_classes: int, image_size: int = 64, num_layers: int = 12) -> VisionTransformer:
