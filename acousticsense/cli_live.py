@@ -113,7 +113,7 @@ def _print_updates(make: Callable[[], Iterator], as_json: bool) -> None:
             else:
                 now = f"{u.top_k[0].label} {u.top_k[0].probability:6.1%}" if u.top_k else "(silent)"
                 smooth = f"{u.smoothed[0].label} {u.smoothed[0].probability:6.1%}" if u.smoothed else "-"
-                line = f"{_clock(u.time):>10}  {now:<24}  {smooth}"
+                line = f"{_clock(u.time):>10}  {now:<24}  {smooth}" + (f"  ({u.flag.replace('_', ' ')})" if u.flag else "")
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:

@@ -98,7 +98,8 @@ def live_tab(engine: Engine) -> None:
             return gr.skip(), gr.skip(), gr.skip(), session
         now = updates[-1]
         ranking = {g.label: g.probability for g in now.smoothed} or None
-        status = f"{now.time:.0f} s heard; the last window ({now.start:.0f}–{now.end:.0f} s) {'was silent' if now.silent else 'sounds like ' + now.top_k[0].label}."
+        heard = "was silent" if now.silent else "does not sound like music the model knows" if now.flag == "not_music" else "sounds like " + now.top_k[0].label
+        status = f"{now.time:.0f} s heard; the last window ({now.start:.0f}–{now.end:.0f} s) {heard}."
         return ranking, rolling_timeline(list(session.recent), labels, session.live.pre.hop_seconds), status, session
 
     with gr.Tab("Live", id="live"):

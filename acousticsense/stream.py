@@ -45,7 +45,7 @@ from .errors import AcousticSenseError, AudioError, ParameterError
 from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
 from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K
-from .results import Genre
+from .results import FLAGS, Genre
 
 URL_PROTOCOLS = ("http", "https", "tcp", "tls")  # what a URL named on the command line may use (no file:, concat:, ...)
 URL_TIMEOUT = 10.0  # seconds without data before a URL stream counts as stalled
@@ -67,6 +67,7 @@ class Update:
     smoothed: list[Genre]  # ranking of the moving average of the window probabilities so far
     silent: bool
     latency_ms: float  # from the arrival (push) of the chunk completing the window to this update
+    flag: str | None = None  # "not_music" or "low_confidence" when this window's genre is not to be trusted (see calibrate.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,14 +222,16 @@ class LiveClassifier:
         probs = self.clf.forward(items)
         updates = []
         for item, p in zip(items, probs):
-            w = self.clf.postprocess(item, p).timeline[0]
+            result = self.clf.postprocess(item, p)
+            w = result.timeline[0]
             if not w.silent:
                 row = p[0].double().numpy()
                 self._ema = row if self._ema is None else self.smoothing * row + (1 - self.smoothing) * self._ema
             k = self.options.top_k
             top = [] if w.silent else [Genre(label, prob) for label, prob in sorted(w.probabilities.items(), key=lambda lp: -lp[1])[:k]]
             smoothed = [] if self._ema is None else [Genre(self.clf.labels[i], round(float(self._ema[i]), 6)) for i in np.argsort(-self._ema, kind="stable")[:k]]
-            updates.append(Update(w.end, w.start, w.end, top, smoothed, w.silent, 0.0))
+            flag = next((x["code"] for x in result.warnings if x["code"] in FLAGS), None)
+            updates.append(Update(w.end, w.start, w.end, top, smoothed, w.silent, 0.0, flag))
         done = round((time.perf_counter() - arrived) * 1000, 2)
         for u in updates:
             u.latency_ms = done

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from acousticsense.audio import load_audio
+from acousticsense.bundle import EXAMPLES_DIR
 from acousticsense.errors import AudioError, ParameterError
 from acousticsense.features import window_count
 from acousticsense.inference import Classifier
@@ -111,6 +112,20 @@ def test_chunks_give_the_offline_timeline_built_in_model():
     assert [u.silent for u in updates].count(True) == 1 and updates[-1].end == round(len(x) / SR, 3)
     assert_matches_offline(updates, result, smoothing=0.4)
     assert all(u.time == u.end and u.latency_ms >= 0 for u in updates)
+
+
+def test_each_update_flags_what_is_not_music_as_predict_does():
+    """Endless noise was ranked as genres in `stream` and the Live tab while `predict` flagged it."""
+    clf = Classifier.from_bundle(device="cpu")
+    noise = np.random.default_rng(0).standard_normal(20 * SR).astype(np.float32) * 0.3
+    live = LiveClassifier(clf, hop=4.0)
+    updates = live.push(noise) + live.finish()
+    offline = clf.classify(noise, hop=4.0)
+    expected = [w["code"] for w in offline.warnings if w["code"] in ("not_music", "low_confidence")]
+    assert expected and all(u.flag in ("not_music", "low_confidence") for u in updates)  # each window alone is no more music
+    music = LiveClassifier(clf, hop=4.0)
+    example = load_audio(EXAMPLES_DIR / "rock.ogg", SR).samples
+    assert [u.flag for u in music.push(example) + music.finish()].count(None) >= 1
 
 
 @pytest.mark.parametrize("seconds", [0.0, 1.3, 2.0, 5.1])
@@ -226,7 +241,7 @@ def test_cli_stream_stdin_json_lines(tiny, tiny_bundle, clip):
     lines = [json.loads(line) for line in out.decode().splitlines()]
     result = offline(tiny, clip.read_bytes(), hop=0.5, top_k=4)
     assert [line["top_k"][0]["label"] for line in lines] == [w.label for w in result.timeline]
-    assert set(lines[0]) == {"time", "start", "end", "top_k", "smoothed", "silent", "latency_ms"}
+    assert set(lines[0]) == {"time", "start", "end", "top_k", "smoothed", "silent", "latency_ms", "flag"}
 
 
 def test_cli_undecodable_input_is_one_error_line(tiny_bundle):
