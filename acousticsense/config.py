@@ -135,7 +135,7 @@ class Preprocessing:
             raise ParameterError(f"unknown preprocessing parameters: {', '.join(unknown)}")
         d = dict(d)
         for key in ("mean", "std", "render_size"):
-            if isinstance(d.get(key), list) and all(_finite_number(v) for v in d[key]):
+            if isinstance(d.get(key), (list, tuple)) and all(_finite_number(v) for v in d[key]):
                 d[key] = tuple(float(v) for v in d[key])
             elif d.get(key) is not None:
                 raise ParameterError(f"{key} must be a list of numbers, not {d[key]!r}")
