@@ -95,11 +95,11 @@ class Classifier:
         """``precision``: ``"fp32"`` or ``"bf16"`` (the model runs on a bfloat16 copy of its weights and images);
         default bf16 on CUDA, fp32 on the CPU (where bf16 is several times slower). ``self.model`` keeps the
         bundle's weights as they are (training updates them, ``explain`` takes gradients through them)."""
-        self.precision = precision or ("bf16" if _checked_device(device).type == "cuda" else "fp32")
+        self.device = _checked_device(device)
+        self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
         if self.precision not in PRECISIONS:
             raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         self.config: BundleConfig = bundle.config
-        self.device = _checked_device(device)
         self.model = bundle.model.to(self.device).eval()
         self.batch_size = batch_size
 
