@@ -247,43 +247,30 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
         announced = max(declared, announced_seconds(container, stream))
         limit = math.inf if max_seconds is None else int(max_seconds * sample_rate)
         out = _Samples(None if max_seconds is None else limit + 1)  # one past the cap: _finish then knows it was cut
-        setup, resampler, fifo, skipped = None, None, None, []
+        setup, convert, blocks, skipped = None, False, None, []
         try:
             for frame in _frames(container, stream, skipped):
                 frame.pts = None  # let the resampler count samples; broken timestamps must not skew it
-                if native and frame.sample_rate == sample_rate:  # no resampling: the channels' mean is the output
-                    if resampler is not None:
-                        _drain(resampler, None, out)
-                        resampler = setup = None
-                    fifo = _gather(fifo, frame, out)
-                    if out.size > limit:
-                        break
-                    continue
-                if fifo is not None:
-                    _gather(fifo, None, out)
-                    fifo = None
-                if native or (len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels")):  # unnamed (9, 64): no remix matrix
-                    frame = _average_channels(frame)
-                layout = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if layout != setup:  # a stream may change rate or channels mid-way (concatenated AAC, radio)
-                    _check_rate(frame.sample_rate, name)
-                    if resampler is not None:
-                        _drain(resampler, None, out)
-                    resampler, setup = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, frame_size=RESAMPLED_FRAME), layout
-                _drain(resampler, frame, out)
+                shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if shape != setup:  # the first frame, or the stream changed rate or channels mid-way (concatenated AAC, radio)
+                    if blocks is not None:
+                        blocks.flush()
+                    setup, convert, resampler = shape, False, None
+                    if not native or frame.sample_rate != sample_rate:  # else no resampling: the channels' mean is the output
+                        _check_rate(frame.sample_rate, name)
+                        convert = native or (len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels"))  # unnamed (9, 64): no remix matrix
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, frame_size=RESAMPLED_FRAME)
+                    blocks = _Blocks(out, 1 if convert else len(frame.layout.channels), resampler)
+                blocks.add(_average_channels(frame) if convert else frame)
                 if out.size > limit:
                     break
             else:
-                if resampler is not None:
-                    _drain(resampler, None, out)
-                if fifo is not None:
-                    _gather(fifo, None, out)
+                if blocks is not None:
+                    blocks.flush()
         except (av.FFmpegError, ValueError) as e:
             with contextlib.suppress(av.FFmpegError, ValueError):  # what they hold back (up to one RESAMPLED_FRAME) decoded fine
-                if resampler is not None:
-                    _drain(resampler, None, out)
-                if fifo is not None:
-                    _gather(fifo, None, out)
+                if blocks is not None:
+                    blocks.flush()
             if not out.size:
                 hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
                 hint += "" if channels else "; its header gives no channel count FFmpeg accepts (1 to 512)"
@@ -348,24 +335,6 @@ def _channel_mean(frame: av.AudioFrame) -> np.ndarray:
         return (x[0] if len(x) == 1 else x.mean(axis=0)).astype(np.float32)
 
 
-def _gather(fifo: av.AudioFifo | None, frame: av.AudioFrame | None, out: _Samples) -> av.AudioFifo | None:
-    """Queue ``frame`` (None: flush) and add the channel means of each full RESAMPLED_FRAME / channels samples to
-    ``out``: one conversion per 65,536 values instead of one per codec frame (often 1,152 samples). A frame whose format or layout
-    differs from the queued ones flushes them first. Returns the queue to pass next time."""
-    if fifo is not None and (frame is None or fifo.format.name != frame.format.name or fifo.layout.name != frame.layout.name):
-        if fifo.samples:
-            out.add(_channel_mean(fifo.read()))
-        fifo = None
-    if frame is None:
-        return None
-    fifo = fifo or av.AudioFifo()
-    fifo.write(frame)
-    step = max(1024, RESAMPLED_FRAME // len(frame.layout.channels))  # memory per conversion does not grow with the channel count
-    while fifo.samples >= step:
-        out.add(_channel_mean(fifo.read(step)))
-    return fifo
-
-
 def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:
     """``frame`` down-mixed to a mono float frame by :func:`_channel_mean` (FFmpeg has no remix for unnamed layouts)."""
     mono = av.AudioFrame.from_ndarray(_channel_mean(frame)[None, :], format="flt", layout="mono")
@@ -395,6 +364,36 @@ class _Samples:
         if self.data is not None:
             return self.data[: self.size]
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
+class _Blocks:
+    """Frames of one format, layout and rate, passed on in blocks of RESAMPLED_FRAME values: to ``resampler``, or
+    without one, as their channel means to ``out``. One conversion or resampler call per 65,536 values instead of
+    one per codec frame (often 1,152 samples): FFmpeg's resampler took 0.19 s for 150 s of 44.1 kHz stereo fed
+    frame by frame, 0.04 s so, with the same output."""
+
+    def __init__(self, out: _Samples, channels: int, resampler: av.AudioResampler | None):
+        self.out, self.resampler = out, resampler
+        self.fifo = av.AudioFifo()
+        self.step = max(1024, RESAMPLED_FRAME // channels)  # memory per conversion does not grow with the channel count
+
+    def add(self, frame: av.AudioFrame) -> None:
+        self.fifo.write(frame)
+        while self.fifo.samples >= self.step:
+            self._pass_on(self.fifo.read(self.step))
+
+    def flush(self) -> None:
+        """Pass on what is queued, then what the resampler holds back."""
+        if self.fifo.samples:
+            self._pass_on(self.fifo.read())
+        if self.resampler is not None:
+            _drain(self.resampler, None, self.out)
+
+    def _pass_on(self, block: av.AudioFrame) -> None:
+        if self.resampler is None:
+            self.out.add(_channel_mean(block))
+        else:
+            _drain(self.resampler, block, self.out)
 
 
 def _drain(resampler: av.AudioResampler, frame: av.AudioFrame | None, out: _Samples) -> None:

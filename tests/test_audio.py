@@ -35,6 +35,21 @@ def test_resampled_tone_keeps_its_pitch(tmp_path):
     assert abs(np.argmax(spectrum) * SR / len(audio.samples) - 1000) < 2
 
 
+
+@pytest.mark.parametrize("ext", [".ogg", ".mp3"])
+def test_resampling_in_blocks_gives_what_frame_by_frame_gives(tmp_path, ext):
+    """Decoding queues codec frames and hands FFmpeg's resampler 65,536 values at a time (twice as fast): the
+    samples must be exactly those of feeding it one codec frame at a time."""
+    path = write_audio(tmp_path / f"clip{ext}", music_like(8.0, 44100, channels=2), 44100)
+    expected = []
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
+        for frame in [*container.decode(audio=0), None]:
+            if frame is not None:
+                frame.pts = None
+            expected += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+    np.testing.assert_array_equal(load_audio(path, SR).samples, np.concatenate(expected))
+
 def test_bytes_and_file_objects(clip_mp3):
     data = clip_mp3.read_bytes()
     a = load_audio(clip_mp3, SR).samples
