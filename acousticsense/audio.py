@@ -22,7 +22,7 @@ import av.logging
 import numpy as np
 
 from .containers import announced_seconds, ogg_unended, wav_declared_seconds
-from .errors import AudioError
+from .errors import AudioError, ParameterError
 from .options import DEFAULT_MAX_SECONDS
 
 __all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "load_audio", "open_failure", "open_path", "source_name"]
@@ -163,6 +163,7 @@ def load_audio(
     Raises :class:`AudioError` with a one-line reason for anything that is not usable audio.
     """
     name = source_name(source)
+    sample_rate = check_sample_rate(sample_rate)
     if isinstance(source, np.ndarray):
         if source.ndim != 1:
             raise AudioError(f"{name}: expected a mono waveform (1-D), got shape {source.shape}")
@@ -242,7 +243,8 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
             raise AudioError(f"{name}: its audio codec is unknown or not supported")
         src_rate = stream.codec_context.sample_rate or stream.rate or 0
         channels = stream.codec_context.channels or 0
-        _check_rate(src_rate, name)
+        if src_rate:  # 0: the header does not say; each frame's rate is checked
+            check_rate(src_rate, name)
         native, sample_rate = sample_rate is None, sample_rate or src_rate
         announced = max(declared, announced_seconds(container, stream))
         limit = math.inf if max_seconds is None else int(max_seconds * sample_rate)
@@ -257,7 +259,7 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
                         blocks.flush()
                     setup, convert, resampler = shape, False, None
                     if not native or frame.sample_rate != sample_rate:  # else no resampling: the channels' mean is the output
-                        _check_rate(frame.sample_rate, name)
+                        check_rate(frame.sample_rate, name)
                         convert = native or (len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels"))  # unnamed (9, 64): no remix matrix
                         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, frame_size=RESAMPLED_FRAME)
                     blocks = _Blocks(out, 1 if convert else len(frame.layout.channels), resampler)
@@ -402,9 +404,19 @@ def _drain(resampler: av.AudioResampler, frame: av.AudioFrame | None, out: _Samp
         out.add(resampled.to_ndarray().reshape(-1))
 
 
-def _check_rate(rate: int, name: str) -> None:
-    if rate and not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
-        raise AudioError(f"{name}: sample rate {rate} Hz is not plausible audio (expected {MIN_SOURCE_RATE:,}–{MAX_SOURCE_RATE:,} Hz)")
+def check_rate(rate: object, name: str) -> None:
+    """An :class:`AudioError` naming ``name`` unless ``rate``, a source's sample rate, is a whole number of Hz from
+    :data:`MIN_SOURCE_RATE` to :data:`MAX_SOURCE_RATE` (a file header, a stream or a browser may claim anything)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioError(f"{name}: sample rate {rate!r} Hz is not plausible audio (expected {MIN_SOURCE_RATE:,}–{MAX_SOURCE_RATE:,} Hz)")
+
+
+def check_sample_rate(sample_rate: object) -> int:
+    """``sample_rate``, the rate asked for, if it is a whole number of Hz from 1 to :data:`MAX_SOURCE_RATE`;
+    else a :class:`ParameterError`."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not 1 <= sample_rate <= MAX_SOURCE_RATE:
+        raise ParameterError(f"sample_rate must be a whole number of Hz from 1 to {MAX_SOURCE_RATE:,}, not {sample_rate!r}")
+    return int(sample_rate)
 
 
 def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, channels: int, max_seconds: float | None, warnings: list[tuple[str, str]]) -> Audio:

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .audio import Audio, AudioSource, load_audio, source_name
+from .audio import Audio, AudioSource, check_sample_rate, load_audio, source_name
 from .config import RESAMPLERS
 from .errors import ParameterError
 from .options import MAX_SECONDS_RANGE, in_range
@@ -45,9 +45,7 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
     def __init__(self, sources: Iterable[AudioSource], sample_rate: int, max_seconds: float, resampler: str, first_here: bool = True):
         if resampler not in RESAMPLERS:
             raise ParameterError(f"resampler must be one of {', '.join(RESAMPLERS)}, not {resampler!r}")
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
-            raise ParameterError(f"sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
-        self.params = (sample_rate, in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE), resampler)
+        self.params = (check_sample_rate(sample_rate), in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE), resampler)
         self.closed = False
         self._sources = iter(sources)
         self._ahead: deque[tuple[str, AudioSource, Future | None]] = deque()

@@ -19,7 +19,7 @@ import soxr
 from matplotlib.figure import Figure
 
 from .api import Engine
-from .audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE
+from .audio import check_rate
 from .errors import AcousticSenseError, AudioError
 from .stream import LiveClassifier, Update
 from .ui import PLOT_STYLE, PLOT_WIDTH, UI_TOP_K
@@ -54,8 +54,7 @@ def live_step(engine: Engine, session: Session | None, chunk: tuple[int, np.ndar
     if chunk is None:
         return session, []
     rate, data = chunk
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
-        raise AudioError(f"microphone: sample rate {rate!r} Hz is not plausible audio (expected {MIN_SOURCE_RATE:,}–{MAX_SOURCE_RATE:,} Hz)")
+    check_rate(rate, "microphone")
     if len(data) > MAX_CHUNK_SECONDS * rate:  # what one chunk may cost is bounded, whatever a client sends
         raise AudioError(f"microphone: a chunk of {len(data) / rate:.1f} s; the page sends {STREAM_EVERY:g} s at a time (at most {MAX_CHUNK_SECONDS:g} s)")
     clf = engine.classifier

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .audio import (
-    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _check_rate, _Counted, _reason, check_float, extreme_level, open_container, open_failure, open_path, sample_peak,
+    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _Counted, _reason, check_float, check_rate, extreme_level, open_container, open_failure, open_path, sample_peak,
     source_name,
 )  # fmt: skip
 from .errors import AcousticSenseError, AudioError, ParameterError
@@ -298,7 +298,7 @@ class _Mono:
         setup = (frame.format.name, frame.layout.name, frame.sample_rate)
         out: list[np.ndarray] = []
         if setup != self.setup:
-            _check_rate(frame.sample_rate, self.name)
+            check_rate(frame.sample_rate, self.name)
             out = self.flush()
             self.resampler, self.setup = av.AudioResampler(format="flt", layout="mono", rate=self.rate), setup
         assert self.resampler is not None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from acousticsense.audio import AudioError, load_audio
+from acousticsense.errors import ParameterError
 from conftest import ENCODINGS, music_like, video, write_audio
 
 SR = 22050
@@ -355,3 +356,11 @@ def test_arrays_must_hold_float_samples_and_streams_be_binary():
     with pytest.raises(AudioError, match="a text stream; audio is read from a binary one"):
         load_audio(io.StringIO("RIFF"), SR)
     assert load_audio(np.zeros(100, np.float16), SR).duration == pytest.approx(100 / SR)
+
+
+@pytest.mark.parametrize("rate", [None, 0, -1, 22050.0, "22050", True, 10**9])
+def test_a_sample_rate_asked_for_that_is_not_one_is_a_parameter_error(clip_mp3, rate):
+    for source in (clip_mp3, np.zeros(100, np.float32)):
+        with pytest.raises(ParameterError, match=r"sample_rate must be a whole number of Hz from 1 to 768,000, not"):
+            load_audio(source, rate)
+    assert load_audio(clip_mp3, np.int64(16000)).sample_rate == 16000
