@@ -134,7 +134,8 @@ def write_genre(path: str | os.PathLike, genre: str) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, stat.S_IMODE(before.st_mode))
-        if (before.st_uid, before.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
+        copy = os.stat(tmp)
+        if (before.st_uid, before.st_gid) != (copy.st_uid, copy.st_gid):
             try:
                 os.chown(tmp, before.st_uid, before.st_gid)
             except PermissionError:
