@@ -88,18 +88,35 @@ def load_classifier(model: Path | None, device: str | None, **kwargs):
         fail(f"cannot use device {device!r}: {e}")
 
 
-def _sources(files: list[str]) -> list:
-    """Paths as given; ``-`` is standard input (once)."""
+def _sources(files: list[str]) -> tuple[list, bool]:
+    """Paths as given, a folder being its audio files (as ``scan`` finds them); ``-`` is standard input (once).
+    Also whether that makes several inputs (a folder does, whatever it holds)."""
     if files.count("-") > 1:
         fail("'-' (standard input) can be given only once")
     if "-" in files and sys.stdin is None:
         fail("'-': standard input is closed")
-    return [sys.stdin.buffer if f == "-" else f for f in files]
+    sources: list = []
+    several = len(files) > 1
+    for f in files:
+        if f != "-" and os.path.isdir(f):
+            from .scan import AUDIO_EXTENSIONS, WalkNotes, walk
+
+            notes = WalkNotes()
+            found = [state.path for state in walk(Path(f), notes)]
+            for note in notes.unreadable + notes.skipped:
+                typer.echo(f"warning: {printable(note)}", err=True)
+            if not found:
+                fail(f"{f}: a folder with no audio files in it (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))})")
+            sources += found
+            several = True
+        else:
+            sources.append(sys.stdin.buffer if f == "-" else f)
+    return sources, several
 
 
 @app.command()
 def predict(
-    files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, mp3, ogg, opus, m4a, ...); - reads standard input.", show_default=False)],
+    files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, mp3, ogg, opus, m4a, ...) or folders of them; - reads standard input.", show_default=False)],
     model: ModelOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Genres to report per file (at least 1).")] = DEFAULT_TOP_K,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: an object for one file, an array for several.")] = False,
@@ -122,20 +139,21 @@ def predict(
     from .options import DEFAULT_BUNDLE
     from .results import Failure
 
-    if len(files) > 1:
-        share_cores_with_decoders()
     if as_json and as_csv:
         fail("choose one of --json and --csv")
+    sources, several = _sources(files)
+    if several:
+        share_cores_with_decoders()
     # torch-free: the options are checked against the bundle's config, then the files decode while torch loads
     opts = read_config(model or DEFAULT_BUNDLE).options(top_k, window, hop, max_seconds, override_window)
     try:
-        with DecodeAhead(_sources(files), opts.pre.sample_rate, opts.max_seconds, opts.pre.resampler, first_here=False) as decoded:
+        with DecodeAhead(sources, opts.pre.sample_rate, opts.max_seconds, opts.pre.resampler, first_here=False) as decoded:
             clf = load_classifier(model, device, batch_size=batch_size)
             results = clf.classify_many(decoded, top_k, window, hop, max_seconds, override_window)  # checked again, by the model
-            out = _Output("json" if as_json else "csv" if as_csv else "table", several=len(files) > 1)
+            out = _Output("json" if as_json else "csv" if as_csv else "table", several=several)
             failed = 0
             try:
-                with tqdm(total=len(files), unit="file", disable=None if len(files) > 1 else True, file=sys.stderr) as bar:
+                with tqdm(total=len(sources), unit="file", disable=None if several else True, file=sys.stderr) as bar:
                     for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
                         if isinstance(r, Failure):
                             tqdm.write(f"error: {printable(r.error)}", file=sys.stderr)

@@ -26,8 +26,8 @@ from typing import Any
 
 from .catalog import Catalog, FileState, LibraryError, Outcome
 from .errors import AcousticSenseError, ParameterError
-from .results import FLAGS
 from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
+from .results import FLAGS
 from .tags import TEMP_PREFIX, write_genre
 
 AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())
@@ -104,7 +104,7 @@ def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
         try:
             stack.append(iter(sorted(os.scandir(folder), key=lambda e: e.name)))
         except OSError as e:
-            notes.unreadable.append(f"{folder}: cannot be listed ({e.strerror or e}); the tracks under it are kept")
+            notes.unreadable.append(f"{folder}: cannot be listed ({e.strerror or e})")
 
     enter(str(root))
     while stack:
@@ -127,7 +127,7 @@ def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
             entry.path.encode("utf-8")
         except UnicodeEncodeError:
             shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
-            notes.skipped.append(f"{shown}: skipped, its name is not valid UTF-8 (rename it to scan it)")
+            notes.skipped.append(f"{shown}: skipped, its name is not valid UTF-8 (rename it to analyse it)")
             continue
         if stat.S_ISDIR(st.st_mode):
             enter(entry.path)
@@ -320,7 +320,7 @@ def scan(
         if tagger:  # copies a killed --write-tags left behind (the originals are intact)
             for temp in walked.temps:
                 Path(temp).unlink(missing_ok=True)
-        report.errors[:0] = (walked.unreadable + walked.skipped)[:20]
+        report.errors[:0] = ([f"{u}; the tracks under it are kept" for u in walked.unreadable] + walked.skipped)[:20]
         counts["skipped"] = len(walked.skipped)
         if not walked.unreadable:
             with catalog.transaction():

@@ -194,6 +194,21 @@ def test_cli_failures_are_one_line_and_others_still_run(tiny_bundle, clip_mp3, t
     assert rows[0]["error"].startswith(str(text))
 
 
+def test_cli_predict_of_a_folder_takes_its_audio_files(tiny_bundle, clip_mp3, tmp_path):
+    """A folder stands for its audio files (by extension, sorted, sub-folders too, as `scan` walks); one with none is an error."""
+    album = tmp_path / "album"
+    (album / "disc2").mkdir(parents=True)
+    for name in ("b.mp3", "a.mp3", "disc2/c.mp3"):
+        (album / name).write_bytes(clip_mp3.read_bytes())
+    (album / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
+    out = _cli("predict", album, "--model", tiny_bundle, "--json")
+    assert out.returncode == 0, out.stderr
+    assert [d["source"] for d in json.loads(out.stdout)] == [str(album / n) for n in ("a.mp3", "b.mp3", "disc2/c.mp3")]
+    (tmp_path / "empty").mkdir()
+    bad = _cli("predict", tmp_path / "empty", "--model", tiny_bundle)
+    assert bad.returncode == 2 and bad.stderr.startswith(f"error: {tmp_path / 'empty'}: a folder with no audio files in it")
+
+
 def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     out = _cli("predict", clip_mp3, "--model", tiny_bundle)
     assert out.returncode == 0 and "probability" in out.stdout
