@@ -106,7 +106,7 @@ def _sources(files: list[str]) -> tuple[list, bool]:
             for note in notes.unreadable + notes.skipped:
                 typer.echo(f"warning: {printable(note)}", err=True)
             if not found:
-                fail(f"{f}: a folder with no audio files in it (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))})")
+                fail(f"{f}: a folder with no audio files in it (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))}; symbolic links are not followed)")
             sources += found
             several = True
         else:
