@@ -117,7 +117,7 @@ def library_router(library: Library) -> APIRouter:
     @api.get("/search", summary="Tracks of a genre, most probable first")
     def search_tracks(
         genre: Annotated[str, Query(description="A genre label, e.g. Jazz (an unknown one finds nothing)")],
-        min_prob: Annotated[Optional[float], Query(ge=0, le=1, description="Any track whose probability of the genre is at least this (default: tracks whose top genre it is); each gets `match`")] = None,
+        min_prob: Annotated[Optional[float], Query(ge=0, le=1, allow_inf_nan=False, description="Any track whose probability of the genre is at least this (default: tracks whose top genre it is); each gets `match`")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:

@@ -102,6 +102,11 @@ def test_search_options_out_of_range_get_a_one_line_400(client, params):
     assert set(r.json()) == {"detail"} and next(iter(params)) in r.json()["detail"] and "\n" not in r.json()["detail"]
 
 
+def test_a_min_prob_that_is_no_number_says_so(client):
+    r = client.get(f"{LIB}/search", params={"genre": "Jazz", "min_prob": "nan"})
+    assert r.status_code == 400 and r.json() == {"detail": "min_prob: Input should be a finite number"}
+
+
 def test_similar_by_id_puts_the_query_first_then_k_nearest(client, rows):
     jazz = rows["jazz"]
     r = client.get(f"{LIB}/similar", params={"track": jazz["id"], "k": 3})
