@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, read_config, write_config  # noqa: F401 - part of this module's interface
-from .errors import BundleError, output_folder
+from .errors import BundleError, ParameterError, output_folder
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
 
 
@@ -58,8 +58,31 @@ def check_new_bundle_folder(out: str | os.PathLike) -> None:
         raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
 
 
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def checked_device(device: str | torch.device | None) -> torch.device:
+    """``device`` (default: :func:`default_device`): ``cpu``, or ``cuda``/``cuda:N`` for a GPU this machine has;
+    anything else is a :class:`ParameterError`."""
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except (RuntimeError, TypeError) as e:
+        raise ParameterError(f"device {device!r}: {e}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ParameterError(f"device {device}: the model runs on cpu or cuda")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(f"device {device}: no CUDA GPU is available here (use cpu)")
+        if device.index is not None and device.index >= (count := torch.cuda.device_count()):
+            raise ParameterError(f"device {device}: this machine has {count} CUDA GPU{'s' if count > 1 else ''} (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    return device
+
+
 def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle strictly (``None``: the built-in default model); an exported one runs through ONNX Runtime."""
+    device = checked_device(device)
     path = Path(path) if path is not None else DEFAULT_BUNDLE
     config = read_config(path)
     weights_path = path / WEIGHTS_NAME

@@ -23,6 +23,7 @@ from .options import (
     DEFAULT_MAX_SECONDS,
     DEFAULT_TOP_K,
     HOP_RANGE,
+    MAX_BATCH_SIZE,
     MAX_SECONDS_RANGE,
     SERVER_MAX_QUEUE,
     SERVER_MAX_SECONDS,
@@ -126,7 +127,7 @@ def predict(
     override_window: Annotated[bool, typer.Option("--override-window", help="Allow a --window other than the model's (results carry a window_override warning).")] = False,
     max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each file, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = DEFAULT_MAX_SECONDS,
     device: DeviceOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
 ) -> None:
     """Classify audio files. Exit code 0 only if every file succeeded.
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import DeviceOpt, app, fail, printable
-from .options import DEFAULT_BATCH_SIZE
+from .options import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 
 
 @app.command()
@@ -61,7 +61,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Labelled audio: a folder per label (or with a manifest.csv), or a CSV/JSON manifest.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write report.json and confusion.png here.")] = None,
     device: DeviceOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
     record: Annotated[bool, typer.Option("--record", help="Also store the headline figures in the bundle's config (metrics.held_out).")] = False,
 ) -> None:
     """Score a bundle on labelled audio: accuracy, macro-F1, top-5, per class, by track and by window; calibration

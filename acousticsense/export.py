@@ -23,10 +23,10 @@ import torch
 from .bundle import EXAMPLES_DIR, ONNX_NAME, OnnxModel, check_new_bundle_folder, load_bundle, write_config
 from .errors import BundleError, output_folder
 from .inference import Classifier
+from .options import MAX_BATCH_SIZE
 
 OPSET = 18
 EXAMPLE_BATCH = 2  # traced with a batch of 2: a batch of 1 would freeze the batch axis
-MAX_BATCH = 4096
 
 
 def export_onnx(
@@ -99,7 +99,7 @@ def check_export(bundle: str | os.PathLike | None, exported: str | os.PathLike, 
 def _export(model: torch.nn.Module, size: int, path: Path) -> None:
     """torch.onnx (dynamo) export with a dynamic batch axis, as one self-contained file."""
     example = torch.randn(EXAMPLE_BATCH, 3, size, size)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH_SIZE)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)

@@ -17,7 +17,7 @@ import torch
 
 from . import options as limits
 from .audio import Audio, AudioSource, load_audio, source_name
-from .bundle import Bundle, BundleConfig, load_bundle
+from .bundle import Bundle, BundleConfig, checked_device, default_device, load_bundle
 from .calibrate import warnings_for
 from .config import Options
 from .decoding import DecodeAhead
@@ -31,28 +31,12 @@ from .features import (
     window_count,
     window_levels_db,
 )
-from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, MAX_BATCH_SIZE
 from .results import Failure, Genre, Result, Window, aggregate, guarded, one_line, track_embedding
 
 __all__ = ["Classifier", "Features", "Options", "Result", "Failure", "Genre", "Window", "aggregate", "default_device"]
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _checked_device(device: str | torch.device | None) -> torch.device:
-    """``device`` (default: :func:`default_device`), refused with a :class:`ParameterError` if it is not here."""
-    try:
-        device = torch.device(device) if device is not None else default_device()
-    except RuntimeError as e:
-        raise ParameterError(f"device {device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"device {device}: no CUDA GPU is available here (use cpu)")
-    return device
 
 
 @dataclass
@@ -95,19 +79,23 @@ class Classifier:
         """``precision``: ``"fp32"`` or ``"bf16"`` (the model runs on a bfloat16 copy of its weights and images);
         default bf16 on CUDA, fp32 on the CPU (where bf16 is several times slower). ``self.model`` keeps the
         bundle's weights as they are (training updates them, ``explain`` takes gradients through them)."""
-        self.device = _checked_device(device)
+        if not isinstance(bundle, Bundle):
+            raise ParameterError(f"Classifier takes a Bundle (what load_bundle returns), not {type(bundle).__name__}; for a folder use Classifier.from_bundle(path)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ParameterError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}")
+        self.device = checked_device(device)
         self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
         if self.precision not in PRECISIONS:
             raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         self.config: BundleConfig = bundle.config
         self.model = bundle.model.to(self.device).eval()
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs: Any) -> "Classifier":
         """Load a bundle directory (``None``: the built-in default model)."""
-        device = _checked_device(device)
-        return cls(load_bundle(path, device), device, **kwargs)
+        bundle = load_bundle(path, device)  # which checks the device first
+        return cls(bundle, device, **kwargs)
 
     @property
     def labels(self) -> list[str]:

@@ -17,6 +17,7 @@ EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # one clip per gen
 DEFAULT_TOP_K = 5
 DEFAULT_SMOOTHING = 0.5  # live rankings: weight of the newest window in the moving average (1: none)
 DEFAULT_BATCH_SIZE = 64  # windows per model batch (across files)
+MAX_BATCH_SIZE = 4096  # the most a caller may ask for (and what an exported ONNX model's batch axis allows)
 DEFAULT_MAX_SECONDS = 1800.0  # longer inputs are analysed up to this point and flagged "truncated"
 MAX_WINDOWS = 4000  # per track: a longer track or a shorter hop is refused, so one request's work stays bounded
 MAX_SECONDS_RANGE = (1.0, 4 * 3600.0)  # max_seconds: how much of a track is analysed

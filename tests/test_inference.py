@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_LABELS, music_like, write_audio
 
 from acousticsense import decoding, options
+from acousticsense.bundle import load_bundle
 from acousticsense.errors import AudioError, ParameterError
 from acousticsense.inference import Classifier, Failure, aggregate
 
@@ -275,6 +276,26 @@ def test_classify_many_checks_its_arguments_at_the_call(tiny_bundle, clip_mp3):
         if torch.cuda.is_available():
             raise ParameterError("no CUDA GPU is available (skipped: this machine has one)")
         Classifier.from_bundle(tiny_bundle, device="cuda")
+
+
+@pytest.mark.parametrize("batch_size", [-1, 0, 1.5, None, "64", True, 10**6])
+def test_a_batch_size_that_is_not_one_is_refused_up_front(tiny_bundle, batch_size):
+    """-1 made forward() loop forever, 0 failed inside torch.cat at the first file."""
+    with pytest.raises(ParameterError, match=r"batch_size must be a whole number from 1 to 4096"):
+        Classifier.from_bundle(tiny_bundle, device="cpu", batch_size=batch_size)
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "bogus", 3.5, "cuda:99"])
+def test_a_device_that_is_not_here_is_a_parameter_error(tiny_bundle, device):
+    with pytest.raises(ParameterError, match="device"):
+        Classifier.from_bundle(tiny_bundle, device=device)
+    with pytest.raises(ParameterError, match="device"):
+        load_bundle(tiny_bundle, device=device)
+
+
+def test_a_classifier_is_made_from_a_bundle_not_a_path(tiny_bundle):
+    with pytest.raises(ParameterError, match=r"Classifier takes a Bundle .* not str; for a folder use Classifier.from_bundle\(path\)"):
+        Classifier(str(tiny_bundle))
 
 
 def test_decoding_can_start_before_torch_and_the_model(tiny_bundle, clip_mp3):
