@@ -23,7 +23,8 @@ import numpy as np
 
 from .containers import announced_seconds, ogg_unended, wav_declared_seconds
 from .errors import AudioError, ParameterError
-from .options import DEFAULT_MAX_SECONDS
+from .config import RESAMPLERS
+from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
 
 __all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "load_audio", "open_failure", "open_path", "source_name"]
 
@@ -35,6 +36,7 @@ MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (t
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
 CORRUPT_RUN = 100  # corrupt packets in a row after which decoding gives up (one is skipped and decoding goes on)
 CORRUPT_PEAK = 16.0  # after corrupt data, a decoded float frame beyond this (+24 dBFS) is garbage: skipped too
+RESERVE_SAMPLES = 1 << 28  # decoded samples reserved up front at most (1 GiB; 30 min at 22,050 Hz is 40 M)
 RESAMPLED_FRAME = 65536  # samples per frame out of the resampler (3 s at 22,050 Hz): fewer Python round trips than one per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
 ALLOWED_FORMATS = (
@@ -99,6 +101,8 @@ def open_path(path: str | os.PathLike, name: str | None = None) -> BinaryIO:
         raise AudioError(f"{name}: file not found") from None
     except OSError as e:  # a symlink loop, a name too long, no permission on a folder ...
         raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
+    except ValueError:  # a NUL byte in the name
+        raise AudioError(f"{name}: not a usable file name (it holds a NUL character)") from None
     kind = st.st_mode
     if stat.S_ISDIR(kind):
         raise AudioError(f"{name}: is a directory, not an audio file")
@@ -164,11 +168,15 @@ def load_audio(
     """
     name = source_name(source)
     sample_rate = check_sample_rate(sample_rate)
+    max_seconds = None if max_seconds is None else in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
+    if resampler not in RESAMPLERS:
+        raise ParameterError(f"resampler must be one of {', '.join(RESAMPLERS)}, not {resampler!r}")
     if isinstance(source, np.ndarray):
         if source.ndim != 1:
             raise AudioError(f"{name}: expected a mono waveform (1-D), got shape {source.shape}")
         check_float(source, name)
-        return _finish(source.astype(np.float32), name, sample_rate, sample_rate, 1, max_seconds, [])
+        kept = source if max_seconds is None else source[: int(max_seconds * sample_rate) + 1]  # one past the cap: _finish tells it was cut
+        return _finish(kept.astype(np.float32), name, sample_rate, sample_rate, 1, max_seconds, [])
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise AudioError(f"{name}: empty input (0 bytes)")
@@ -346,10 +354,11 @@ def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:
 
 class _Samples:
     """Decoded samples. With a cap they go straight into one array reserved up front (pages never written
-    cost no memory), so a long track is never held twice, as chunks and as their concatenation."""
+    cost no memory), so a long track is never held twice, as chunks and as their concatenation. A cap beyond
+    :data:`RESERVE_SAMPLES` (hours at a high rate) is not reserved: the system could refuse so much address space."""
 
     def __init__(self, cap: int | None):
-        self.data = np.empty(cap, np.float32) if cap is not None else None
+        self.data = np.empty(cap, np.float32) if cap is not None and cap <= RESERVE_SAMPLES else None
         self.chunks: list[np.ndarray] = []
         self.size = 0
 

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, read_config, write_config  # noqa: F401 - part of this module's interface
+from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, read_config, write_config  # noqa: F401 - part of this module's interface
 from .errors import BundleError, ParameterError, output_folder
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
 
@@ -33,15 +33,20 @@ class Bundle:
 
 
 def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into directory ``path`` (atomically per file)."""
-    path = Path(path)
+    """Write ``config.json`` and ``model.safetensors`` into directory ``path`` (atomically per file). Both are
+    checked first (the config as :func:`read_config` would, the weights against it): a refused save leaves what
+    was in ``path`` as it was."""
+    path = bundle_path(path)
     if path.exists() and not path.is_dir():
         raise BundleError(f"{path}: exists and is not a folder")
+    config_text(config)
+    if not isinstance(model, nn.Module):
+        raise BundleError(f"{path}: the model to save is a torch module, not {type(model).__name__}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_weights(config, state, str(path))
     output_folder(path)
     tmp = path / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": config.model_id})
+    save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": str(config.model_id)})
     os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) & 0o666)  # safetensors writes 0600: readable as the folder is (a service may load it)
     os.replace(tmp, path / WEIGHTS_NAME)
     (path / ONNX_NAME).unlink(missing_ok=True)  # a stale export would shadow these weights
@@ -83,7 +88,7 @@ def checked_device(device: str | torch.device | None) -> torch.device:
 def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle strictly (``None``: the built-in default model); an exported one runs through ONNX Runtime."""
     device = checked_device(device)
-    path = Path(path) if path is not None else DEFAULT_BUNDLE
+    path = bundle_path(path) if path is not None else DEFAULT_BUNDLE
     config = read_config(path)
     weights_path = path / WEIGHTS_NAME
     if (path / ONNX_NAME).is_file():

@@ -73,6 +73,12 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
+        for key in ("mean", "std", "render_size"):  # lists (JSON's arrays) become tuples: hashable, as the type says
+            value = getattr(self, key)
+            if isinstance(value, (list, tuple)) and all(_finite_number(v) for v in value):
+                object.__setattr__(self, key, tuple(float(v) for v in value))
+            elif value is not None or key != "render_size":
+                raise ParameterError(f"{key} must be a list of numbers{' or null' if key == 'render_size' else ''}, not {value!r}")
         for key, (lo, hi) in {**PREPROCESSING_INTS, **PREPROCESSING_NUMBERS}.items():
             value = getattr(self, key)
             whole = key in PREPROCESSING_INTS
@@ -85,11 +91,11 @@ class Preprocessing:
             raise ParameterError(f"fmin and fmax must satisfy 0 <= fmin < fmax <= sample_rate / 2 ({self.sample_rate / 2:g} Hz), not {self.fmin!r} and {self.fmax!r}")
         if self.top_db is not None and not (_finite_number(self.top_db) and self.top_db > 0):
             raise ParameterError(f"top_db must be a positive number or null, not {self.top_db!r}")
-        if not (_finite_number(self.db_amin) and self.db_amin > 0) or not (self.db_ref == "max" or (_finite_number(self.db_ref) and self.db_ref > 0)):
-            raise ParameterError(f"db_amin must be a positive number and db_ref 'max' or one, not {self.db_amin!r} and {self.db_ref!r}")
-        if not (len(self.mean) == len(self.std) == 3 and all(_finite_number(v) for v in self.mean + self.std) and min(self.std) > 0):
-            raise ParameterError(f"mean and std must be three numbers each (std above 0), not {list(self.mean)} and {list(self.std)}")
-        if self.render_size is not None and not (len(self.render_size) == 2 and all(_finite_number(v) and 1 <= v <= 4096 for v in self.render_size)):
+        if not (_finite_number(self.db_amin) and 1e-30 <= self.db_amin <= 1) or not (self.db_ref == "max" or (_finite_number(self.db_ref) and 1e-30 <= self.db_ref <= 1e30)):
+            raise ParameterError(f"db_amin must be a number from 1e-30 to 1 and db_ref 'max' or one from 1e-30 to 1e30 (float32 powers), not {self.db_amin!r} and {self.db_ref!r}")
+        if not (len(self.mean) == len(self.std) == 3 and max(map(abs, self.mean)) <= 1e6 and 1e-6 <= min(self.std) and max(self.std) <= 1e6):
+            raise ParameterError(f"mean and std must be three numbers each (|mean| up to 1e6, std from 1e-6 to 1e6), not {list(self.mean)} and {list(self.std)}")
+        if self.render_size is not None and not (len(self.render_size) == 2 and all(1 <= v <= 4096 for v in self.render_size)):
             raise ParameterError(f"render_size must be null or (height, width) in pixels from 1 to 4096, not {self.render_size!r}")
         for key in ("flip_frequency", "mel_htk"):
             if not isinstance(getattr(self, key), bool):
@@ -133,12 +139,6 @@ class Preprocessing:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ParameterError(f"unknown preprocessing parameters: {', '.join(unknown)}")
-        d = dict(d)
-        for key in ("mean", "std", "render_size"):
-            if isinstance(d.get(key), (list, tuple)) and all(_finite_number(v) for v in d[key]):
-                d[key] = tuple(float(v) for v in d[key])
-            elif d.get(key) is not None:
-                raise ParameterError(f"{key} must be a list of numbers, not {d[key]!r}")
         return cls(**d)
 
     def replace(self, **changes: Any) -> "Preprocessing":
@@ -306,16 +306,38 @@ def _finite_number(x: Any) -> bool:
     return isinstance(x, (Integral, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def bundle_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`Path`, or a :class:`BundleError` when it is no path at all (None, a number)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise BundleError(f"a bundle is a folder given by its path, not {type(path).__name__}")
+    return Path(path)
+
+
+def config_text(config: BundleConfig) -> str:
+    """``config.json``'s text for ``config``, refused with a :class:`BundleError` unless :func:`read_config` would
+    accept it: nothing is written that cannot be loaded."""
+    if not isinstance(config, BundleConfig):
+        raise BundleError(f"a bundle's config is a BundleConfig, not {type(config).__name__}")
+    where = f"the config of {config.model_id!r}"
+    try:
+        text = json.dumps(config.to_dict(), indent=2) + "\n"
+    except (AttributeError, TypeError, ValueError) as e:
+        raise BundleError(f"{where}: cannot be written as JSON ({e})") from None
+    BundleConfig.from_dict(json.loads(text), where=where)
+    return text
+
+
 def write_config(path: str | os.PathLike, config: BundleConfig) -> None:
     """(Re)write a bundle's ``config.json`` atomically, e.g. to record metrics."""
+    text = config_text(config)
     tmp = Path(path) / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, Path(path) / CONFIG_NAME)
 
 
 def read_config(path: str | os.PathLike) -> BundleConfig:
     """Read and validate a bundle's config without touching its weights."""
-    path = Path(path)
+    path = bundle_path(path)
     config_path = path / CONFIG_NAME
     if not path.is_dir():
         raise BundleError(f"{path}: not a model bundle directory (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside)")
@@ -325,6 +347,8 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
         data = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{config_path}: invalid JSON ({e})") from None
+    except RecursionError:
+        raise BundleError(f"{config_path}: invalid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise BundleError(f"{config_path}: expected a JSON object")
     return BundleConfig.from_dict(data, where=str(config_path))

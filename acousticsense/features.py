@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from .config import HOP_LENGTH, HOP_SECONDS, IMAGE_SIZE, N_FFT, N_MELS, RESAMPLERS, SAMPLE_RATE, SILENCE_DB, TOP_DB, WINDOW_SECONDS, Preprocessing  # noqa: F401 - the constants' home before config.py
 from .errors import ParameterError
 
+RENDER_BYTES = 1 << 28  # a bundle's render_size raster is drawn for at most this many bytes of windows at a time
+
 
 def fit_to_window(samples: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """A mono waveform at least one window long: a shorter clip is filled by ``pre.short_pad``."""
@@ -220,6 +222,10 @@ def db_to_image(db: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     ``pre.render_size`` the cells are first drawn into that raster the way a plot saved as
     an image (``specshow``) draws them, so the resize sees the same pixels.
     """
+    if pre.render_size:  # a big plot is drawn a few windows at a time: the memory stays bounded, whatever a bundle asks
+        step = max(1, RENDER_BYTES // int(4 * (3 if pre.colormap else 1) * pre.render_size[0] * pre.render_size[1]))
+        if len(db) > step:
+            return torch.cat([db_to_image(part, pre) for part in db.split(step)])
     lo = db.amin(dim=(-2, -1), keepdim=True)
     hi = db.amax(dim=(-2, -1), keepdim=True)
     x = (db - lo) / (hi - lo).clamp_min(1e-6)
@@ -273,5 +279,14 @@ def _saved_as_jpeg(x: torch.Tensor, quality: int, size: int) -> torch.Tensor:
 
 
 def windows_to_images(windows: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
-    """Waveform windows (B, L) -> model input (B, 3, size, size)."""
+    """Waveform windows (B, L) -> model input (B, 3, size, size); ``L`` is ``pre.window_samples`` and the samples
+    finite floats (anything else is a :class:`ParameterError`: a window of another length would be drawn as if it
+    were one, silently wrong)."""
+    if not isinstance(pre, Preprocessing):
+        raise ParameterError(f"windows_to_images needs the model's Preprocessing, not {type(pre).__name__}")
+    if not isinstance(windows, torch.Tensor) or not windows.is_floating_point() or windows.ndim != 2 or not len(windows) or windows.shape[1] != pre.window_samples:
+        shape = tuple(windows.shape) if isinstance(windows, torch.Tensor) else type(windows).__name__
+        raise ParameterError(f"windows_to_images takes a float tensor of windows (B >= 1, {pre.window_samples} samples each), not {shape}")
+    if not bool(torch.isfinite(windows).all()):
+        raise ParameterError("windows_to_images: the windows hold NaN or infinite samples")
     return db_to_image(power_to_db(mel_power(windows, pre), pre), pre)

@@ -364,3 +364,26 @@ def test_a_sample_rate_asked_for_that_is_not_one_is_a_parameter_error(clip_mp3, 
         with pytest.raises(ParameterError, match=r"sample_rate must be a whole number of Hz from 1 to 768,000, not"):
             load_audio(source, rate)
     assert load_audio(clip_mp3, np.int64(16000)).sample_rate == 16000
+
+
+def test_decoding_options_that_make_no_sense_are_parameter_errors(clip_mp3):
+    """NaN, inf or negative max_seconds failed deep inside (or, for an array, returned all of it with a warning
+    of "-1 s"); 1e9 s tried to reserve 80 TiB; an unknown resampler was FFmpeg's without a word."""
+    for source in (clip_mp3, np.zeros(SR, np.float32)):
+        for max_seconds in (float("nan"), float("inf"), -1, 0, 1e9, "10", True):
+            with pytest.raises(ParameterError, match="max_seconds must be a number from 1 to 14400 s"):
+                load_audio(source, SR, max_seconds)
+        with pytest.raises(ParameterError, match="resampler must be one of ffmpeg, soxr_hq, not 'bogus'"):
+            load_audio(source, SR, 10, "bogus")
+
+
+def test_an_array_is_cut_before_it_is_copied():
+    long = np.zeros(60 * SR, np.float64)
+    audio = load_audio(long, SR, max_seconds=2.0)
+    assert audio.samples.dtype == np.float32 and len(audio.samples) == 2 * SR and audio.truncated
+    assert not load_audio(long[: 2 * SR], SR, max_seconds=2.0).truncated
+
+
+def test_a_name_with_a_nul_character_is_an_audio_error():
+    with pytest.raises(AudioError, match="not a usable file name \\(it holds a NUL character\\)"):
+        load_audio("/tmp/a\0b.wav", SR)

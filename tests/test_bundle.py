@@ -1,5 +1,6 @@
 """Bundles round-trip bit-exactly and refuse anything that does not match their config."""
 
+import dataclasses
 import json
 
 import pytest
@@ -86,6 +87,11 @@ def test_labels_that_do_not_match_the_head_are_refused(saved):
         (dict(preprocessing={"image_size": 32, "jpeg_quality": True}), "jpeg_quality must be an integer from 1 to 95"),
         (dict(preprocessing={"image_size": 32, "sample_rate": 10**12}), "sample_rate must be a whole number from 1 to 384000"),
         (dict(preprocessing={"image_size": 32, "hop_length": 4096, "n_fft": 2048}), r"hop_length \(4096\) must not exceed n_fft \(2048\)"),
+        # numbers float32 cannot hold made every file fail later as if the audio were at fault
+        (dict(preprocessing={"image_size": 32, "db_amin": 1e300}), "db_amin must be a number from 1e-30 to 1"),
+        (dict(preprocessing={"image_size": 32, "db_ref": 1e300}), "db_ref 'max' or one from 1e-30 to 1e30"),
+        (dict(preprocessing={"image_size": 32, "std": [1e-300] * 3}), r"std from 1e-6 to 1e6"),
+        (dict(preprocessing={"image_size": 32, "mean": [1e308] * 3}), r"\|mean\| up to 1e6"),
     ],
 )
 def test_bad_configs_are_refused_with_the_reason(saved, changes, message):
@@ -120,6 +126,7 @@ def test_foreign_weights_report_missing_unexpected_and_shapes(saved):
     (lambda p: (p / "model.safetensors").unlink(), "missing model.safetensors"),
     (lambda p: (p / "model.safetensors").write_bytes(b"garbage"), "unreadable weights"),
     (lambda p: (p / "config.json").write_text("{not json"), "invalid JSON"),
+    (lambda p: (p / "config.json").write_text("[" * 100_000 + "]" * 100_000), r"invalid JSON \(nested too deeply\)"),
     (lambda p: (p / "config.json").unlink(), "missing config.json"),
 ])
 def test_damaged_bundles(saved, damage, message):
@@ -131,3 +138,33 @@ def test_damaged_bundles(saved, damage, message):
 def test_not_a_directory(tmp_path):
     with pytest.raises(BundleError, match="not a model bundle directory"):
         load_bundle(tmp_path / "nothing")
+
+
+def test_a_refused_save_leaves_the_bundle_there_as_it_was(tmp_path):
+    """The config is checked as a reader would check it before anything is written: a save that failed half-way
+    had left new weights beside the old config (a bundle that no longer loaded)."""
+    config = tiny_config()
+    path = save_bundle(tmp_path / "b", random_model(config, seed=1), config)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    fewer = tiny_config(labels=TINY_LABELS[:3])
+    bad_configs = [
+        (dataclasses.replace(fewer, provenance={"tags": {"a"}}), "cannot be written as JSON"),
+        (dataclasses.replace(fewer, labels=["a", "a", "b"]), "names a genre twice"),
+        (dataclasses.replace(fewer, aggregation="median"), "aggregation 'median'"),
+        (dataclasses.replace(fewer, calibration={"temperature": 0}), "'calibration' needs a 'temperature'"),
+        (fewer.to_dict(), "a bundle's config is a BundleConfig, not dict"),
+    ]
+    for bad, message in bad_configs:
+        with pytest.raises(BundleError, match=message):
+            save_bundle(path, random_model(fewer), bad)
+    with pytest.raises(BundleError, match="the model to save is a torch module, not NoneType"):
+        save_bundle(path, None, fewer)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert load_bundle(path).config.labels == TINY_LABELS
+
+
+@pytest.mark.parametrize("path", [5, 3.5, b"bundle"])
+def test_a_bundle_is_named_by_a_path(path):
+    for call in (lambda: load_bundle(path), lambda: read_config(path), lambda: read_config(None)):  # load_bundle(None): the built-in one
+        with pytest.raises(BundleError, match="a bundle is a folder given by its path, not"):
+            call()

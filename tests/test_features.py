@@ -63,6 +63,37 @@ def test_batched_features_equal_single():
     assert torch.allclose(batch, single, atol=1e-5)
 
 
+def test_windows_to_images_refuses_what_is_not_windows_of_the_model():
+    pre = Preprocessing(window_seconds=2.0, hop_seconds=1.0)
+    good = torch.from_numpy(music_like(2.0, seed=2)[0])[None]
+    for bad in (good[:, :100], good[:0], good[0], good[None], good.numpy(), (good * 32768).long()):
+        with pytest.raises(ParameterError, match=rf"windows_to_images takes a float tensor of windows \(B >= 1, {pre.window_samples} samples each\)"):
+            windows_to_images(bad, pre)
+    with pytest.raises(ParameterError, match="hold NaN or infinite samples"):
+        windows_to_images(torch.where(torch.arange(good.shape[1]) == 5, float("nan"), good), pre)
+    with pytest.raises(ParameterError, match="needs the model's Preprocessing, not NoneType"):
+        windows_to_images(good, None)
+
+
+def test_a_big_plot_is_drawn_a_few_windows_at_a_time_with_the_same_pixels(monkeypatch):
+    """A bundle's render_size of 4096 x 4096 (magma) cost 200 MB per window, 13 GB for a batch of 64."""
+    import acousticsense.features as features
+
+    pre = Preprocessing(window_seconds=2.0, hop_seconds=1.0, colormap="magma", render_size=(300.0, 400.0), image_size=64)
+    db = power_to_db(mel_power(frame_windows(torch.from_numpy(music_like(6.0, seed=3)[0]), pre)[0], pre), pre)
+    whole = db_to_image(db, pre)
+    monkeypatch.setattr(features, "RENDER_BYTES", 2 * 4 * 3 * 300 * 400)  # two windows at a time
+    assert len(db) > 2 and torch.equal(db_to_image(db, pre), whole)
+
+
+def test_preprocessing_takes_lists_and_keeps_tuples():
+    pre = Preprocessing(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], render_size=[369, 496])
+    assert pre.mean == (0.485, 0.456, 0.406) and pre.render_size == (369.0, 496.0) and hash(pre) == hash(Preprocessing.from_dict(pre.to_dict()))
+    for bad in (dict(mean=5), dict(render_size=5), dict(std=None)):
+        with pytest.raises(ParameterError, match="must be a list of numbers"):
+            Preprocessing(**bad)
+
+
 def test_frame_windows_covers_track_and_aligns_last_window():
     pre = Preprocessing(sample_rate=100, window_seconds=1.0, hop_seconds=0.5)
     windows, starts = frame_windows(torch.arange(260.0), pre)
