@@ -290,17 +290,27 @@ class Catalog:
         return row
 
     def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> list[sqlite3.Row]:
-        """Tracks whose top genre is ``genre`` (any case; best first) or, with ``min_prob``, whose probability of it is at least that."""
-        if not (0 < limit <= MAX_ID and 0 <= offset <= MAX_ID):
-            raise ParameterError(f"limit must be at least 1 and offset at least 0 (both up to {MAX_ID}), not {limit}, {offset}")
+        """Tracks whose top genre is ``genre`` (any case; best first) or, with ``min_prob``, whose probability of it is at least that.
+        A genre that no model of the library knows is a :class:`ParameterError` naming those it knows (a typo is not "no track")."""
+        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (limit, offset))
+        if not (whole and 0 < limit <= MAX_ID and 0 <= offset <= MAX_ID):
+            raise ParameterError(f"limit must be at least 1 and offset at least 0 (whole numbers up to {MAX_ID}), not {limit!r}, {offset!r}")
+        if not isinstance(genre, str):
+            raise ParameterError(f"genre must be a name, not {genre!r}")
+        if min_prob is not None and (isinstance(min_prob, bool) or not isinstance(min_prob, (int, float)) or not 0 <= min_prob <= 1):
+            raise ParameterError(f"min_prob must be a number from 0 to 1, not {min_prob!r}")
         if min_prob is None:
             sql = "SELECT * FROM tracks WHERE status = 'ok' AND genre = ? COLLATE NOCASE ORDER BY probability DESC, path LIMIT ? OFFSET ?"
-            return self.db.execute(sql, (genre, limit, offset)).fetchall()
-        sql = (
-            "SELECT t.*, g.probability AS match FROM track_genres g JOIN tracks t ON t.id = g.track_id "
-            "WHERE t.status = 'ok' AND g.genre = ? COLLATE NOCASE AND g.probability >= ? ORDER BY g.probability DESC, t.path LIMIT ? OFFSET ?"
-        )
-        return self.db.execute(sql, (genre, min_prob, limit, offset)).fetchall()
+            rows = self.db.execute(sql, (genre, limit, offset)).fetchall()
+        else:
+            sql = (
+                "SELECT t.*, g.probability AS match FROM track_genres g JOIN tracks t ON t.id = g.track_id "
+                "WHERE t.status = 'ok' AND g.genre = ? COLLATE NOCASE AND g.probability >= ? ORDER BY g.probability DESC, t.path LIMIT ? OFFSET ?"
+            )
+            rows = self.db.execute(sql, (genre, min_prob, limit, offset)).fetchall()
+        if not rows and (known := self.labels()) and genre.casefold() not in {label.casefold() for label in known}:
+            raise ParameterError(f"no model in this library knows the genre {genre!r}; they know: {', '.join(known)}")
+        return rows
 
     def genres(self) -> dict[str, int]:
         """Tracks per top genre, most common first."""

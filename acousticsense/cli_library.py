@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import DeviceOpt, ModelOpt, app, fail, printable, share_cores_with_decoders
-from .errors import ParameterError
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The library database (SQLite).")]
@@ -86,9 +85,6 @@ def search(
         rows = catalog.search(genre, min_prob, limit)
         tracks = [track_summary(r) | ({"match": r["match"]} if min_prob is not None else {}) for r in rows]
         known = catalog.genres()
-        labels = [] if tracks else catalog.labels()
-    if labels and genre.casefold() not in {label.casefold() for label in labels}:
-        raise ParameterError(f"{db}: no model in this library knows the genre {genre!r}; they know: {', '.join(labels)}")
     if as_json:
         typer.echo(json.dumps({"genre": genre, "min_prob": min_prob, "tracks": tracks}, indent=2))
         return

@@ -116,7 +116,7 @@ def library_router(library: Library) -> APIRouter:
 
     @api.get("/search", summary="Tracks of a genre, most probable first")
     def search_tracks(
-        genre: Annotated[str, Query(description="A genre label, e.g. Jazz (an unknown one finds nothing)")],
+        genre: Annotated[str, Query(description="A genre label, e.g. Jazz (one no model of the library knows is a 400 naming those they know)")],
         min_prob: Annotated[Optional[float], Query(ge=0, le=1, allow_inf_nan=False, description="Any track whose probability of the genre is at least this (default: tracks whose top genre it is); each gets `match`")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,

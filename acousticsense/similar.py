@@ -17,7 +17,7 @@ import numpy as np
 from usearch.index import Index, MetricKind, search
 
 from .catalog import Catalog, LibraryError, track_summary
-from .errors import ParameterError
+from .errors import AudioError, ParameterError
 
 EXACT_LIMIT = 200_000  # tracks searched exactly; a larger library gets an approximate (HNSW) index
 MAX_K = 1000
@@ -100,7 +100,7 @@ def resolve(
             raise LibraryError(f"{query}: neither a track of {catalog.path} nor an audio file")
     if row is not None:
         if row["embedding"] is None:
-            raise LibraryError(f"{row['path']}: no embedding to compare ({row['status']}{': ' + row['error'] if row['error'] else ''})")
+            raise AudioError(f"{row['path']}: no embedding to compare ({row['status']}{': ' + row['error'] if row['error'] else ''})")
         return Query(np.frombuffer(row["embedding"], "<f4"), row["model"], row["genre"], track_summary(row))
     from .inference import Classifier
     from .scan import model_key
@@ -112,7 +112,7 @@ def resolve(
     clf = Classifier.from_bundle(bundle, device)
     result = clf.classify(query, top_k=len(clf.labels), embed=True)
     if result.embedding is None:
-        raise LibraryError(f"{query}: silent, nothing to compare")
+        raise AudioError(f"{query}: silent, nothing to compare")
     summary = {"id": None, "path": str(query), "status": "ok", "genre": result.label, "probability": result.top_k[0].probability,
                "top_k": [[g.label, g.probability] for g in result.top_k[:5]], "duration": result.duration, "model": model, "error": None}
     return Query(result.embedding, model, result.label, summary)

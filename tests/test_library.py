@@ -16,7 +16,7 @@ import pytest
 from acousticsense.audio import load_audio
 from acousticsense.bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
 from acousticsense.catalog import SCHEMA_VERSION, Catalog, LibraryError
-from acousticsense.errors import ParameterError
+from acousticsense.errors import AudioError, ParameterError
 from acousticsense.scan import model_key, scan
 from acousticsense.similar import resolve, similar
 from acousticsense.synth import GENRES, make_corpus
@@ -220,7 +220,8 @@ def test_search_by_top_genre_or_by_probability(library):
             assert len(found) == sum(r["genre"] == genre for r in tracks.values())
         loose = c.search("Jazz", min_prob=0.001)
         assert all(r["match"] >= 0.001 for r in loose) and len(loose) >= len(c.search("Jazz"))
-        assert c.search("Polka") == []
+        with pytest.raises(ParameterError, match="no model in this library knows the genre 'Polka'; they know: Blues"):
+            c.search("Polka")
 
 
 def test_similar_puts_the_query_first_and_its_copy_next(own_library):
@@ -240,7 +241,7 @@ def test_similar_puts_the_query_first_and_its_copy_next(own_library):
             resolve(c, "/no/such/file.wav")
         with pytest.raises(LibraryError, match="no track"):
             resolve(c, "/etc/passwd", files=False)  # the server's way: never reads a file the library does not list
-        with pytest.raises(LibraryError, match="no embedding"):
+        with pytest.raises(AudioError, match="no embedding"):
             resolve(c, folder / "b" / "broken.mp3")
 
 

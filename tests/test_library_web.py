@@ -246,3 +246,24 @@ def test_a_damaged_database_is_a_one_line_503_not_a_500(tiny_bundle, library, tm
         for url in (f"{LIB}/search?genre=Jazz", f"{LIB}/genres", f"{LIB}/similar?track=1", f"{LIB}/tracks/1/audio"):
             r = c.get(url)
             assert r.status_code == 503 and r.json()["detail"].startswith("the library database cannot be read (database disk image is malformed)"), url
+
+
+def test_a_silent_track_is_a_422_and_an_unknown_genre_a_400(tmp_path, tiny_bundle):
+    """A silent track has nothing to compare: the request's fault (422), not a database that cannot be read (503,
+    which clients retry); a genre no model of the library knows is a typo to report, not "no track"."""
+    music = tmp_path / "music"
+    music.mkdir()
+    shutil.copy(EXAMPLES_DIR / "jazz.ogg", music)
+    import numpy as np
+    from conftest import write_audio
+
+    write_audio(music / "silence.wav", np.zeros((1, 22050 * 3), np.float32), 22050)
+    assert scan(music, tmp_path / "lib.db").counts["silent"] == 1
+    with Catalog(tmp_path / "lib.db", create=False) as catalog:
+        silent = next(r["id"] for r in catalog.rows() if r["path"].endswith("silence.wav"))
+    with TestClient(create_app(tiny_bundle, max_seconds=5, db=tmp_path / "lib.db")) as c:
+        r = c.get(f"{LIB}/similar", params={"track": silent})
+        assert r.status_code == 422 and r.json()["detail"].endswith("silence.wav: no embedding to compare (silent)")
+        r = c.get(f"{LIB}/search", params={"genre": "Polka"})
+        assert r.status_code == 400 and r.json()["detail"].startswith("no model in this library knows the genre 'Polka'; they know: Blues, ")
+        assert c.get(f"{LIB}/search", params={"genre": "jazz"}).status_code == 200
