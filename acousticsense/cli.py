@@ -149,11 +149,11 @@ def predict(
     opts = read_config(model or DEFAULT_BUNDLE).options(top_k, window, hop, max_seconds, override_window)
     try:
         with DecodeAhead(sources, opts.pre.sample_rate, opts.max_seconds, opts.pre.resampler, first_here=False) as decoded:
-            clf = load_classifier(model, device, batch_size=batch_size)
-            results = clf.classify_many(decoded, top_k, window, hop, max_seconds, override_window)  # checked again, by the model
             out = _Output("json" if as_json else "csv" if as_csv else "table", several=several)
             failed = 0
-            try:
+            try:  # from here a JSON array is closed however the run ends: Ctrl-C while torch loads gives "[]", not nothing
+                clf = load_classifier(model, device, batch_size=batch_size)
+                results = clf.classify_many(decoded, top_k, window, hop, max_seconds, override_window)  # checked again, by the model
                 with tqdm(total=len(sources), unit="file", disable=None if several else True, file=sys.stderr) as bar:
                     for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
                         if isinstance(r, Failure):

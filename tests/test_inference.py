@@ -344,6 +344,16 @@ def test_ctrl_c_keeps_the_results_written_so_far(tiny_bundle, clip_mp3, tmp_path
     assert not leftovers.strip()
 
 
+def test_ctrl_c_while_the_model_loads_still_closes_the_json_array(tiny_bundle, clip_mp3):
+    """Ctrl-C during the seconds torch takes to load left stdout empty: not JSON."""
+    code = ("import sys; from acousticsense import cli\n"
+            "def interrupted(*args, **kwargs): raise KeyboardInterrupt\n"
+            "cli.load_classifier = interrupted; sys.argv = ['acousticsense', *sys.argv[1:]]; cli.main()")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, "predict", str(clip_mp3), str(clip_mp3), "--model", str(tiny_bundle), "--json"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert json.loads(out.stdout) == [] and out.returncode == 130 and "Traceback" not in out.stderr
+
+
 def test_many_file_commands_let_the_decode_workers_have_the_cores(tiny_bundle, clip_mp3, tmp_path):
     """`predict` of several files and `scan` ask torch's OpenMP threads to sleep, not spin, between operations (set
     before torch loads: it reads the variable once); `predict` of one file does not, and a value the user set stays."""
