@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TextIO
 
 import typer
 
@@ -132,7 +134,7 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
     count = 0
     if out is not None and Path(out).resolve() == Path(db).resolve():
         fail(f"--out {out} is the database itself: choose another file")
-    with Catalog(db, create=False) as catalog, (_open_out(out) if out else contextlib.nullcontext(sys.stdout)) as f:
+    with Catalog(db, create=False) as catalog, (_written(Path(out), fmt) if out else contextlib.nullcontext(sys.stdout)) as f:
         if fmt == "csv":
             w = csv.writer(f)
             w.writerow(["path", "status", "genre", "probability", "top_k", "duration", "model", "error"])
@@ -152,8 +154,20 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
     return count
 
 
-def _open_out(out: Path):  # noqa: ANN202
+@contextlib.contextmanager
+def _written(out: Path, fmt: str) -> Iterator[TextIO]:
+    """A text file that becomes ``out`` once the block ends without an error (an interrupted export leaves no half
+    file). An existing ``out`` is replaced only if it has the format's extension: ``--out song.ogg`` had overwritten a track."""
+    if out.exists() and (out.suffix.lower() != f".{fmt}" or not out.is_file()):
+        fail(f"--out {out}: exists and is not a .{fmt} file; not overwritten (choose a new name)")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        return open(out, "w", newline="")
+        f = open(tmp, "x", newline="")  # noqa: SIM115 - closed below; "x": never through a file or link already there
     except OSError as e:
         fail(f"--out {out}: cannot be written ({e.strerror or e})")
+    try:
+        with f:
+            yield f
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

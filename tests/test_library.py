@@ -392,6 +392,14 @@ def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(librar
     assert same.returncode == 2 and "is the database itself" in same.stderr and db.read_bytes() == before
     nowhere = run("export", "--db", str(db), "--csv", "--out", str(tmp_path / "no" / "x.csv"))
     assert nowhere.returncode == 2 and nowhere.stderr.startswith("error: --out") and "Traceback" not in nowhere.stderr
+    track = folder / "b" / "broken.mp3"
+    audio = track.read_bytes()
+    onto_a_track = run("export", "--db", str(db), "--csv", "--out", str(track))
+    assert onto_a_track.returncode == 2 and "exists and is not a .csv file; not overwritten" in onto_a_track.stderr and track.read_bytes() == audio
+    (tmp_path / "old.csv").write_text("old export\n")
+    again = run("export", "--db", str(db), "--csv", "--out", str(tmp_path / "old.csv"))
+    assert again.returncode == 0 and (tmp_path / "old.csv").read_text().startswith("path,status,genre")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
     huge = run("similar", "99999999999999999999", "--db", str(db))
     assert huge.returncode == 2 and "no track 99999999999999999999" in huge.stderr and "Traceback" not in huge.stderr
     assert json.loads(run("search", "--db", str(db), "--genre", "metal", "--json").stdout)["tracks"]  # any case
