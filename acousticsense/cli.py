@@ -376,9 +376,23 @@ def serve(
 
     from .serve import create_app
 
+    _check_listen(host, port)  # before the model loads: a port in use is one error line, not uvicorn's after "running on"
     app = create_app(load_classifier(model, device), max_upload_mb=max_upload_mb, max_seconds=max_seconds, max_queue=max_queue, db=db)
     typer.echo(f"AcousticSense on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
     uvicorn.run(app, host=host, port=port)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail unless a server could listen on ``host``:``port`` now (bound as uvicorn binds, then let go)."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port} ({e.strerror or e})")
 
 
 def main() -> None:

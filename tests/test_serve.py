@@ -234,3 +234,13 @@ def test_a_recording_flagged_not_music_names_no_genre():
     text = summary_text(flagged, None, builtin=False)
     assert "it does not sound like music, so no genre is named" in text and "(`not_music`)" in text
     assert is_not_music(flagged) and not is_not_music(_result(2, [{"code": "low_confidence", "message": "unsure"}]))
+
+
+def test_serve_on_a_port_in_use_is_one_error_line_before_the_model_loads(tiny_bundle):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "acousticsense.cli", "serve", "--port", str(port), "--model", str(tiny_bundle)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and out.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in use)\n"
