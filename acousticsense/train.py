@@ -262,6 +262,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
             f"({sizes['train_windows']} windows/epoch), validating on {sizes['val_tracks']} ({sizes['val_windows']} windows), {device}",
             file=sys.stderr,
         )
+        if not val_tracks:
+            why = "--val-fraction is 0" if not config.val_fraction else "no genre has the 2 tracks a split needs"
+            tqdm.write(f"warning: nothing to validate on ({why}): each epoch's weights replace the last, with no early stopping and no calibration", file=sys.stderr)
 
     try:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -322,7 +325,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     if rank == 0 and state["history"]:
         best = state["history"][state["best_epoch"] - 1]
         shown = ", ".join(f"{k} {v:.4g}" for k, v in best.items() if k.startswith("val_"))
-        tqdm.write(f"best: epoch {state['best_epoch']} ({shown}), saved in {out}", file=sys.stderr)
+        tqdm.write(f"best: epoch {state['best_epoch']} ({shown}), saved in {out}" if shown else f"last: epoch {state['best_epoch']} (not validated), saved in {out}", file=sys.stderr)
         calibration = _calibrate(out, device, config.batch_size, val_set)
         if calibration:
             tqdm.write("calibrated: " + ", ".join(f"{k} {v:.4g}" for k, v in calibration.items() if v is not None), file=sys.stderr)

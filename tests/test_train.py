@@ -131,6 +131,15 @@ def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):
         train(data, tmp_path / "run2", epochs=1, progress=False, **FAST)
 
 
+def test_training_without_validation_tracks_says_so(tmp_path, capsys):
+    """One track per genre leaves nothing to validate on: said up front, and the end says "not validated", not "()"."""
+    data = make_band_corpus(tmp_path / "data", per_label=1, labels=("Bass", "Treble"))
+    out = train(data, tmp_path / "run", epochs=1, progress=False, **FAST)
+    err = capsys.readouterr().err
+    assert "warning: nothing to validate on (no genre has the 2 tracks a split needs): each epoch's weights replace the last" in err
+    assert f"last: epoch 1 (not validated), saved in {out}" in err and "()" not in err
+
+
 # --- pipeline pieces --------------------------------------------------------------------
 
 
