@@ -10,8 +10,10 @@ from importlib.metadata import version
 from typing import Annotated, Any, Callable, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
@@ -102,10 +104,22 @@ class BodyLimit:
 
 
 def options_once(request: Request) -> None:
-    """Refuse a query option given more than once (``?top_k=2&top_k=3``): which one counts is not the caller's guess to make."""
+    """Refuse a query option given more than once (``?top_k=2&top_k=3``: which one counts is not the caller's guess
+    to make) or one the endpoint does not have (``?topk=1`` would have been ignored: the defaults, silently)."""
     repeated = sorted({key for key in request.query_params if len(request.query_params.getlist(key)) > 1})
     if repeated:
         raise HTTPException(400, f"{', '.join(repeated)}: given more than once; give each option once")
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        known = _query_options(route.dependant)
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            raise HTTPException(400, f"{', '.join(unknown)}: not an option of {route.path} (it takes {', '.join(sorted(known)) or 'none'})")
+
+
+def _query_options(dependant: Dependant) -> set[str]:
+    """The query options an endpoint declares, its dependencies' included."""
+    return {param.alias for param in dependant.query_params}.union(*(_query_options(d) for d in dependant.dependencies))
 
 
 def api_router(engine: Engine, max_queue: int) -> APIRouter:

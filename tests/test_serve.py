@@ -112,6 +112,9 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
         assert r.status_code == 400 and r.json() == {"detail": "file: send one file per request (this one has several)"}
     r = httpx.post(f"{url}/api/v1/classify?top_k=2&hop=2&top_k=3", files={"file": ("a.wav", clip_bytes)}, timeout=60)  # not a silent choice
     assert r.status_code == 400 and r.json() == {"detail": "top_k: given more than once; give each option once"}
+    r = httpx.post(f"{url}/api/v1/classify?topk=1", files={"file": ("a.wav", clip_bytes)}, timeout=60)  # a typo: not the defaults, silently
+    assert r.status_code == 400 and r.json() == {"detail": "topk: not an option of /api/v1/classify (it takes explain, genre, hop, override_window, top_k, window)"}
+    assert httpx.get(f"{url}/api/v1/health?verbose=1").status_code == 400
 
 
 def test_an_unexpected_failure_is_a_422_and_one_log_line(url, clip_bytes, monkeypatch, caplog):
