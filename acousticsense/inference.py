@@ -19,7 +19,7 @@ from . import options as limits
 from .audio import Audio, AudioSource, load_audio, source_name
 from .bundle import Bundle, BundleConfig, checked_device, default_device, load_bundle
 from .calibrate import warnings_for
-from .config import Options
+from .config import Options, Preprocessing
 from .decoding import DecodeAhead
 from .errors import AcousticSenseError, ParameterError
 from .features import (
@@ -154,7 +154,7 @@ class Classifier:
         Whatever goes wrong with one input (unreadable, too many windows, any unexpected error) yields a
         :class:`Failure` with a one-line reason, and the others go on.
         """
-        if isinstance(sources, (str, bytes, bytearray, os.PathLike, np.ndarray)) or callable(getattr(sources, "read", None)):
+        if isinstance(sources, (str, bytes, bytearray, os.PathLike, np.ndarray)) or callable(getattr(sources, "read", None)) or not isinstance(sources, Iterable):
             raise ParameterError("classify_many takes a list (or any iterable) of sources; for one source use classify")
         try:
             if embed:
@@ -212,9 +212,20 @@ class Classifier:
         Raises :class:`AudioError` for unusable input and :class:`ParameterError` when the track would
         make more than :data:`~acousticsense.options.MAX_WINDOWS` windows.
         """
-        opts = opts or self.options()
+        if opts is None:
+            opts = self.options()
+        elif not isinstance(opts, Options):
+            raise ParameterError(f"opts must be what Classifier.options() returns, not {type(opts).__name__}")
+        self._check_preprocessing(opts.pre)
         pre = opts.pre
         return self._features(source_name(source), load_audio(source, pre.sample_rate, opts.max_seconds, pre.resampler), opts)
+
+    def _check_preprocessing(self, pre: Preprocessing) -> None:
+        """Refuse preprocessing other than this model's (its window and hop aside, which options may change): another
+        sample rate or mel would be classified without a word, wrongly."""
+        own = self.config.preprocessing
+        if pre != own and pre.replace(window_seconds=own.window_seconds, hop_seconds=own.hop_seconds) != own:
+            raise ParameterError("these options or features were made for other preprocessing than this model's: make them with this Classifier's options() / preprocess()")
 
     def _features(self, name: str, audio: Audio, opts: Options) -> Features:
         """The rest of :meth:`preprocess`, from decoded audio."""
@@ -252,13 +263,14 @@ class Classifier:
         Only one batch of mel windows is copied at a time. Items must share their preprocessing. Nothing waits
         for the GPU until the last batch is queued: the results come back in one copy.
         """
-        if isinstance(items, Features) or not all(isinstance(f, Features) for f in items):
+        if not isinstance(items, (list, tuple)) or not all(isinstance(f, Features) for f in items):
             raise ParameterError("forward() takes a list of Features (what preprocess() returns)")
         if not items:
             return []
         pre = items[0].options.pre
         if any(f.options.pre != pre for f in items):
             raise ParameterError("forward() needs items preprocessed with the same options")
+        self._check_preprocessing(pre)
         track_db = pre.db_scope == "track"
         # bf16: every layer in bfloat16 (on an H100, ViT-B/16 ran 10,200 windows/s so, 6,400 under autocast)
         weights = {n: p.to(torch.bfloat16) for n, p in self.model.named_parameters()} if self.precision == "bf16" else {}
@@ -318,6 +330,9 @@ class Classifier:
                 f"{features.source}: postprocess needs ({int((~features.silent).sum())}, {len(labels)}) probabilities "
                 f"(one row per non-silent window, from forward), got {tuple(probs.shape)}"
             )
+        if pooled is not None and (not isinstance(pooled, torch.Tensor) or pooled.ndim != 2 or len(pooled) != len(probs) or not bool(torch.isfinite(pooled).all())):
+            shape = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
+            raise ParameterError(f"{features.source}: postprocess needs pooled as finite (windows, dim) = ({len(probs)}, dim) values from forward(embed=True), not {shape}")
         if not torch.isfinite(probs).all():
             raise AcousticSenseError(f"{features.source}: the model gave non-finite probabilities for this input; no result is reported")
         if len(probs) and (probs.amin() < 0 or (probs.sum(1) - 1).abs().amax() > 1e-3):

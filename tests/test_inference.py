@@ -1,6 +1,7 @@
 """Classifier: windows -> probabilities -> track result, batching, silence, short clips, the CLI."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from conftest import TINY_LABELS, music_like, write_audio
 from acousticsense import decoding, options
 from acousticsense.bundle import load_bundle
 from acousticsense.errors import AudioError, ParameterError
+from acousticsense.config import Options, Preprocessing
 from acousticsense.inference import Classifier, Failure, aggregate
 
 SR = 22050
@@ -268,6 +270,22 @@ def test_classify_many_checks_its_arguments_at_the_call(tiny_bundle, clip_mp3):
             clf.postprocess(features, wrong)
     with pytest.raises(ParameterError, match="postprocess needs probabilities as a tensor or array"):
         clf.postprocess(features, "0.5")
+    for sources in (None, 5):
+        with pytest.raises(ParameterError, match="classify_many takes a list"):
+            clf.classify_many(sources)
+    with pytest.raises(ParameterError, match="forward\\(\\) takes a list of Features"):
+        clf.forward(f for f in [features])
+    for pooled in (torch.full((6, 192), float("nan")), torch.ones(7, 5), "x"):
+        with pytest.raises(ParameterError, match=r"postprocess needs pooled as finite \(windows, dim\)"):
+            clf.postprocess(features, probs, pooled)
+    other = Options(Preprocessing(sample_rate=16000, window_seconds=2.0, hop_seconds=1.0, image_size=32), 3, 10.0)
+    for opts, message in ((other, "made for other preprocessing than this model's"), ({"top_k": 3}, "opts must be what Classifier.options\\(\\) returns, not dict")):
+        with pytest.raises(ParameterError, match=message):
+            clf.preprocess(clip_mp3, opts)
+    stranger = Classifier.from_bundle(tiny_bundle, device="cpu")
+    stranger.config = dataclasses.replace(stranger.config, preprocessing=other.pre)
+    with pytest.raises(ParameterError, match="made for other preprocessing than this model's"):
+        stranger.forward([features])
     with pytest.raises(ParameterError, match="forward\\(\\) takes a list of Features"):
         clf.forward(features)
     with pytest.raises(ParameterError, match="forward\\(\\) takes a list of Features"):
