@@ -82,7 +82,7 @@ class BodyLimit:
 
     def __init__(self, app: Any, max_mb: float):
         self.app, self.limit = app, int(max_mb * 2**20)
-        self.detail = f"upload too large: the limit is {max_mb:g} MB"
+        self.detail = f"upload too large: the limit is {max_mb:g} MiB"
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":

@@ -134,6 +134,8 @@ class _Counted(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # a text or non-blocking stream
+            raise AudioError(f"{self.name}: its read() gave {type(data).__name__}, not bytes (a blocking binary stream is needed)")
         self.count += len(data)
         return data
 
@@ -186,6 +188,8 @@ def load_audio(
     elif isinstance(source, io.TextIOBase):
         raise AudioError(f"{name}: a text stream; audio is read from a binary one (open the file with 'rb')")
     elif callable(getattr(source, "read", None)):
+        if getattr(source, "closed", False) is True:
+            raise AudioError(f"{name}: the file object is closed")
         raw = source
     else:
         raise AudioError(f"{name}: not an audio source (a path, bytes, a binary file object or a 1-D array)")

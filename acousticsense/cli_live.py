@@ -157,6 +157,8 @@ def explain(
         fail("'-': standard input is closed")
     if out.is_dir() or not out.parent.is_dir():
         fail(f"--out {out}: {'a folder' if out.is_dir() else 'no such folder ' + str(out.parent)}; name the PNG file to write")
+    if out.suffix.lower() != ".png":  # the map is written as PNG whatever the name says: m.jpg held PNG data
+        fail(f"--out {out}: the map is a PNG; name the file .png")
     clf = load_classifier(model, device)
     e = explain_track(clf, sys.stdin.buffer if file == "-" else file, genre, method)
     try:

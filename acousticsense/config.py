@@ -212,6 +212,8 @@ class BundleConfig:
         if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
             raise ParameterError(f"top_k must be a whole number of at least 1, not {top_k!r}")
         max_seconds = in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
+        if not isinstance(override_window, bool):  # "no" would have counted as yes
+            raise ParameterError(f"override_window must be True or False, not {override_window!r}")
         changes: dict[str, float] = {}
         notes: list[dict[str, str]] = []
         if hop is not None:

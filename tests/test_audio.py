@@ -387,3 +387,17 @@ def test_an_array_is_cut_before_it_is_copied():
 def test_a_name_with_a_nul_character_is_an_audio_error():
     with pytest.raises(AudioError, match="not a usable file name \\(it holds a NUL character\\)"):
         load_audio("/tmp/a\0b.wav", SR)
+
+
+def test_a_closed_file_or_a_read_that_gives_no_bytes_says_so(clip_mp3):
+    with open(clip_mp3, "rb") as f:
+        pass
+    with pytest.raises(AudioError, match="clip.mp3: the file object is closed"):
+        load_audio(f, SR)
+
+    class NonBlocking:
+        def read(self, n=-1):
+            return None  # what a non-blocking stream gives when nothing has arrived
+
+    with pytest.raises(AudioError, match=r"its read\(\) gave NoneType, not bytes"):
+        load_audio(NonBlocking(), SR)

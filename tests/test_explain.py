@@ -154,3 +154,13 @@ def test_the_rest_api_explains_on_request_and_draws_the_map(tiny_bundle, clip_mp
         costly = client.post("/api/v1/classify?explain=true&hop=0.5", files=files)
         assert costly.status_code == 400 and "11 windows to explain, more than the 10 one request may have" in costly.json()["detail"]
         assert client.post("/api/v1/classify?hop=0.5", files=files).status_code == 200
+
+
+def test_the_cli_writes_the_map_only_to_a_png_name(clip_mp3, tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "acousticsense.cli", "explain", str(clip_mp3), "--out", str(tmp_path / "m.jpg")],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and out.stderr == f"error: --out {tmp_path / 'm.jpg'}: the map is a PNG; name the file .png\n"
+    assert not (tmp_path / "m.jpg").exists()

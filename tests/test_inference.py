@@ -115,6 +115,7 @@ BAD_OPTIONS = [
     ({"max_seconds": None}, "max_seconds must be"),
     ({"top_k": 0}, "top_k must be a whole number"),
     ({"top_k": 2.5}, "top_k must be a whole number"),
+    ({"window": 3.0, "override_window": "no"}, "override_window must be True or False"),
 ]
 
 

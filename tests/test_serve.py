@@ -186,7 +186,7 @@ def test_oversized_uploads_get_413(tiny_bundle, clip_bytes):
     big = bytes(300_000)
     with running(create_app(tiny_bundle, max_upload_mb=0.1)) as base:
         r = classify(base, big)  # refused by its Content-Length
-        assert r.status_code == 413 and r.json() == {"detail": "upload too large: the limit is 0.1 MB"}
+        assert r.status_code == 413 and r.json() == {"detail": "upload too large: the limit is 0.1 MiB"}
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the server has to count
             yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.mp3"\r\n\r\n'
