@@ -299,7 +299,7 @@ class BundleConfig:
         arch = self.architecture
         try:
             return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
-        except (ValueError, KeyError, TypeError) as e:
+        except (ParameterError, ValueError, KeyError, TypeError) as e:
             raise BundleError(f"architecture: {e}") from None
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .bundle import BundleConfig, OnnxModel, load_bundle
 from .config import Preprocessing
-from .errors import TrainError
+from .errors import BundleError, TrainError
 from .model import ARCHITECTURES, DEFAULT_ARCH
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def initial_model(config: TrainConfig, labels: list[str], progress: bool) -> tup
     )
     try:
         model = bundle_config.build_model()
-    except ValueError as e:
+    except BundleError as e:  # an architecture that cannot be built (an image size that is no multiple of the patch)
         raise TrainError(str(e)) from None
     if init == "imagenet":
         load_backbone(model, imagenet_state(arch, progress), pre.image_size, ARCHITECTURES[arch]["patch_size"])

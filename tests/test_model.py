@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 
+from acousticsense.errors import ParameterError
 from acousticsense.model import ARCHITECTURES, build_model
 
 
@@ -39,12 +40,19 @@ def test_mlp_head_layout_and_smaller_images():
     "kwargs,message",
     [
         (dict(name="vit_h_99", num_classes=3), "unknown architecture 'vit_h_99'"),
-        (dict(name="vit_ti_16", num_classes=3, image_size=100), "not a multiple of the patch size"),
-        (dict(name="vit_ti_16", num_classes=3, head={"type": "conv"}), "unknown head type 'conv'"),
+        (dict(name="vit_ti_16", num_classes=3, image_size=100), "image_size must be a multiple of the patch size 16 up to 1024, not 100"),
+        (dict(name="vit_ti_16", num_classes=3, image_size=0), "image_size must be a multiple"),
+        (dict(name="vit_ti_16", num_classes=3, image_size=-16), "image_size must be a multiple"),
+        (dict(name="vit_ti_16", num_classes=0), "num_classes must be a whole number from 1 to 10000, not 0"),
+        (dict(name="vit_ti_16", num_classes=-1), "num_classes must be"),
+        (dict(name="vit_ti_16", num_classes=3, head={"type": "conv"}), "head must be {'type': one of linear, mlp, ...}"),
+        (dict(name="vit_ti_16", num_classes=3, head="mlp"), "head must be"),
+        (dict(name="vit_ti_16", num_classes=3, head={"type": "mlp"}), "an mlp head needs 'hidden'"),
+        (dict(name="vit_ti_16", num_classes=3, dropout=1.5), r"dropout must be a number in \[0, 1\)"),
     ],
 )
 def test_bad_specs_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ParameterError, match=message):
         build_model(**kwargs)
 
 
