@@ -108,8 +108,23 @@ def _export(model: torch.nn.Module, size: int, path: Path) -> None:
             model.eval(), (example,), str(path), input_names=["images"], output_names=["logits"],
             dynamic_shapes=({0: batch},), opset_version=OPSET, external_data=False, dynamo=True, verbose=False,
         )  # fmt: skip
+    except Exception as e:
+        if _interrupted(e):  # torch.onnx wraps whatever stops it, Ctrl-C too, in its own error
+            raise KeyboardInterrupt from None
+        raise
     finally:
         quiet.setLevel(level)
+
+
+def _interrupted(error: BaseException | None) -> bool:
+    """Whether a Ctrl-C is somewhere in the chain of causes of ``error``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _quantize(src: Path, dst: Path) -> None:

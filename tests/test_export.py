@@ -112,3 +112,18 @@ def test_writing_torch_weights_over_an_export_removes_the_stale_onnx(exported, t
     shutil.copytree(exported[0], folder)
     save_bundle(folder, random_model(tiny_config()), tiny_config())
     assert not (folder / ONNX_NAME).exists() and not isinstance(load_bundle(folder).model, OnnxModel)
+
+
+def test_ctrl_c_inside_torch_onnx_is_an_interruption_not_its_error(monkeypatch, tmp_path):
+    """torch.onnx caught a Ctrl-C that came while it imported torch._dynamo and raised its own export error (a long traceback)."""
+    from acousticsense import export
+
+    def interrupted_inside(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Failed to export the model with torch.export") from e
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted_inside)
+    with pytest.raises(KeyboardInterrupt):
+        export._export(torch.nn.Identity(), 16, tmp_path / "m.onnx")
