@@ -160,7 +160,7 @@ def load_audio(
     ``source`` is a path, bytes, a binary file object (seekable or not: a pipe, ``sys.stdin.buffer``),
     or an already-decoded mono waveform (a 1-D array taken to be at ``sample_rate``).
 
-    Decoding streams frame by frame through FFmpeg's resampler (rebuilt whenever the stream's
+    Decoding streams through FFmpeg's resampler, 65,536 values at a time (rebuilt whenever the stream's
     rate or layout changes), so only the output (mono, target rate, at most ``max_seconds``) is held
     in memory. ``resampler="soxr_hq"`` decodes at the source rate instead, averages the channels and
     resamples with soxr's high quality, as ``librosa.load`` does. A file that decodes to less than its
