@@ -106,9 +106,9 @@ def _sources(files: list[str]) -> tuple[list, bool]:
             found = [state.path for state in walk(Path(f), notes)]
             for note in notes.unreadable + notes.skipped:
                 typer.echo(f"warning: {printable(note)}", err=True)
-            if not found:
-                fail(f"{f}: a folder with no audio files in it (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))}; symbolic links are not followed)")
-            sources += found
+            if not found:  # the folder stays an input of its own, which fails: every input is answered
+                typer.echo(f"warning: {printable(f)}: a folder with no audio files in it (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))}; symbolic links are not followed)", err=True)
+            sources += found or [f]
             several = True
         else:
             sources.append(sys.stdin.buffer if f == "-" else f)
