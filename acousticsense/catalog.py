@@ -174,6 +174,8 @@ class Catalog:
             raise LibraryError(f"{self.path}: schema version {version} was written by a newer AcousticSense (this one reads up to {SCHEMA_VERSION})")
         if version == SCHEMA_VERSION:
             return
+        if not write and not version:
+            raise LibraryError(f"{self.path}: an empty database, not a library yet (`acousticsense scan DIR --db {self.path}` makes one)")
         if not write:
             raise LibraryError(f"{self.path}: written by an older AcousticSense (schema {version}); `acousticsense scan` upgrades it")
         with self.transaction():
@@ -283,6 +285,8 @@ class Catalog:
 
     def track(self, key: int | str) -> sqlite3.Row:
         """A track by id or path; :class:`LibraryError` if the library has none."""
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise ParameterError(f"a track is named by its id or its path, not {key!r}")
         in_range = not isinstance(key, int) or 0 <= key <= MAX_ID
         row = self.db.execute(f"SELECT * FROM tracks WHERE {'id' if isinstance(key, int) else 'path'} = ?", (key,)).fetchone() if in_range else None
         if row is None:

@@ -295,6 +295,11 @@ def test_databases_of_other_kinds_or_newer_versions_are_refused(tmp_path):
         c.execute("CREATE TABLE songs (x)")
     with pytest.raises(LibraryError, match="not an AcousticSense library"):
         Catalog(other)
+    (tmp_path / "empty.db").touch()  # it said "written by an older AcousticSense (schema 0)"
+    with pytest.raises(LibraryError, match=r"empty.db: an empty database, not a library yet \(`acousticsense scan DIR --db"):
+        Catalog(tmp_path / "empty.db", create=False)
+    with Catalog(tmp_path / "lib.db") as catalog, pytest.raises(ParameterError, match="a track is named by its id or its path, not \\[1\\]"):
+        catalog.track([1])
     text = tmp_path / "text.db"
     text.write_text("hello " * 100)
     with pytest.raises(LibraryError, match="not a usable library database"):
