@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional, TextIO
+from typing import Annotated, Any, Optional, TextIO
 
 import typer
 
@@ -99,7 +99,7 @@ def search(
 
 @app.command()
 def similar(
-    track: Annotated[str, typer.Argument(metavar="TRACK", help="A track of the library (its path or id), or any audio file (classified now).")],
+    track: Annotated[str, typer.Argument(metavar="TRACK", help="A track of the library (its path or id), or any audio file (classified now); - reads standard input.")],
     db: DbOpt = Path("library.db"),
     k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Neighbours to list.")] = 10,
     same_genre: Annotated[bool, typer.Option("--same-genre", help="Only tracks whose top genre is the query's.")] = False,
@@ -113,7 +113,9 @@ def similar(
     from .similar import similar as nearest
 
     with Catalog(db, create=False) as catalog:
-        key: int | str = int(track) if track.isascii() and track.isdigit() and not Path(track).exists() else track
+        if track == "-" and sys.stdin is None:
+            fail("'-': standard input is closed")
+        key: Any = sys.stdin.buffer if track == "-" else int(track) if track.isascii() and track.isdigit() and not Path(track).exists() else track
         query = resolve(catalog, key, model, device)
         tracks = nearest(catalog, query, k, same_genre)
     if as_json:

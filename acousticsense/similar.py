@@ -11,7 +11,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from usearch.index import Index, MetricKind, search
@@ -82,9 +82,9 @@ class Query:
 
 
 def resolve(
-    catalog: Catalog, query: int | str | os.PathLike, bundle: str | os.PathLike | None = None, device: str | None = None, files: bool = True
+    catalog: Catalog, query: int | str | os.PathLike | BinaryIO, bundle: str | os.PathLike | None = None, device: str | None = None, files: bool = True
 ) -> Query:
-    """A track id, a path the library holds, or (``files``) any audio file, classified now with ``bundle``.
+    """A track id, a path the library holds, or (``files``) any audio file or binary stream, classified now with ``bundle``.
 
     The server passes ``files=False``: a request never makes it read a file the library does not list.
     """
@@ -93,6 +93,8 @@ def resolve(
         row = catalog.track(query)
     elif not files:
         row = catalog.track(str(query))
+    elif callable(getattr(query, "read", None)):  # a stream (standard input): classified now
+        pass
     else:
         path = Path(query).expanduser()
         row = catalog.db.execute("SELECT * FROM tracks WHERE path = ?", (str(path.resolve()),)).fetchone()
@@ -102,6 +104,7 @@ def resolve(
         if row["embedding"] is None:
             raise AudioError(f"{row['path']}: no embedding to compare ({row['status']}{': ' + row['error'] if row['error'] else ''})")
         return Query(np.frombuffer(row["embedding"], "<f4"), row["model"], row["genre"], track_summary(row))
+    from .audio import source_name
     from .inference import Classifier
     from .scan import model_key
 
@@ -112,8 +115,8 @@ def resolve(
     clf = Classifier.from_bundle(bundle, device)
     result = clf.classify(query, top_k=len(clf.labels), embed=True)
     if result.embedding is None:
-        raise AudioError(f"{query}: silent, nothing to compare")
-    summary = {"id": None, "path": str(query), "status": "ok", "genre": result.label, "probability": result.top_k[0].probability,
+        raise AudioError(f"{source_name(query)}: silent, nothing to compare")
+    summary = {"id": None, "path": source_name(query), "status": "ok", "genre": result.label, "probability": result.top_k[0].probability,
                "top_k": [[g.label, g.probability] for g in result.top_k[:5]], "duration": result.duration, "model": model, "error": None}
     return Query(result.embedding, model, result.label, summary)
 

@@ -269,6 +269,9 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     near = json.loads(run("similar", metal["path"], "--db", str(db), "-k", "3", "--json").stdout)
     assert near["tracks"][0]["path"] == metal["path"] and near["tracks"][0]["query"] and len(near["tracks"]) == 4
     assert json.loads(run("similar", str(metal["id"]), "--db", str(db), "-k", "1", "--json").stdout)["tracks"][0]["id"] == metal["id"]
+    piped = subprocess.run([*CLI, "similar", "-", "--db", str(db), "-k", "1", "--json"], input=Path(metal["path"]).read_bytes(), capture_output=True)
+    doc = json.loads(piped.stdout)  # - reads standard input, as predict, explain and stream do: classified now
+    assert doc["query"]["path"] == "<stdin>" and doc["query"]["genre"] == "Metal" and doc["tracks"][0]["path"] == metal["path"], piped.stderr
     csv_out = run("export", "--db", str(db), "--csv").stdout.splitlines()
     assert csv_out[0].startswith("path,status,genre") and len(csv_out) == 18
     exported = json.loads(run("export", "--db", str(db), "--json").stdout)
