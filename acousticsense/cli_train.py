@@ -38,7 +38,7 @@ def train(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Decoding threads (default: up to 8).")] = None,
 ) -> None:
     """Train a model bundle (best epoch on validation) on labelled audio. Ctrl-C keeps the last epoch: --resume goes on."""
-    from .train import default_out
+    from .train import CHECKPOINT_NAME, default_out
     from .train import train as run_training
 
     recipe = dict(
@@ -51,7 +51,10 @@ def train(
     except RuntimeError as e:  # e.g. an unavailable CUDA device
         fail(f"training failed: {e}")
     except KeyboardInterrupt:
-        fail(f"interrupted; continue with: acousticsense train {data} --out {out or default_out(data, arch)} --resume", code=130)
+        run = out or default_out(data, arch)
+        if (Path(run) / CHECKPOINT_NAME).is_file():
+            fail(f"interrupted; continue with: acousticsense train {data} --out {run} --resume", code=130)
+        fail("interrupted before the first epoch was saved: nothing to resume; start again (without --resume)", code=130)
     typer.echo(f"wrote {path}; use it with: acousticsense predict --model {path} FILE")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from numbers import Integral
@@ -254,6 +255,8 @@ class BundleConfig:
         labels = d["labels"]
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
+        if any(unicodedata.category(c) == "Cc" for x in labels for c in x):
+            raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape): {[x for x in labels if any(unicodedata.category(c) == 'Cc' for c in x)][:3]}")
         if len({x.casefold() for x in labels}) != len(labels):
             twice = sorted({x for x in labels if sum(y.casefold() == x.casefold() for y in labels) > 1})
             raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(twice)}")

@@ -7,9 +7,12 @@ often it is flagged. It is never a label of the model.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import stat
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from .errors import AcousticSenseError
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
 NOT_MUSIC = "_not_music"
+MAX_MANIFEST_BYTES = 256 << 20  # a manifest lists paths: far less than this
 
 
 class DataError(AcousticSenseError):
@@ -108,13 +112,27 @@ def _read_folders(root: Path) -> list[Track]:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
             raise DataError(f"{folder}: label folder has no files")
+        _check_label(folder.name, str(folder))
         tracks += [Track(p, folder.name) for p in files]
     return tracks
 
 
+def _manifest(path: Path) -> Path:
+    """``path`` if it is a regular file of at most :data:`MAX_MANIFEST_BYTES` (a FIFO would hang the read, /dev/zero fill memory)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file; a manifest is a CSV or JSON file")
+    if st.st_size > MAX_MANIFEST_BYTES:
+        raise DataError(f"{path}: {st.st_size / 2**20:.0f} MiB; a manifest of more than {MAX_MANIFEST_BYTES // 2**20} MiB is refused")
+    return path
+
+
 def _read_csv(path: Path) -> list[Track]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        with open(_manifest(path), newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read CSV ({e})") from None
@@ -125,9 +143,11 @@ def _read_csv(path: Path) -> list[Track]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(_manifest(path).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: cannot read JSON ({e})") from None
+    except RecursionError:
+        raise DataError(f"{path}: cannot read JSON (nested too deeply)") from None
 
 
 def _json_tracks(doc: Any, path: Path) -> list[Track]:
@@ -141,7 +161,17 @@ def _track(row: dict[str, Any], manifest: Path, where: str) -> Track:
     path, label = str(row.get("path") or "").strip(), str(row.get("label") or "").strip()
     if not path or not label:
         raise DataError(f"{manifest}: {where} needs a path and a label")
-    return Track(manifest.parent / path, label)
+    _check_label(label, f"{manifest}: {where}")
+    track = Track(manifest.parent / path, label)
+    with contextlib.suppress(OSError):  # a file that is missing is skipped, with a warning, when the tracks are decoded
+        if not stat.S_ISREG(track.path.stat().st_mode):
+            raise DataError(f"{manifest}: {where}: {track.path} is not a regular file (a FIFO or a device would hang or never end)")
+    return track
+
+
+def _check_label(label: str, where: str) -> None:
+    if any(unicodedata.category(c) == "Cc" for c in label):
+        raise DataError(f"{where}: the label {label!r} holds control characters (a newline, a terminal escape)")
 
 
 def split_tracks(tracks: list[Track], val_fraction: float, seed: int) -> tuple[list[Track], list[Track]]:

@@ -63,7 +63,7 @@ def export_onnx(
             shutil.copyfile(final, out / ONNX_NAME)
         config = source.config
         suffix = "-onnx-int8" if int8 else "-onnx"
-        record: dict[str, Any] = {"from": config.model_id, "format": "onnx", "opset": OPSET, "quantization": "dynamic-int8" if int8 else None, "torch": torch.__version__}
+        record: dict[str, Any] = {"from": config.model_id, "format": "onnx", "opset": OPSET, "quantization": "dynamic-int8" if int8 else None, "torch": str(torch.__version__)}
         config.model_id = config.model_id + suffix
         config.provenance = {**config.provenance, "export": record}
         write_config(out, config)

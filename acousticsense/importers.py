@@ -207,15 +207,15 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     """Labels from a file: a JSON list, or one label a line (blank lines ignored)."""
     name = Path(path).name
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first label
     except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{name}: cannot read labels ({e})") from None
     if text.lstrip().startswith("["):
         try:
             labels = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{name}: invalid JSON ({e})") from None
-        if not all(isinstance(x, str) for x in labels):
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{name}: invalid JSON ({e or 'nested too deeply'})") from None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise CheckpointError(f"{name}: the JSON list must hold strings")
         return labels
     return [line.strip() for line in text.splitlines() if line.strip()]

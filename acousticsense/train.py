@@ -33,7 +33,7 @@ from .audio import load_audio
 from .augment import NoiseBank, spec_augment
 from .bundle import CONFIG_NAME, Bundle, BundleConfig, load_bundle, save_bundle, write_config
 from .calibrate import ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
-from .config import Preprocessing
+from .config import Preprocessing, config_text
 from .data import NOT_MUSIC, DataError, Track, read_corpus, split_tracks
 from .errors import AcousticSenseError, TrainError, output_folder
 from .features import db_to_image, fit_to_window, frames_per_window, power_to_db, track_mel, window_count
@@ -204,7 +204,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     if resume:
         if not ckpt_path.is_file():
             raise TrainError(f"{out}: no {CHECKPOINT_NAME} to resume from")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = _load_checkpoint(ckpt_path)
         config = _resumed_config(ckpt["recipe"], recipe)
         bundle_config = BundleConfig.from_dict(ckpt["bundle_config"], where=str(ckpt_path))
         labels, pre = bundle_config.labels, bundle_config.preprocessing
@@ -224,6 +224,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         torch.manual_seed(config.seed)
         model, bundle_config, init_info = initial_model(config, corpus.labels, progress)
         bundle_config.model_id = out.name
+        config_text(bundle_config)  # labels a bundle may not hold (Jazz and jazz) are refused now, not after an epoch
         labels, pre, data_info = bundle_config.labels, bundle_config.preprocessing, corpus.info
         train_tracks, val_tracks = split_tracks(corpus.tracks + corpus.not_music, config.val_fraction, config.seed)
         ckpt = None
@@ -293,7 +294,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                         "split": sizes,
                         "epoch": epoch,
                         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "torch": torch.__version__,
+                        "torch": str(torch.__version__),
                         "world_size": world,
                     }
                     bundle_config.metrics = {k: v for k, v in entry.items() if k.startswith("val_")} | {"epoch": epoch}
@@ -468,6 +469,21 @@ def _init_distributed() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world, local_rank
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A run's checkpoint, read weights-only (a run folder from elsewhere runs no code), or a one-line TrainError."""
+    from torch.torch_version import TorchVersion  # runs before 2026-11-27 stored torch.__version__ as this str subclass
+
+    try:
+        with torch.serialization.safe_globals([TorchVersion]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise many kinds for a damaged or foreign file
+        raise TrainError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+    keys = ("model", "optimizer", "scheduler", "state", "rng", "recipe", "bundle_config", "split", "data", "init")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys) or not all(isinstance(ckpt[k], dict) for k in ("recipe", "bundle_config", "split", "state")):
+        raise TrainError(f"{path}: not a training checkpoint of this program (expected {', '.join(keys)})")
+    return ckpt
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -67,6 +67,7 @@ def test_labels_that_do_not_match_the_head_are_refused(saved):
         (dict(labels=[]), "'labels' must be a non-empty list"),
         (dict(labels=["a", "a", "b", "c"]), r"names a genre twice \(case aside\): a"),
         (dict(labels=["Jazz", "jazz", "b", "c"]), r"names a genre twice \(case aside\): Jazz, jazz"),
+        (dict(labels=["Hip\nHop", "R,B \x1b[31mred", "b", "c"]), "'labels' holds control characters"),
         (dict(architecture={"name": "vit_mini_16", "image_size": 32, "head": {"type": "mlp", "hidden": [10**9]}}), "'hidden' layer sizes from 1 to 16384"),
         (dict(architecture={"name": "resnet50", "image_size": 32}), "unknown architecture 'resnet50'"),
         (dict(format_version=99), "format_version 99 is not supported"),

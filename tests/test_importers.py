@@ -293,3 +293,11 @@ def test_cli_torchvision_with_preprocessing(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"window_secs": 3.0}))
     result = CliRunner().invoke(app, args + ["--preprocessing", str(tmp_path / "bad.json")])
     assert result.exit_code == 2 and "window_secs" in result.stderr
+
+
+def test_a_labels_file_with_a_byte_order_mark_reads_as_written(tmp_path):
+    from acousticsense.importers import read_labels
+
+    (tmp_path / "labels.txt").write_bytes("\ufeffJazz\nPop\n\nRock\n".encode())
+    (tmp_path / "labels.json").write_bytes('\ufeff["Jazz", "Pop", "Rock"]'.encode())
+    assert read_labels(tmp_path / "labels.txt") == read_labels(tmp_path / "labels.json") == ["Jazz", "Pop", "Rock"]

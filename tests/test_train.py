@@ -25,6 +25,7 @@ from acousticsense.inference import Classifier
 from acousticsense.synth import make_corpus
 from acousticsense.augment import NoiseBank, spec_augment
 from acousticsense.data import DataError, Track, read_corpus, split_tracks
+from acousticsense.errors import AcousticSenseError
 from acousticsense.pretrained import initial_model
 from acousticsense.train import TrainConfig, TrainError, lr_factor, train
 from conftest import frame_windows, music_like, write_audio
@@ -138,6 +139,60 @@ def test_training_without_validation_tracks_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: nothing to validate on (no genre has the 2 tracks a split needs): each epoch's weights replace the last" in err
     assert f"last: epoch 1 (not validated), saved in {out}" in err and "()" not in err
+
+
+def test_a_checkpoint_from_elsewhere_runs_no_code_and_a_damaged_one_is_one_line(tmp_path):
+    """--resume read checkpoint.pt with pickle's full powers: a run folder handed over could run any command."""
+    import os
+
+    data = make_band_corpus(tmp_path / "data", per_label=2, labels=("Bass", "Treble"))
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "evil").mkdir()
+    torch.save({"recipe": Payload()}, tmp_path / "evil" / "checkpoint.pt")
+    with pytest.raises(TrainError, match=r"evil/checkpoint.pt: not a readable training checkpoint \(UnpicklingError"):
+        train(data, tmp_path / "evil", resume=True, progress=False)
+    assert not marker.exists()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(TrainError, match="empty/checkpoint.pt: not a readable training checkpoint"):
+        train(data, tmp_path / "empty", resume=True, progress=False)
+    (tmp_path / "other").mkdir()
+    torch.save({"model": {}}, tmp_path / "other" / "checkpoint.pt")
+    with pytest.raises(TrainError, match="other/checkpoint.pt: not a training checkpoint of this program"):
+        train(data, tmp_path / "other", resume=True, progress=False)
+
+
+def test_labels_that_clash_by_case_are_refused_before_any_decoding(tmp_path):
+    data = make_band_corpus(tmp_path / "data", per_label=2, labels=("Bass", "Treble"))
+    (data / "Bass").rename(data / "BASS")
+    make_band_corpus(data, per_label=2, labels=("Bass",))
+    with pytest.raises(AcousticSenseError, match=r"names a genre twice \(case aside\): BASS, Bass"):
+        train(data, tmp_path / "run", epochs=1, progress=False, **FAST)
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()
+
+
+def test_a_manifest_names_regular_files_and_labels_without_control_characters(tmp_path):
+    import os
+
+    good = write_audio(tmp_path / "a.wav", band_clip("Bass", 1), SR)
+    os.mkfifo(tmp_path / "fifo.wav")
+    cases = [
+        (f"path,label\n{good},Bass\nfifo.wav,Treble\n", "fifo.wav is not a regular file"),
+        (f"path,label\n{good},Bass\n/dev/zero,Treble\n", "/dev/zero is not a regular file"),
+        (f'path,label\n{good},"Hip\nHop"\n', "the label 'Hip\\\\nHop' holds control characters"),
+    ]
+    for text, message in cases:
+        (tmp_path / "m.csv").write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_corpus(tmp_path / "m.csv")
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="zero.json: not a regular file; a manifest is a CSV or JSON file"):
+        read_corpus(tmp_path / "zero.json")
 
 
 # --- pipeline pieces --------------------------------------------------------------------
