@@ -205,6 +205,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         if not ckpt_path.is_file():
             raise TrainError(f"{out}: no {CHECKPOINT_NAME} to resume from")
         ckpt = _load_checkpoint(ckpt_path)
+        trained_on = ckpt.get("data_path")
+        if trained_on is not None and str(Path(data).resolve()) != trained_on:  # the split lists that corpus' tracks
+            raise TrainError(f"{out}: this run trains on {trained_on}, not {data}; resume it with that DATA (or start a new run)")
         config = _resumed_config(ckpt["recipe"], recipe)
         bundle_config = BundleConfig.from_dict(ckpt["bundle_config"], where=str(ckpt_path))
         labels, pre = bundle_config.labels, bundle_config.preprocessing
@@ -254,7 +257,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
     recipe_dict = {**asdict(config), **_resolved(bundle_config)}
-    split = {"train": [[str(t.path), t.label] for t in train_tracks], "val": [[str(t.path), t.label] for t in val_tracks]}
+    # absolute: --resume from another working directory finds the same files
+    split = {"train": [[str(t.path.resolve()), t.label] for t in train_tracks], "val": [[str(t.path.resolve()), t.label] for t in val_tracks]}
     saved_epoch = state["epoch"]  # what checkpoint.pt holds
     if rank == 0:
         _write_log(out, state["history"])
@@ -308,6 +312,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                     "recipe": recipe_dict,
                     "bundle_config": bundle_config.to_dict(),
                     "split": split,
+                    "data_path": str(Path(data).resolve()),
                     "data": data_info,
                     "init": init_info,
                 }

@@ -390,6 +390,11 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(corpus, tmp_pa
     assert log == [1]
     with pytest.raises(TrainError, match="cannot change lr"):
         train(corpus, tmp_path / "resumed", resume=True, lr=0.5, progress=False)
+    elsewhere = make_band_corpus(tmp_path / "other", per_label=2)  # its split lists the first corpus' tracks
+    with pytest.raises(TrainError, match=f"this run trains on {corpus.resolve()}, not {elsewhere}; resume it with that DATA"):
+        train(elsewhere, tmp_path / "resumed", resume=True, progress=False)
+    split = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["split"]
+    assert all(Path(p).is_absolute() for side in split.values() for p, _ in side)  # found from any working directory
 
     resumed = train(corpus, tmp_path / "resumed", resume=True, progress=False)
     log = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
