@@ -96,6 +96,9 @@ def evaluate(
     if report["unscored_labels"]:
         typer.echo(f"warning: no track of {', '.join(report['unscored_labels'])} could be scored (each failed or was silent): "
                    "the figures above leave them out", err=True)
+    if report["training_corpus"]:
+        typer.echo(f"warning: {printable(data)} is the corpus this model was trained on (its provenance names {report['data']['source']!r}): "
+                   "training tracks score high; these are not held-out figures", err=True)
     if out is not None:
         typer.echo(f"  report: {out / 'report.json'}, {out / 'confusion.png'}, {out / 'reliability.png'}")
 

@@ -90,6 +90,8 @@ def evaluate(
         "data": corpus.info,
         "tracks": {"listed": len(corpus.tracks), "scored": len(predictions), "failed": len(failures), "silent": len(silent)},
         "unscored_labels": [x for x in corpus.labels if x not in set(tracks["true"])],  # every track failed or was silent
+        # the corpus the bundle says it was trained on (by name, all a bundle records): its figures are not held-out ones
+        "training_corpus": (clf.config.provenance.get("data") or {}).get("source") == corpus.info["source"],
         "track": scores(tracks["true"], tracks["ranked"], labels),
         "window": scores(windows["true"], windows["ranked"], labels),
         "calibration": {
@@ -131,8 +133,12 @@ def _flag_rates(corpus, flagged: dict[str, bool], threshold: float | None) -> di
 
 
 def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str = "held_out") -> None:
-    """Store a report's headline figures in the bundle's config (``metrics[key]``)."""
+    """Store a report's headline figures in the bundle's config (``metrics[key]``); not those of the corpus the
+    bundle was trained on as ``held_out`` (a :class:`DataError`)."""
     from .config import read_config, write_config
+
+    if key == "held_out" and report.get("training_corpus"):
+        raise DataError(f"{report['data']['source']}: the corpus this model was trained on; its figures are not recorded as held-out ones")
 
     config = read_config(bundle)
     config.metrics[key] = {

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from acousticsense import train as train_module
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
-from acousticsense.evaluate import evaluate
+from acousticsense.evaluate import evaluate, record_metrics
 from acousticsense.features import Preprocessing, db_to_image, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
 from acousticsense.inference import Classifier
 from acousticsense.synth import make_corpus
@@ -306,6 +306,12 @@ def test_evaluate_on_the_held_out_tracks(trained, corpus, tmp_path):
     manifest.write_text(f"path,label\n{val[0].path},Polka\n{val[1].path},Bass\n")
     with pytest.raises(DataError, match="unknown to model bands: Polka"):
         evaluate(trained, manifest)
+
+    assert report["training_corpus"] is False
+    own = evaluate(trained, corpus)  # the corpus it was trained on: said so, and not recorded as held-out figures
+    assert own["training_corpus"] is True
+    with pytest.raises(DataError, match="bands: the corpus this model was trained on; its figures are not recorded as held-out ones"):
+        record_metrics(trained, own)
 
 
 def test_a_tiny_vit_learns_synthetic_genres_and_what_is_not_music(tmp_path):
