@@ -21,12 +21,12 @@ import av
 import av.logging
 import numpy as np
 
+from .config import RESAMPLERS
 from .containers import announced_seconds, ogg_unended, wav_declared_seconds
 from .errors import AudioError, ParameterError
-from .config import RESAMPLERS
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
 
-__all__ = ["ALLOWED_FORMATS", "Audio", "AudioError", "AudioSource", "load_audio", "open_failure", "open_path", "source_name"]
+__all__ = ["ALLOWED_FORMATS", "AUDIO_EXTENSIONS", "Audio", "AudioError", "AudioSource", "check_rate", "check_sample_rate", "load_audio", "open_failure", "open_path", "source_name"]
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, np.ndarray]
 
@@ -36,6 +36,7 @@ MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (t
 TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
 CORRUPT_RUN = 100  # corrupt packets in a row after which decoding gives up (one is skipped and decoding goes on)
 CORRUPT_PEAK = 16.0  # after corrupt data, a decoded float frame beyond this (+24 dBFS) is garbage: skipped too
+AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())  # what a folder is read for (scan, predict, train)
 RESERVE_SAMPLES = 1 << 28  # decoded samples reserved up front at most (1 GiB; 30 min at 22,050 Hz is 40 M)
 RESAMPLED_FRAME = 65536  # samples per frame out of the resampler (3 s at 22,050 Hz): fewer Python round trips than one per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.

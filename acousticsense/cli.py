@@ -100,7 +100,8 @@ def _sources(files: list[str]) -> tuple[list, bool]:
     several = len(files) > 1
     for f in files:
         if f != "-" and os.path.isdir(f):
-            from .scan import AUDIO_EXTENSIONS, WalkNotes, walk
+            from .audio import AUDIO_EXTENSIONS
+            from .scan import WalkNotes, walk
 
             notes = WalkNotes()
             found = [state.path for state in walk(Path(f), notes)]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .audio import AUDIO_EXTENSIONS
 from .errors import AcousticSenseError
 
 MANIFEST_CSV = "manifest.csv"
@@ -109,9 +110,10 @@ def _check_listed_once(tracks: list[Track], root: Path) -> None:
 def _read_folders(root: Path) -> list[Track]:
     tracks = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # audio files by extension, as scan and predict read a folder: an album's cover.jpg or notes.txt is no track
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
-            raise DataError(f"{folder}: label folder has no files")
+            raise DataError(f"{folder}: label folder has no audio files (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))})")
         _check_label(folder.name, str(folder))
         tracks += [Track(p, folder.name) for p in files]
     return tracks

@@ -26,7 +26,7 @@ from .errors import AcousticSenseError, ParameterError
 from .similar import MAX_K, resolve, similar
 
 MAX_LIMIT = 1000  # tracks per search page
-MEDIA_TYPES = {  # by suffix, for every extension a scan takes (scan.AUDIO_EXTENSIONS)
+MEDIA_TYPES = {  # by suffix, for every extension a scan takes (audio.AUDIO_EXTENSIONS)
     ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".mp4": "audio/mp4", ".aac": "audio/aac", ".ogg": "audio/ogg", ".oga": "audio/ogg",
     ".opus": "audio/ogg", ".flac": "audio/flac", ".wav": "audio/wav", ".aif": "audio/aiff", ".aiff": "audio/aiff",
     ".wma": "audio/x-ms-wma", ".webm": "audio/webm", ".mka": "audio/x-matroska",

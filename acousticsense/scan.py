@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .audio import AUDIO_EXTENSIONS
 from .catalog import Catalog, FileState, LibraryError, Outcome
 from .errors import AcousticSenseError, ParameterError
 from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
 from .results import FLAGS
 from .tags import TEMP_PREFIX, write_genre
 
-AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())
 TOP_K = 5  # genres kept in a track's ``top_k`` (its whole distribution goes to ``track_genres``)
 COMMIT_SECONDS = 1.0  # cheap bookkeeping (files found unchanged) is committed at least this often
 ENGINES = ("local", "ray")

@@ -167,6 +167,18 @@ def test_a_checkpoint_from_elsewhere_runs_no_code_and_a_damaged_one_is_one_line(
         train(data, tmp_path / "other", resume=True, progress=False)
 
 
+def test_a_folder_corpus_takes_audio_files_only(tmp_path):
+    """An album folder's cover.jpg or notes.txt took a track's place (and could be its genre's only validation track)."""
+    data = make_band_corpus(tmp_path / "data", per_label=2, labels=("Bass", "Treble"))
+    (data / "Bass" / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
+    (data / "Treble" / "notes.txt").write_text("liner notes")
+    assert sorted(t.path.name for t in read_corpus(data).tracks) == ["bass.00000.wav", "bass.00001.wav", "treble.00000.wav", "treble.00001.wav"]
+    (data / "Empty").mkdir()
+    (data / "Empty" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="Empty: label folder has no audio files"):
+        read_corpus(data)
+
+
 def test_labels_that_clash_by_case_are_refused_before_any_decoding(tmp_path):
     data = make_band_corpus(tmp_path / "data", per_label=2, labels=("Bass", "Treble"))
     (data / "Bass").rename(data / "BASS")
