@@ -227,6 +227,19 @@ def test_make_corpus_layout_manifest_and_resume(tmp_path):
 
     with pytest.raises(ParameterError, match="other settings"):
         make_corpus(out, workers=1, **{**args, "seed": 4})
+    for changes in ({"genres": ["Hip-Hop"]}, {"per_genre": 1}):  # it had shrunk the manifest, leaving clips it no longer listed
+        with pytest.raises(ParameterError, match="resume with those genres and at least as many clips"):
+            make_corpus(out, workers=1, **{**args, **changes})
+    assert manifest.read_text() == csv_text
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.csv").write_text("path,label\nsong.wav,Jazz\n")  # a user's own corpus is not taken over
+    with pytest.raises(ParameterError, match="holds files synth did not make"):
+        make_corpus(mine, workers=1, **args)
+    (mine / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ParameterError, match="its manifest.json was not written by synth"):
+        make_corpus(mine, workers=1, **args)
+    assert (mine / "manifest.csv").read_text() == "path,label\nsong.wav,Jazz\n"
     older = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**older, "synth_version": "2"}))  # clips of another renderer
     with pytest.raises(ParameterError, match='other settings .*"synth_version": "2"'):

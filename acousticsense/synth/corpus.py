@@ -107,10 +107,20 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
               "soundfonts": list(pool)}
     manifest_json = out / "manifest.json"
     if manifest_json.exists():
-        old = json.loads(manifest_json.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(manifest_json.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            old = None
+        if not isinstance(old, dict) or "synth_version" not in old:
+            raise ParameterError(f"{out}: its manifest.json was not written by synth; use a new folder")
         if {k: old.get(k) for k in config} != config:
             raise ParameterError(f"{out} holds a corpus made with other settings "
                                  f"({json.dumps({k: old.get(k) for k in config})}); use a new folder")
+        if old.get("genres") != list(names) or per_genre < old.get("per_genre", 0) or not_music < old.get("not_music", 0):
+            raise ParameterError(f"{out} holds {old.get('per_genre')} clips of {', '.join(map(str, old.get('genres') or []))} and "
+                                 f"{old.get('not_music')} not-music ones: resume with those genres and at least as many clips, or use a new folder")
+    elif out.is_dir() and any(out.iterdir()):
+        raise ParameterError(f"{out}: holds files synth did not make (no manifest.json of its own); use a new or empty folder")
     output_folder(out)
     header = {**config, "per_genre": per_genre, "not_music": not_music, "genres": list(names)}
     _write_text(manifest_json, json.dumps({**header, "complete": False, "clips": []}, indent=1))
