@@ -43,9 +43,15 @@ class Session:
 
 
 def pcm_to_mono(data: np.ndarray) -> np.ndarray:
-    """A browser chunk (int16 or float, mono or (n, channels)) as mono float32 in [-1, 1]."""
+    """A browser chunk (PCM integers of any width, or floats; mono or (n, channels)) as mono float32 in [-1, 1];
+    NaN and infinite samples become silence."""
     x = np.asarray(data)
-    x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if x.dtype.kind == "u":  # unsigned PCM (8-bit WAV): silence is the middle of the range
+        x = x.astype(np.float32) / (np.iinfo(x.dtype).max / 2 + 0.5) - 1
+    elif x.dtype.kind == "i":
+        x = x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
+    else:
+        x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return x.mean(axis=1) if x.ndim == 2 else x.reshape(-1)
 
 

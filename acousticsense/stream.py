@@ -381,7 +381,10 @@ def _decoded(opener: Callable[[], Any], name: str, rate: int, file: _Counted | N
                 for chunk in mono(frame):
                     decoded += len(chunk)
                     yield chunk
-            yield from mono.flush()
+            tail = mono.flush()
+            if not decoded and not sum(map(len, tail)):  # predict says the same of such a file
+                raise AudioError(f"{name}: contains no audio samples")
+            yield from tail
     finally:
         if owned is not None:
             owned.close()

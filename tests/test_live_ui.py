@@ -46,3 +46,5 @@ def test_another_rate_starts_a_new_session_and_odd_chunks_are_harmless(engine):
         live_step(engine, again, (8000, np.zeros(88000, np.int16)))
     x = pcm_to_mono(np.array([[np.nan, np.inf], [1.0, -1.0]], np.float32))
     assert x.tolist() == [0.0, 0.0]
+    for pcm in (np.array([-128, 64], np.int8), np.array([-32768, 16384], np.int16), np.array([-(2**31), 2**30], np.int32), np.array([0, 192], np.uint8)):
+        assert pcm_to_mono(pcm).tolist() == [-1.0, 0.5], pcm.dtype  # every width at full scale (int8 went in unscaled)

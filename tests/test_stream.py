@@ -434,3 +434,13 @@ def test_ctrl_c_while_a_pipe_waits_for_data_stops_cleanly(tiny_bundle, clip, sen
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err.decode().strip().endswith("interrupted"), err
     assert b"Traceback" not in err and b"empty input" not in err
+
+
+def test_a_file_without_samples_is_an_error_as_for_predict(tmp_path):
+    """A WAV of 0 frames printed nothing and exited 0."""
+    import wave
+
+    with wave.open(str(tmp_path / "c0.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050)
+    with pytest.raises(AudioError, match="c0.wav: contains no audio samples"):
+        list(decode_stream(tmp_path / "c0.wav", 22050))
