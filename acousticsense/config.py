@@ -255,8 +255,8 @@ class BundleConfig:
         labels = d["labels"]
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
-        if any(unicodedata.category(c) == "Cc" for x in labels for c in x):
-            raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape): {[x for x in labels if any(unicodedata.category(c) == 'Cc' for c in x)][:3]}")
+        if controlled := [x for x in labels if has_control_characters(x)]:
+            raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape): {controlled[:3]}")
         if len({x.casefold() for x in labels}) != len(labels):
             twice = sorted({x for x in labels if sum(y.casefold() == x.casefold() for y in labels) > 1})
             raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(twice)}")
@@ -304,6 +304,11 @@ class BundleConfig:
             return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
         except (ParameterError, ValueError, KeyError, TypeError) as e:
             raise BundleError(f"architecture: {e}") from None
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (a newline, a terminal escape): no name of a genre does."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def _finite_number(x: Any) -> bool:

@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import stat
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
+from .config import has_control_characters
 from .errors import AcousticSenseError
 
 MANIFEST_CSV = "manifest.csv"
@@ -172,7 +172,7 @@ def _track(row: dict[str, Any], manifest: Path, where: str) -> Track:
 
 
 def _check_label(label: str, where: str) -> None:
-    if any(unicodedata.category(c) == "Cc" for c in label):
+    if has_control_characters(label):
         raise DataError(f"{where}: the label {label!r} holds control characters (a newline, a terminal escape)")
 
 
