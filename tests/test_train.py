@@ -167,6 +167,18 @@ def test_a_checkpoint_from_elsewhere_runs_no_code_and_a_damaged_one_is_one_line(
         train(data, tmp_path / "other", resume=True, progress=False)
 
 
+def test_a_genre_whose_validation_files_all_fail_is_named(tmp_path, capsys):
+    """The split is made before decoding: a genre whose held-out file does not decode was validated on nothing, silently."""
+    data = make_band_corpus(tmp_path / "data", per_label=3, labels=("Bass", "Treble"))
+    _, val = split_tracks(read_corpus(data).tracks, FAST["val_fraction"], seed=0)
+    broken = next(t.path for t in val if t.label == "Bass")
+    broken.write_bytes(b"RIFF not really audio")
+    train(data, tmp_path / "run", epochs=1, progress=False, **FAST)
+    err = capsys.readouterr().err
+    assert f"warning: skipping {broken}" in err
+    assert "warning: no usable validation track left for Bass (each failed to decode or is silent)" in err
+
+
 def test_a_folder_corpus_takes_audio_files_only(tmp_path):
     """An album folder's cover.jpg or notes.txt took a track's place (and could be its genre's only validation track)."""
     data = make_band_corpus(tmp_path / "data", per_label=2, labels=("Bass", "Treble"))
