@@ -38,7 +38,7 @@ CORRUPT_RUN = 100  # corrupt packets in a row after which decoding gives up (one
 CORRUPT_PEAK = 16.0  # after corrupt data, a decoded float frame beyond this (+24 dBFS) is garbage: skipped too
 AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())  # what a folder is read for (scan, predict, train)
 RESERVE_SAMPLES = 1 << 28  # decoded samples reserved up front at most (1 GiB; 30 min at 22,050 Hz is 40 M)
-RESAMPLED_FRAME = 65536  # samples per frame out of the resampler (3 s at 22,050 Hz): fewer Python round trips than one per codec frame
+RESAMPLED_FRAME = 65536  # values per block into the resampler and samples per frame out of it (3 s at 22,050 Hz): fewer calls than one per codec frame
 # FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
 ALLOWED_FORMATS = (
     "aac", "ac3", "aiff", "amr", "ape", "asf", "au", "avi", "caf", "dts", "eac3", "flac", "flv",
