@@ -338,14 +338,19 @@ def _count(skipped: list[str]) -> str:
     return f"{len(skipped)} corrupt packets" if len(skipped) > 1 else "a corrupt packet"
 
 
+def pcm_to_float(x: np.ndarray) -> np.ndarray:
+    """PCM integers as float32 at full scale, [-1, 1] (unsigned ones centred: 8-bit silence is 128); floats as they are."""
+    if x.dtype.kind == "u":
+        return x.astype(np.float32) / (np.iinfo(x.dtype).max / 2 + 0.5) - 1
+    if x.dtype.kind == "i":
+        return x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
+    return x
+
+
 def _channel_mean(frame: av.AudioFrame) -> np.ndarray:
     """The mean of ``frame``'s channels as float32 samples in [-1, 1] (``librosa.load``'s down-mix)."""
     x = frame.to_ndarray()
-    x = x if frame.format.is_planar else x.reshape(-1, len(frame.layout.channels)).T
-    if x.dtype.kind == "u":  # unsigned 8-bit: silence is 128
-        x = x.astype(np.float32) / 128 - 1
-    elif x.dtype.kind == "i":
-        x = x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
+    x = pcm_to_float(x if frame.format.is_planar else x.reshape(-1, len(frame.layout.channels)).T)
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused with the file's name later
         return (x[0] if len(x) == 1 else x.mean(axis=0)).astype(np.float32)
 

@@ -19,7 +19,7 @@ import soxr
 from matplotlib.figure import Figure
 
 from .api import Engine
-from .audio import check_rate
+from .audio import check_rate, pcm_to_float
 from .errors import AcousticSenseError, AudioError
 from .stream import LiveClassifier, Update
 from .ui import PLOT_STYLE, PLOT_WIDTH, UI_TOP_K
@@ -45,13 +45,7 @@ class Session:
 def pcm_to_mono(data: np.ndarray) -> np.ndarray:
     """A browser chunk (PCM integers of any width, or floats; mono or (n, channels)) as mono float32 in [-1, 1];
     NaN and infinite samples become silence."""
-    x = np.asarray(data)
-    if x.dtype.kind == "u":  # unsigned PCM (8-bit WAV): silence is the middle of the range
-        x = x.astype(np.float32) / (np.iinfo(x.dtype).max / 2 + 0.5) - 1
-    elif x.dtype.kind == "i":
-        x = x.astype(np.float32) / -float(np.iinfo(x.dtype).min)
-    else:
-        x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    x = np.nan_to_num(pcm_to_float(np.asarray(data)).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return x.mean(axis=1) if x.ndim == 2 else x.reshape(-1)
 
 
