@@ -24,7 +24,7 @@ import numpy as np
 from .config import RESAMPLERS
 from .containers import announced_seconds, ogg_unended, wav_declared_seconds
 from .errors import AudioError, ParameterError
-from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
+from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range, is_whole, whole_in_range
 
 __all__ = ["ALLOWED_FORMATS", "AUDIO_EXTENSIONS", "Audio", "AudioError", "AudioSource", "check_rate", "check_sample_rate", "load_audio", "open_failure", "open_path", "source_name"]
 
@@ -426,16 +426,14 @@ def _drain(resampler: av.AudioResampler, frame: av.AudioFrame | None, out: _Samp
 def check_rate(rate: object, name: str) -> None:
     """An :class:`AudioError` naming ``name`` unless ``rate``, a source's sample rate, is a whole number of Hz from
     :data:`MIN_SOURCE_RATE` to :data:`MAX_SOURCE_RATE` (a file header, a stream or a browser may claim anything)."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+    if not is_whole(rate, MIN_SOURCE_RATE, MAX_SOURCE_RATE):
         raise AudioError(f"{name}: sample rate {rate!r} Hz is not plausible audio (expected {MIN_SOURCE_RATE:,}–{MAX_SOURCE_RATE:,} Hz)")
 
 
 def check_sample_rate(sample_rate: object) -> int:
     """``sample_rate``, the rate asked for, if it is a whole number of Hz from 1 to :data:`MAX_SOURCE_RATE`;
     else a :class:`ParameterError`."""
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not 1 <= sample_rate <= MAX_SOURCE_RATE:
-        raise ParameterError(f"sample_rate must be a whole number of Hz from 1 to {MAX_SOURCE_RATE:,}, not {sample_rate!r}")
-    return int(sample_rate)
+    return whole_in_range("sample_rate", sample_rate, 1, MAX_SOURCE_RATE, unit=" of Hz")
 
 
 def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, channels: int, max_seconds: float | None, warnings: list[tuple[str, str]]) -> Audio:

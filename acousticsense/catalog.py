@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import AcousticSenseError, ParameterError
+from .options import is_number, is_whole
 
 SCHEMA_VERSION = 1
 MAX_ID = 2**63 - 1  # SQLite's largest integer
@@ -296,12 +297,11 @@ class Catalog:
     def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> list[sqlite3.Row]:
         """Tracks whose top genre is ``genre`` (any case; best first) or, with ``min_prob``, whose probability of it is at least that.
         A genre that no model of the library knows is a :class:`ParameterError` naming those it knows (a typo is not "no track")."""
-        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (limit, offset))
-        if not (whole and 0 < limit <= MAX_ID and 0 <= offset <= MAX_ID):
+        if not (is_whole(limit, 1, MAX_ID) and is_whole(offset, 0, MAX_ID)):
             raise ParameterError(f"limit must be at least 1 and offset at least 0 (whole numbers up to {MAX_ID}), not {limit!r}, {offset!r}")
         if not isinstance(genre, str):
             raise ParameterError(f"genre must be a name, not {genre!r}")
-        if min_prob is not None and (isinstance(min_prob, bool) or not isinstance(min_prob, (int, float)) or not 0 <= min_prob <= 1):
+        if min_prob is not None and (not is_number(min_prob) or not 0 <= min_prob <= 1):
             raise ParameterError(f"min_prob must be a number from 0 to 1, not {min_prob!r}")
         if min_prob is None:
             sql = "SELECT * FROM tracks WHERE status = 'ok' AND genre = ? COLLATE NOCASE ORDER BY probability DESC, path LIMIT ? OFFSET ?"

@@ -13,12 +13,11 @@ import os
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
-from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BundleError, ParameterError
-from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range
+from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range, is_number, is_whole
 
 if TYPE_CHECKING:
     from torch import nn
@@ -76,23 +75,23 @@ class Preprocessing:
     def __post_init__(self) -> None:
         for key in ("mean", "std", "render_size"):  # lists (JSON's arrays) become tuples: hashable, as the type says
             value = getattr(self, key)
-            if isinstance(value, (list, tuple)) and all(_finite_number(v) for v in value):
+            if isinstance(value, (list, tuple)) and all(is_number(v) for v in value):
                 object.__setattr__(self, key, tuple(float(v) for v in value))
             elif value is not None or key != "render_size":
                 raise ParameterError(f"{key} must be a list of numbers{' or null' if key == 'render_size' else ''}, not {value!r}")
         for key, (lo, hi) in {**PREPROCESSING_INTS, **PREPROCESSING_NUMBERS}.items():
             value = getattr(self, key)
             whole = key in PREPROCESSING_INTS
-            if isinstance(value, bool) or not isinstance(value, Integral if whole else (Integral, float)) or not math.isfinite(value) or not lo <= value <= hi:
+            if not (is_whole(value, lo, hi) if whole else is_number(value) and lo <= value <= hi):
                 raise ParameterError(f"{key} must be {'a whole number' if whole else 'a number'} from {lo:g} to {hi:g}, not {value!r}")
         if self.hop_length > self.n_fft:
             raise ParameterError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft}): samples between frames would be skipped")
-        numbers = _finite_number(self.fmin) and (self.fmax is None or _finite_number(self.fmax))
+        numbers = is_number(self.fmin) and (self.fmax is None or is_number(self.fmax))
         if not numbers or not 0 <= self.fmin < (self.fmax if self.fmax is not None else self.sample_rate / 2) <= self.sample_rate / 2:
             raise ParameterError(f"fmin and fmax must satisfy 0 <= fmin < fmax <= sample_rate / 2 ({self.sample_rate / 2:g} Hz), not {self.fmin!r} and {self.fmax!r}")
-        if self.top_db is not None and not (_finite_number(self.top_db) and self.top_db > 0):
+        if self.top_db is not None and not (is_number(self.top_db) and self.top_db > 0):
             raise ParameterError(f"top_db must be a positive number or null, not {self.top_db!r}")
-        if not (_finite_number(self.db_amin) and 1e-30 <= self.db_amin <= 1) or not (self.db_ref == "max" or (_finite_number(self.db_ref) and 1e-30 <= self.db_ref <= 1e30)):
+        if not (is_number(self.db_amin) and 1e-30 <= self.db_amin <= 1) or not (self.db_ref == "max" or (is_number(self.db_ref) and 1e-30 <= self.db_ref <= 1e30)):
             raise ParameterError(f"db_amin must be a number from 1e-30 to 1 and db_ref 'max' or one from 1e-30 to 1e30 (float32 powers), not {self.db_amin!r} and {self.db_ref!r}")
         if not (len(self.mean) == len(self.std) == 3 and max(map(abs, self.mean)) <= 1e6 and 1e-6 <= min(self.std) and max(self.std) <= 1e6):
             raise ParameterError(f"mean and std must be three numbers each (|mean| up to 1e6, std from 1e-6 to 1e6), not {list(self.mean)} and {list(self.std)}")
@@ -114,9 +113,9 @@ class Preprocessing:
         for key, allowed in (("resampler", RESAMPLERS), ("chunking", ("start", "centred")), ("db_scope", ("window", "track"))):
             if getattr(self, key) not in allowed:
                 raise ParameterError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
-        if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) or not 0 <= self.preemphasis < 1:
+        if not is_number(self.preemphasis) or not 0 <= self.preemphasis < 1:
             raise ParameterError(f"preemphasis must be a number in [0, 1), not {self.preemphasis!r}")
-        if self.jpeg_quality is not None and not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool) and 1 <= self.jpeg_quality <= 95):
+        if self.jpeg_quality is not None and not is_whole(self.jpeg_quality, 1, 95):
             raise ParameterError(f"jpeg_quality must be an integer from 1 to 95 or null, not {self.jpeg_quality!r}")
 
     @property
@@ -210,7 +209,7 @@ class BundleConfig:
         ``hop`` may change freely within :data:`HOP_RANGE`.
         """
         pre = self.preprocessing
-        if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
+        if not is_whole(top_k, 1, math.inf):
             raise ParameterError(f"top_k must be a whole number of at least 1, not {top_k!r}")
         max_seconds = in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
         if not isinstance(override_window, bool):  # "no" would have counted as yes
@@ -267,7 +266,7 @@ class BundleConfig:
             raise BundleError(f"{where}: 'architecture' needs 'name' and 'image_size'")
         head = arch.get("head") or {"type": "linear"}
         hidden = head.get("hidden", []) if isinstance(head, dict) else None
-        if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_HIDDEN for h in hidden):
+        if not isinstance(hidden, list) or not all(is_whole(h, 1, MAX_HIDDEN) for h in hidden):
             raise BundleError(f"{where}: the architecture's head needs 'hidden' layer sizes from 1 to {MAX_HIDDEN}, not {hidden!r}")
         aggregation = d.get("aggregation", "mean")
         if aggregation not in AGGREGATIONS:
@@ -280,7 +279,7 @@ class BundleConfig:
             raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")
         calibration = d.get("calibration", {})
         t, threshold = (calibration.get("temperature", 1.0), calibration.get("ood_threshold")) if isinstance(calibration, dict) else (None, None)
-        if not isinstance(calibration, dict) or not _finite_number(t) or not 0.01 <= t <= 100 or not (threshold is None or (_finite_number(threshold) and 0 <= threshold <= 1)):
+        if not isinstance(calibration, dict) or not is_number(t) or not 0.01 <= t <= 100 or not (threshold is None or (is_number(threshold) and 0 <= threshold <= 1)):
             raise BundleError(f"{where}: 'calibration' needs a 'temperature' from 0.01 to 100 and an 'ood_threshold' in [0, 1] (or none)")
         return cls(
             model_id=str(d["model_id"]),
@@ -309,11 +308,6 @@ class BundleConfig:
 def has_control_characters(text: str) -> bool:
     """Whether ``text`` holds a control character (a newline, a terminal escape): no name of a genre does."""
     return any(unicodedata.category(c) == "Cc" for c in text)
-
-
-def _finite_number(x: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(x, (Integral, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def bundle_path(path: str | os.PathLike) -> Path:

@@ -31,7 +31,7 @@ from .features import (
     window_count,
     window_levels_db,
 )
-from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, MAX_BATCH_SIZE
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, MAX_BATCH_SIZE, whole_in_range
 from .results import Failure, Genre, Result, Window, aggregate, guarded, one_line, track_embedding
 
 __all__ = ["Classifier", "Features", "Options", "Result", "Failure", "Genre", "Window", "aggregate", "default_device"]
@@ -81,8 +81,7 @@ class Classifier:
         bundle's weights as they are (training updates them, ``explain`` takes gradients through them)."""
         if not isinstance(bundle, Bundle):
             raise ParameterError(f"Classifier takes a Bundle (what load_bundle returns), not {type(bundle).__name__}; for a folder use Classifier.from_bundle(path)")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise ParameterError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}")
+        batch_size = whole_in_range("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         self.device = checked_device(device)
         self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
         if self.precision not in PRECISIONS:

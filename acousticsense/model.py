@@ -11,6 +11,7 @@ from torch import nn
 
 from .config import MAX_HIDDEN, MAX_LABELS, PREPROCESSING_INTS
 from .errors import ParameterError
+from .options import is_number, is_whole, whole_in_range
 
 
 def _import_vision_transformer() -> type[nn.Module]:
@@ -73,22 +74,20 @@ def build_model(
     ``{"type": "mlp", "hidden": [h1, h2, ...], "dropout": p}``: (Dropout, Linear, ReLU)
     per hidden layer then a final Linear, as some published checkpoints use.
     """
-    whole = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
     if name not in ARCHITECTURES:
         raise ParameterError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     spec = ARCHITECTURES[name]
-    if not whole(num_classes) or not 1 <= num_classes <= MAX_LABELS:
-        raise ParameterError(f"num_classes must be a whole number from 1 to {MAX_LABELS}, not {num_classes!r}")
-    if not whole(image_size) or not 1 <= image_size <= PREPROCESSING_INTS["image_size"][1] or image_size % spec["patch_size"]:
+    whole_in_range("num_classes", num_classes, 1, MAX_LABELS)
+    if not is_whole(image_size, 1, PREPROCESSING_INTS["image_size"][1]) or image_size % spec["patch_size"]:
         raise ParameterError(f"image_size must be a multiple of the patch size {spec['patch_size']} up to {PREPROCESSING_INTS['image_size'][1]}, not {image_size!r}")
     head = head or {"type": "linear"}
     if not isinstance(head, dict) or head.get("type") not in HEAD_TYPES:
         raise ParameterError(f"head must be {{'type': one of {', '.join(HEAD_TYPES)}, ...}}, not {head!r}")
     hidden = head.get("hidden")
-    if head["type"] == "mlp" and not (isinstance(hidden, list) and all(whole(h) and 1 <= h <= MAX_HIDDEN for h in hidden)):
+    if head["type"] == "mlp" and not (isinstance(hidden, list) and all(is_whole(h, 1, MAX_HIDDEN) for h in hidden)):
         raise ParameterError(f"an mlp head needs 'hidden': a list of layer sizes from 1 to {MAX_HIDDEN}, not {hidden!r}")
     for key, p in (("dropout", dropout), ("attention_dropout", attention_dropout), ("head dropout", head.get("dropout", 0.0))):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        if not is_number(p) or not 0 <= p < 1:
             raise ParameterError(f"{key} must be a number in [0, 1), not {p!r}")
     model = VisionTransformer(
         image_size=image_size,

@@ -6,7 +6,7 @@ Free of heavy imports, so the CLI shows its help at once.
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,26 @@ SERVER_MAX_QUEUE = 32  # requests allowed to wait for the model; beyond that, 50
 SERVER_MAX_EXPLAINED = 600  # windows one explained request may have (each costs a backward pass, ~30 ms on 2 cores)
 
 
+def is_number(value: Any) -> bool:
+    """True for a finite real number (numpy's too), not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: Any, lo: float, hi: float) -> bool:
+    """True for an integer (numpy's too), not a bool, from ``lo`` to ``hi``."""
+    return isinstance(value, Integral) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def whole_in_range(name: str, value: Any, lo: int, hi: int, unit: str = "") -> int:
+    """``value`` as an int if it is a whole number from ``lo`` to ``hi``, else a :class:`ParameterError` naming ``name``."""
+    if not is_whole(value, lo, hi):
+        raise ParameterError(f"{name} must be a whole number{unit} from {lo:,} to {hi:,}, not {value!r}")
+    return int(value)
+
+
 def in_range(name: str, value: Any, bounds: tuple[float, float]) -> float:
     """``value`` as a float if it is a finite number within ``bounds`` (seconds), else a :class:`ParameterError`."""
     lo, hi = bounds
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or not lo <= value <= hi:
+    if not is_number(value) or not lo <= value <= hi:
         raise ParameterError(f"{name} must be a number from {lo:g} to {hi:g} s, not {value!r}")
     return float(value)

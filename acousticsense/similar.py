@@ -17,7 +17,8 @@ import numpy as np
 from usearch.index import Index, MetricKind, search
 
 from .catalog import Catalog, LibraryError, track_summary
-from .errors import AudioError, ParameterError
+from .errors import AudioError
+from .options import whole_in_range
 
 EXACT_LIMIT = 200_000  # tracks searched exactly; a larger library gets an approximate (HNSW) index
 MAX_K = 1000
@@ -123,8 +124,7 @@ def resolve(
 
 def similar(catalog: Catalog, query: Query, k: int = 10, same_genre: bool = False) -> list[dict[str, Any]]:
     """The query's track first (when it is in the library, similarity 1), then its ``k`` nearest other tracks."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise ParameterError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
+    whole_in_range("k", k, 1, MAX_K)
     search_over, genres = neighbours(catalog, query.model)
     allowed = None
     if query.id is not None or same_genre:

@@ -44,7 +44,7 @@ from .audio import (
 from .errors import AcousticSenseError, AudioError, ParameterError
 from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
-from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K
+from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K, is_number
 from .results import FLAGS, Genre
 
 URL_PROTOCOLS = ("http", "https", "tcp", "tls")  # what a URL named on the command line may use (no file:, concat:, ...)
@@ -91,7 +91,7 @@ class LiveClassifier:
         self, clf: Classifier, top_k: int = DEFAULT_TOP_K, smoothing: float = DEFAULT_SMOOTHING, hop: float | None = None, source: str = "<stream>",
         on_warning: Callable[[str, str], None] | None = None,
     ):  # fmt: skip
-        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 < smoothing <= 1:
+        if not is_number(smoothing) or not 0 < smoothing <= 1:
             raise ParameterError(f"smoothing must be a number above 0 and at most 1, not {smoothing!r}")
         self.clf, self.options, self.smoothing, self.source = clf, clf.options(top_k, hop=hop), float(smoothing), source
         self.on_warning = on_warning  # called with (code, message) the first time a stream is scaled down (``extreme_level``)

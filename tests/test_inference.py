@@ -302,7 +302,7 @@ def test_classify_many_checks_its_arguments_at_the_call(tiny_bundle, clip_mp3):
 @pytest.mark.parametrize("batch_size", [-1, 0, 1.5, None, "64", True, 10**6])
 def test_a_batch_size_that_is_not_one_is_refused_up_front(tiny_bundle, batch_size):
     """-1 made forward() loop forever, 0 failed inside torch.cat at the first file."""
-    with pytest.raises(ParameterError, match=r"batch_size must be a whole number from 1 to 4096"):
+    with pytest.raises(ParameterError, match=r"batch_size must be a whole number from 1 to 4,096"):
         Classifier.from_bundle(tiny_bundle, device="cpu", batch_size=batch_size)
 
 

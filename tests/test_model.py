@@ -43,7 +43,7 @@ def test_mlp_head_layout_and_smaller_images():
         (dict(name="vit_ti_16", num_classes=3, image_size=100), "image_size must be a multiple of the patch size 16 up to 1024, not 100"),
         (dict(name="vit_ti_16", num_classes=3, image_size=0), "image_size must be a multiple"),
         (dict(name="vit_ti_16", num_classes=3, image_size=-16), "image_size must be a multiple"),
-        (dict(name="vit_ti_16", num_classes=0), "num_classes must be a whole number from 1 to 10000, not 0"),
+        (dict(name="vit_ti_16", num_classes=0), "num_classes must be a whole number from 1 to 10,000, not 0"),
         (dict(name="vit_ti_16", num_classes=-1), "num_classes must be"),
         (dict(name="vit_ti_16", num_classes=3, head={"type": "conv"}), "head must be {'type': one of linear, mlp, ...}"),
         (dict(name="vit_ti_16", num_classes=3, head="mlp"), "head must be"),
