@@ -1,9 +1,8 @@
 """Decode any common audio file (or bytes / file object) to a mono float32 waveform with PyAV.
 
-Every input is untrusted: FFmpeg only ever reads the bytes handed to it (a file opened here,
-bytes, or a file object) and only through the audio container demuxers in :data:`ALLOWED_FORMATS`;
-playlists, stream descriptions and concat lists, which would make it open other files, URLs
-or ports, are refused before they are parsed.
+Sources are opened by :mod:`~acousticsense.sources` (only audio demuxers, never another file or URL);
+decoding streams through FFmpeg's resampler into one array, checks what it gets (rates, NaN, extreme
+levels, corrupt packets, cut files) and says what it noticed as warnings.
 """
 
 from __future__ import annotations
@@ -12,10 +11,9 @@ import contextlib
 import io
 import math
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Union
+from typing import BinaryIO
 
 import av
 import av.logging
@@ -25,10 +23,9 @@ from .config import RESAMPLERS
 from .containers import announced_seconds, ogg_unended, wav_declared_seconds
 from .errors import AudioError, ParameterError
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range, is_whole, whole_in_range
+from .sources import CONTAINER_OPTIONS, AudioSource, Counted, ffmpeg_reason, open_container, open_failure, open_path, source_name
 
-__all__ = ["ALLOWED_FORMATS", "AUDIO_EXTENSIONS", "Audio", "AudioError", "AudioSource", "check_rate", "check_sample_rate", "load_audio", "open_failure", "open_path", "source_name"]
-
-AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, np.ndarray]
+__all__ = ["AUDIO_EXTENSIONS", "Audio", "AudioError", "AudioSource", "check_rate", "check_sample_rate", "load_audio", "source_name"]
 
 MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a huge resampled output)
 MAX_SOURCE_RATE = 768_000  # Hz
@@ -39,25 +36,6 @@ CORRUPT_PEAK = 16.0  # after corrupt data, a decoded float frame beyond this (+2
 AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())  # what a folder is read for (scan, predict, train)
 RESERVE_SAMPLES = 1 << 28  # decoded samples reserved up front at most (1 GiB; 30 min at 22,050 Hz is 40 M)
 RESAMPLED_FRAME = 65536  # values per block into the resampler and samples per frame out of it (3 s at 22,050 Hz): fewer calls than one per codec frame
-# FFmpeg demuxers that read audio (or audio+video) from the bytes given and nothing else.
-ALLOWED_FORMATS = (
-    "aac", "ac3", "aiff", "amr", "ape", "asf", "au", "avi", "caf", "dts", "eac3", "flac", "flv",
-    "matroska", "webm", "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "mp3", "mpeg", "mpegts", "ogg",
-    "tta", "w64", "wav", "wv",
-)  # fmt: skip
-_CONTAINER_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_whitelist": "none"}
-# PyAV before 19 decodes a file's tags strictly when it opens it (a tag that is not UTF-8 failed the file) unless
-# told to ignore errors; 19 dropped that argument.
-_OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
-_REFUSED = "Format not on whitelist"  # FFmpeg's log message, from the demuxer it refused
-av.logging.set_skip_repeated(False)  # PyAV would drop a log equal to the previous one: two refused files in a row
-_REFERENCES = {  # refused formats whose whole content is a pointer elsewhere
-    "hls": "a playlist", "dash": "a streaming manifest", "concat": "a concat list", "sdp": "a stream description",
-    "rtsp": "a stream description", "rtp": "a stream description", "ffmetadata": "a metadata file", "image2": "an image sequence",
-}  # fmt: skip
-
-if av.logging.get_level() is None:  # FFmpeg's own reason then reaches the exception text
-    av.logging.set_level(av.logging.ERROR)
 
 
 @dataclass
@@ -74,80 +52,6 @@ class Audio:
     @property
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
-
-
-def source_name(source: AudioSource) -> str:
-    """A short human name for an input: its path, or '<bytes>' / '<stream>'."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, (bytes, bytearray)):
-        return "<bytes>"
-    if isinstance(source, np.ndarray):
-        return "<array>"
-    if callable(getattr(source, "read", None)):
-        return str(getattr(source, "name", "<stream>"))
-    return f"<{type(source).__name__}>"
-
-
-def open_path(path: str | os.PathLike, name: str | None = None) -> BinaryIO:
-    """Open a local file for decoding, or raise :class:`AudioError` with the true reason.
-
-    Regular files and pipes (``<(cmd)``, ``/dev/stdin``) are read; directories, devices and
-    sockets are refused.
-    """
-    name = name or str(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise AudioError(f"{name}: file not found") from None
-    except OSError as e:  # a symlink loop, a name too long, no permission on a folder ...
-        raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
-    except ValueError:  # a NUL byte in the name
-        raise AudioError(f"{name}: not a usable file name (it holds a NUL character)") from None
-    kind = st.st_mode
-    if stat.S_ISDIR(kind):
-        raise AudioError(f"{name}: is a directory, not an audio file")
-    if stat.S_ISCHR(kind) or stat.S_ISBLK(kind):
-        raise AudioError(f"{name}: is a device, not an audio file")
-    if stat.S_ISSOCK(kind):
-        raise AudioError(f"{name}: is a socket, not an audio file")
-    try:
-        return open(path, "rb")  # noqa: SIM115 - closed by load_audio
-    except OSError as e:
-        raise AudioError(f"{name}: cannot open ({e.strerror or e})") from None
-
-
-class _Counted(io.RawIOBase):
-    """A read-only view of a file object that counts the bytes read (to tell an empty stream apart)."""
-
-    def __init__(self, raw: BinaryIO, name: str):
-        self.raw, self.name, self.count = raw, name, 0
-        try:
-            self._seekable = bool(raw.seekable())
-        except (AttributeError, OSError, ValueError):
-            self._seekable = False
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return self._seekable
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        if not isinstance(data, (bytes, bytearray, memoryview)):  # a text or non-blocking stream
-            raise AudioError(f"{self.name}: its read() gave {type(data).__name__}, not bytes (a blocking binary stream is needed)")
-        self.count += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        try:
-            return self.raw.seek(offset, whence)
-        except (OSError, ValueError):  # e.g. before the start of an empty file: an error code for FFmpeg, not a traceback
-            return -1
-
-    def tell(self) -> int:
-        return self.raw.tell()
 
 
 def load_audio(
@@ -194,7 +98,7 @@ def load_audio(
         raw = source
     else:
         raise AudioError(f"{name}: not an audio source (a path, bytes, a binary file object or a 1-D array)")
-    stream = _Counted(raw, name)
+    stream = Counted(raw, name)
     try:
         native = resampler == "soxr_hq"
         samples, src_rate, channels, warnings = _decode(stream, name, None if native else sample_rate, max_seconds)
@@ -216,29 +120,12 @@ def check_float(samples: np.ndarray, name: str) -> None:
         raise AudioError(f"{name}: expected float samples in [-1, 1], got {samples.dtype} values{scale}")
 
 
-def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str]], count: int, what: str = "file") -> AudioError:
-    """Why FFmpeg could not open ``name`` (``count`` bytes read; ``logs`` captured while it tried): empty input,
-    a refused format (a playlist or other non-audio demuxer), or unreadable data."""
-    if count == 0:
-        return AudioError(f"{name}: empty input (0 bytes)")
-    fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
-    if fmt:
-        why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
-        return AudioError(f"{name}: refused: it reads as '{fmt}', not an audio file format this tool reads{why}")
-    return AudioError(f"{name}: not a readable audio {what} ({_reason(error)})")
-
-
-def open_container(file: Any, **options: Any) -> av.container.InputContainer:
-    """``av.open(file, "r", **options)``, not failing on tags that are not UTF-8, with whichever PyAV is installed."""
-    return av.open(file, "r", **options, **_OPEN_OPTIONS)
-
-
-def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int, int, list[tuple[str, str]]]:
+def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: float | None) -> tuple[np.ndarray, int, int, list[tuple[str, str]]]:
     """Mono samples at ``sample_rate`` (FFmpeg's down-mix and resampler) or, with ``None``, channel means at the source rate."""
     # FFmpeg's messages stay out of stderr; this thread's own (not PyAV's global "last error") tell a refusal
     with av.logging.Capture(local=True) as logs:
         try:
-            container = open_container(file, container_options=_CONTAINER_OPTIONS)
+            container = open_container(file, container_options=CONTAINER_OPTIONS)
         except (av.FFmpegError, OSError, ValueError) as e:
             error = e
         else:
@@ -276,7 +163,7 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
                         convert = native or (len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels"))  # unnamed (9, 64): no remix matrix
                         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, frame_size=RESAMPLED_FRAME)
                     blocks = _Blocks(out, 1 if convert else len(frame.layout.channels), resampler)
-                blocks.add(_average_channels(frame) if convert else frame)
+                blocks.add(average_channels(frame) if convert else frame)
                 if out.size > limit:
                     break
             else:
@@ -289,11 +176,11 @@ def _decode(file: _Counted, name: str, sample_rate: int | None, max_seconds: flo
             if not out.size:
                 hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
                 hint += "" if channels else "; its header gives no channel count FFmpeg accepts (1 to 512)"
-                raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
+                raise AudioError(f"{name}: cannot decode audio ({ffmpeg_reason(e)}{hint})") from None
             if out.size <= limit:  # past the cap the rest was not wanted anyway: only the cut is reported
                 of = f" of the {announced:.1f} s announced" if announced > out.size / sample_rate else ""
                 before = f", after skipping {_count(skipped)}" if skipped else ""
-                warnings.append(("decode_error", f"decoding stopped on corrupt data after {out.size / sample_rate:.1f} s{of}{before} ({_reason(e)}); the rest is ignored"))
+                warnings.append(("decode_error", f"decoding stopped on corrupt data after {out.size / sample_rate:.1f} s{of}{before} ({ffmpeg_reason(e)}); the rest is ignored"))
         else:
             decoded = out.size / sample_rate
             of = f" of the {announced:.1f} s announced" if announced > decoded else ""
@@ -317,7 +204,7 @@ def _frames(container: av.container.InputContainer, stream: av.AudioStream, skip
         try:
             frames = packet.decode()
         except av.FFmpegError as e:
-            run.append(_reason(e))
+            run.append(ffmpeg_reason(e))
             if len(run) >= CORRUPT_RUN:
                 raise
             error = e
@@ -355,7 +242,7 @@ def _channel_mean(frame: av.AudioFrame) -> np.ndarray:
         return (x[0] if len(x) == 1 else x.mean(axis=0)).astype(np.float32)
 
 
-def _average_channels(frame: av.AudioFrame) -> av.AudioFrame:
+def average_channels(frame: av.AudioFrame) -> av.AudioFrame:
     """``frame`` down-mixed to a mono float frame by :func:`_channel_mean` (FFmpeg has no remix for unnamed layouts)."""
     mono = av.AudioFrame.from_ndarray(_channel_mean(frame)[None, :], format="flt", layout="mono")
     mono.sample_rate = frame.sample_rate
@@ -468,9 +355,3 @@ def sample_peak(samples: np.ndarray, name: str, start: int = 0, sample_rate: int
 def extreme_level(peak: float) -> tuple[str, str]:
     """The ``extreme_level`` warning of audio whose samples reached ``peak`` (above :data:`MAX_PEAK`) and were scaled down."""
     return "extreme_level", f"samples reach {peak:.3g} times full scale; the audio was scaled down to full scale"
-
-
-def _reason(e: Exception) -> str:
-    """FFmpeg's reason in one line, without PyAV's call details."""
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())

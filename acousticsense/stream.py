@@ -37,15 +37,13 @@ import av
 import numpy as np
 import torch
 
-from .audio import (
-    _CONTAINER_OPTIONS, MAX_PEAK, AudioSource, _average_channels, _Counted, _reason, check_float, check_rate, extreme_level, open_container, open_failure, open_path, sample_peak,
-    source_name,
-)  # fmt: skip
+from .audio import MAX_PEAK, average_channels, check_float, check_rate, extreme_level, sample_peak
 from .errors import AcousticSenseError, AudioError, ParameterError
 from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
 from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K, is_number
 from .results import FLAGS, Genre
+from .sources import CONTAINER_OPTIONS, AudioSource, Counted, ffmpeg_reason, open_container, open_failure, open_path, source_name
 
 URL_PROTOCOLS = ("http", "https", "tcp", "tls")  # what a URL named on the command line may use (no file:, concat:, ...)
 URL_TIMEOUT = 10.0  # seconds without data before a URL stream counts as stalled
@@ -260,7 +258,7 @@ def _updates(live: LiveClassifier, chunks: Iterable[np.ndarray]) -> Iterator[Upd
     yield from live.finish()
 
 
-class _Arriving(_Counted):
+class _Arriving(Counted):
     """A file object read as data arrives: each read returns what one read of a pipe gives, never waiting to fill.
 
     Ctrl-C during a read (waiting on a silent pipe) would be swallowed by FFmpeg's read callback and look like
@@ -294,7 +292,7 @@ class _Mono:
     def __call__(self, frame: av.AudioFrame) -> list[np.ndarray]:
         frame.pts = None  # the resampler counts samples; broken timestamps must not skew it
         if len(frame.layout.channels) > 2 and frame.layout.name.endswith(" channels"):  # unnamed layouts: no remix matrix
-            frame = _average_channels(frame)
+            frame = average_channels(frame)
         setup = (frame.format.name, frame.layout.name, frame.sample_rate)
         out: list[np.ndarray] = []
         if setup != self.setup:
@@ -328,7 +326,7 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
                 raise AudioError(f"{name}: URLs are not read here (only a URL named on the command line is)")
             if scheme.group(1).lower() not in URL_PROTOCOLS:
                 raise AudioError(f"{name}: refused: only {', '.join(URL_PROTOCOLS)} URLs are read, not {scheme.group(1)}:")
-            options = {**_CONTAINER_OPTIONS, **_PROBE, "protocol_whitelist": ",".join(URL_PROTOCOLS), "rw_timeout": str(int(timeout * 1e6))}
+            options = {**CONTAINER_OPTIONS, **_PROBE, "protocol_whitelist": ",".join(URL_PROTOCOLS), "rw_timeout": str(int(timeout * 1e6))}
             url = scheme.group(1).lower() + text[scheme.end(1) :]  # FFmpeg's protocol names are lower case (HTTP:// failed)
             name = _USERINFO.sub(r"\1***@", name)  # a password in the URL stays out of messages
             return _decoded(lambda: open_container(url, container_options=options, timeout=(timeout, timeout)), name, sample_rate, timeout=timeout)
@@ -338,11 +336,11 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
     else:
         raise AudioError(f"{name}: not a stream source (a path, a binary file object or a URL)")
     file = _Arriving(raw, name)  # type: ignore[arg-type]
-    options = _CONTAINER_OPTIONS if file.seekable() else {**_CONTAINER_OPTIONS, **_PROBE}
+    options = CONTAINER_OPTIONS if file.seekable() else {**CONTAINER_OPTIONS, **_PROBE}
     return _decoded(lambda: open_container(file, container_options=options), name, sample_rate, file, raw if owned else None)
 
 
-def _decoded(opener: Callable[[], Any], name: str, rate: int, file: _Counted | None = None, owned: Any = None, timeout: float = 0) -> Iterator[np.ndarray]:
+def _decoded(opener: Callable[[], Any], name: str, rate: int, file: Counted | None = None, owned: Any = None, timeout: float = 0) -> Iterator[np.ndarray]:
     """The chunks of the container ``opener`` opens; ``owned`` (a file opened here) is closed at the end."""
     stalled = (av.ExitError, av.TimeoutError)  # a URL's read timeout
 
@@ -374,9 +372,9 @@ def _decoded(opener: Callable[[], Any], name: str, rate: int, file: _Counted | N
                     check_interrupted()
                     if not decoded:
                         hint = "; this format may need a seekable file: save the stream to a file first" if file is not None and not file.seekable() else ""
-                        raise AudioError(f"{name}: cannot decode audio ({_reason(e)}{hint})") from None
+                        raise AudioError(f"{name}: cannot decode audio ({ffmpeg_reason(e)}{hint})") from None
                     yield from mono.flush()
-                    why = f"no data for {timeout:g} s" if isinstance(e, stalled) else _reason(e)
+                    why = f"no data for {timeout:g} s" if isinstance(e, stalled) else ffmpeg_reason(e)
                     raise AudioError(f"{name}: the stream stopped after {decoded / rate:.1f} s of audio ({why})") from None
                 for chunk in mono(frame):
                     decoded += len(chunk)
