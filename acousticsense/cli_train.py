@@ -38,7 +38,8 @@ def train(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Decoding threads (default: up to 8).")] = None,
 ) -> None:
     """Train a model bundle (best epoch on validation) on labelled audio. Ctrl-C keeps the last epoch: --resume goes on."""
-    from .train import CHECKPOINT_NAME, default_out
+    from .checkpoint import CHECKPOINT_NAME
+    from .train import default_out
     from .train import train as run_training
 
     recipe = dict(

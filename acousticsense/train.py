@@ -10,12 +10,10 @@ functions inference uses. Validation frames each held-out track exactly as infer
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from functools import partial
@@ -29,25 +27,26 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .audio import load_audio
 from .augment import NoiseBank, spec_augment
 from .bundle import CONFIG_NAME, Bundle, BundleConfig, load_bundle, save_bundle, write_config
 from .calibrate import ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
+from .checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, write_log
 from .config import Preprocessing, config_text
-from .data import NOT_MUSIC, DataError, Track, read_corpus, split_tracks
-from .errors import AcousticSenseError, TrainError, output_folder
-from .features import db_to_image, fit_to_window, frames_per_window, power_to_db, track_mel, window_count
-from .inference import Classifier, Features, default_device
+from .data import Track, read_corpus, split_tracks
+from .errors import TrainError, output_folder
+from .features import db_to_image, power_to_db
+from .inference import Classifier, default_device
 from .model import ARCHITECTURES, DEFAULT_ARCH
+from .options import MAX_BATCH_SIZE, is_number, is_whole
 from .pretrained import initial_model
 from .results import aggregate
+from .trainsets import NO_GENRE, ValSet, load_tracks
 
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "train_log.jsonl"
 GRAD_CLIP_NORM = 1.0
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 256  # decoding threads
 NO_DECAY = ("class_token", "encoder.pos_embedding")  # with biases and norm weights: no weight decay
 RESUMABLE = ("epochs", "patience", "device", "workers")  # recipe entries a resumed run may change
-NO_GENRE = -1  # training target of a not-music track: probability spread evenly over every label
 
 
 @dataclass
@@ -77,111 +76,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.lr > 0, "lr must be positive"),
-            (self.weight_decay >= 0 and self.warmup_epochs >= 0 and self.mixup >= 0, "weight_decay, warmup_epochs and mixup must be >= 0"),
-            (0 <= self.freq_mask < 1 and 0 <= self.time_mask < 1, "freq_mask and time_mask must be fractions in [0, 1)"),
-            (0 <= self.noise <= 1, "noise must be a probability in [0, 1]"),
-            (self.patience >= 0, "patience must be >= 0"),
-            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (is_whole(self.epochs, 1, MAX_EPOCHS), f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"),
+            (is_whole(self.batch_size, 1, MAX_BATCH_SIZE), f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE:,}"),
+            (is_number(self.lr) and 0 < self.lr <= 1, "lr must be a number above 0 and at most 1"),
+            (all(is_number(v) and v >= 0 for v in (self.weight_decay, self.warmup_epochs, self.mixup)), "weight_decay, warmup_epochs and mixup must be numbers >= 0"),
+            (all(is_number(v) and 0 <= v < 1 for v in (self.freq_mask, self.time_mask)), "freq_mask and time_mask must be fractions in [0, 1)"),
+            (is_number(self.noise) and 0 <= self.noise <= 1, "noise must be a probability in [0, 1]"),
+            (is_whole(self.patience, 0, MAX_EPOCHS), "patience must be a whole number >= 0"),
+            (is_number(self.val_fraction) and 0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (is_whole(self.seed, 0, 2**63 - 1), "seed must be a whole number >= 0"),
             (self.arch is None or self.arch in ARCHITECTURES, f"unknown architecture {self.arch!r}; known: {', '.join(ARCHITECTURES)}"),
-            (self.workers is None or self.workers >= 1, "workers must be at least 1"),
+            (self.workers is None or is_whole(self.workers, 1, MAX_WORKERS), f"workers must be a whole number from 1 to {MAX_WORKERS}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TrainError(message)
-
-
-@dataclass
-class _TrainSet(torch.utils.data.Dataset):
-    """Random window crops of full-track power mels (with the track's peak power); each track counts its inference windows per epoch."""
-
-    mels: list[torch.Tensor]  # (n_mels, frames) per track
-    targets: list[int]  # label index, or NO_GENRE for not-music tracks
-    counts: list[int]  # windows per track on the inference grid
-    frames: int  # frames per window
-
-    def __post_init__(self) -> None:
-        self.index = [i for i, n in enumerate(self.counts) for _ in range(n)]
-        self.peaks = [mel.amax() for mel in self.mels]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        track = self.index[i]
-        mel = self.mels[track]
-        start = int(torch.randint(0, mel.shape[-1] - self.frames + 1, ()))
-        return mel[:, start : start + self.frames], self.peaks[track], self.targets[track]
-
-
-@dataclass
-class _ValSet:
-    """Validation tracks, preprocessed once exactly as inference preprocesses them (at least one non-silent window each)."""
-
-    features: list[Features]
-    targets: list[int]  # label index per track, NO_GENRE for not-music
-
-    @property
-    def windows(self) -> int:
-        return sum(int((~f.silent).sum()) for f in self.features)
-
-
-def _featurize(track: Track, pre: Preprocessing, validator: Classifier | None) -> Any:
-    """Decode once; training: (whole-track power mel, window count); validation: the classifier's Features."""
-    if validator is not None:
-        return validator.preprocess(track.path)
-    samples = torch.from_numpy(load_audio(track.path, pre.sample_rate, resampler=pre.resampler).samples)
-    count = window_count(len(samples), pre)
-    return track_mel(fit_to_window(samples, pre), pre), count  # a short clip is padded exactly as inference pads it
-
-
-def _load(
-    train: list[Track], val: list[Track], labels: list[str], validator: Classifier, workers: int, progress: bool
-) -> tuple[_TrainSet, _ValSet, dict[str, int]]:
-    """Decode and featurize every track in threads; unreadable files are skipped with a warning."""
-    pre = validator.config.preprocessing
-    jobs = [(t, None) for t in train] + [(t, validator) for t in val]
-
-    def run(job: tuple[Track, Classifier | None]) -> Any:
-        try:
-            return _featurize(job[0], pre, job[1])
-        except AcousticSenseError as e:
-            return e
-
-    pool = ThreadPoolExecutor(workers)
-    try:
-        results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="decoding", unit="track", disable=not progress, file=sys.stderr))
-    finally:
-        pool.shutdown(cancel_futures=True)  # Ctrl-C must not wait for the queue
-    skipped = [r for r in results if isinstance(r, AcousticSenseError)]
-    for e in skipped:
-        tqdm.write(f"warning: skipping {e}", file=sys.stderr)
-    if skipped:
-        tqdm.write(f"warning: skipped {len(skipped)} of {len(jobs)} files", file=sys.stderr)
-    target = {label: i for i, label in enumerate(labels)} | {NOT_MUSIC: NO_GENRE}
-    ok_train = [(t, r) for t, r in zip(train, results) if not isinstance(r, AcousticSenseError)]
-    missing = [label for label in labels if not any(t.label == label for t, _ in ok_train)]
-    if missing:
-        raise DataError(f"no usable training tracks for label(s): {', '.join(missing)}")
-    train_set = _TrainSet([r[0] for _, r in ok_train], [target[t.label] for t, _ in ok_train], [r[1] for _, r in ok_train], frames_per_window(pre))
-    ok_val = [(t, r) for t, r in zip(val, results[len(train) :]) if isinstance(r, Features) and bool((~r.silent).any())]
-    val_set = _ValSet([r for _, r in ok_val], [target[t.label] for t, _ in ok_val])
-    unvalidated = [label for label in labels if any(t.label == label for t in val) and not any(t.label == label for t, _ in ok_val)]
-    if unvalidated:  # the split was made before decoding: a genre whose held-out files all failed is validated on nothing
-        tqdm.write(f"warning: no usable validation track left for {', '.join(unvalidated)} (each failed to decode or is silent): "
-                   "the best epoch and the calibration are chosen without them", file=sys.stderr)
-    sizes = {
-        "train_tracks": len(ok_train),
-        "val_tracks": len(ok_val),
-        "train_not_music": sum(t.label == NOT_MUSIC for t, _ in ok_train),
-        "val_not_music": sum(t.label == NOT_MUSIC for t, _ in ok_val),
-        "train_windows": len(train_set),
-        "val_windows": val_set.windows,
-        "skipped_files": len(skipped),
-    }
-    return train_set, val_set, sizes
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -208,7 +117,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     if resume:
         if not ckpt_path.is_file():
             raise TrainError(f"{out}: no {CHECKPOINT_NAME} to resume from")
-        ckpt = _load_checkpoint(ckpt_path)
+        ckpt = load_checkpoint(ckpt_path)
         trained_on = ckpt.get("data_path")
         if trained_on is not None and str(Path(data).resolve()) != trained_on:  # the split lists that corpus' tracks
             raise TrainError(f"{out}: this run trains on {trained_on}, not {data}; resume it with that DATA (or start a new run)")
@@ -240,7 +149,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
 
     device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else torch.device(config.device or default_device())
     validator = Classifier(Bundle(bundle_config, model), device, batch_size=config.batch_size)  # moves the model to device
-    train_set, val_set, sizes = _load(train_tracks, val_tracks, labels, validator, config.workers or min(8, os.cpu_count() or 1), progress)
+    train_set, val_set, sizes = load_tracks(train_tracks, val_tracks, labels, validator, config.workers or min(8, os.cpu_count() or 1), progress)
     net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     sampler = torch.utils.data.DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else torch.utils.data.RandomSampler(train_set)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_set) > config.batch_size * world)
@@ -265,7 +174,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     split = {"train": [[str(t.path.resolve()), t.label] for t in train_tracks], "val": [[str(t.path.resolve()), t.label] for t in val_tracks]}
     saved_epoch = state["epoch"]  # what checkpoint.pt holds
     if rank == 0:
-        _write_log(out, state["history"])
+        write_log(out, state["history"])
         tqdm.write(
             f"training {bundle_config.architecture['name']} at {pre.image_size}px on {sizes['train_tracks']} tracks "
             f"({sizes['train_windows']} windows/epoch), validating on {sizes['val_tracks']} ({sizes['val_windows']} windows), {device}",
@@ -320,9 +229,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                     "data": data_info,
                     "init": init_info,
                 }
-                _atomic_save(checkpoint, ckpt_path)
+                atomic_save(checkpoint, ckpt_path)
                 saved_epoch = epoch
-                _write_log(out, state["history"])
+                write_log(out, state["history"])
                 shown = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "seconds", "windows_per_s"))
                 tqdm.write(f"epoch {epoch}: {shown} ({seconds:.0f} s){' *' if improved else ''}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -350,7 +259,7 @@ def soft_targets(target: torch.Tensor, n_labels: int) -> torch.Tensor:
     return soft
 
 
-def _calibrate(out: Path, device: torch.device, batch_size: int, val: _ValSet) -> dict[str, float] | None:
+def _calibrate(out: Path, device: torch.device, batch_size: int, val: ValSet) -> dict[str, float] | None:
     """Fit the temperature and the not-music threshold (calibrate.py) on the validation tracks with the saved
     (best) weights, and write them into the bundle's config.json, with the validation figures they give
     (``metrics.calibrated``: what `evaluate` of the validation tracks reports). Returns what was measured."""
@@ -429,7 +338,7 @@ def _train_epoch(net: nn.Module, loader, optimizer, scheduler, config: TrainConf
     return total / max(1, count), time.perf_counter() - start, count
 
 
-def _validate(clf: Classifier, val: _ValSet) -> dict[str, float] | None:
+def _validate(clf: Classifier, val: ValSet) -> dict[str, float] | None:
     """Window loss and accuracy, and track accuracy, through the inference stages themselves (as ``evaluate`` scores)."""
     if not val.features:
         return None
@@ -478,31 +387,3 @@ def _init_distributed() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world, local_rank
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """A run's checkpoint, read weights-only (a run folder from elsewhere runs no code), or a one-line TrainError."""
-    from torch.torch_version import TorchVersion  # runs before 2026-11-27 stored torch.__version__ as this str subclass
-
-    try:
-        with torch.serialization.safe_globals([TorchVersion]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise many kinds for a damaged or foreign file
-        raise TrainError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
-    keys = ("model", "optimizer", "scheduler", "state", "rng", "recipe", "bundle_config", "split", "data", "init")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys) or not all(isinstance(ckpt[k], dict) for k in ("recipe", "bundle_config", "split", "state")):
-        raise TrainError(f"{path}: not a training checkpoint of this program (expected {', '.join(keys)})")
-    return ckpt
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite ``train_log.jsonl`` (one JSON object per completed epoch) atomically."""
-    tmp = out / (LOG_NAME + ".tmp")
-    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
-    os.replace(tmp, out / LOG_NAME)
