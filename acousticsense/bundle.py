@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, read_config, write_config  # noqa: F401 - part of this module's interface
+from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, fresh_temp, read_config, write_config  # noqa: F401 - part of this module's interface
 from .errors import BundleError, ParameterError, output_folder
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
 
@@ -45,7 +45,7 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_weights(config, state, str(path))
     output_folder(path)
-    tmp = path / (WEIGHTS_NAME + ".tmp")
+    tmp = fresh_temp(path / (WEIGHTS_NAME + ".tmp"))
     save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": str(config.model_id)})
     os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) & 0o666)  # safetensors writes 0600: readable as the folder is (a service may load it)
     os.replace(tmp, path / WEIGHTS_NAME)
@@ -107,6 +107,26 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
     return Bundle(config, model.to(device).eval(), path)
 
 
+def _refuse_external_data(path: Path) -> None:
+    """A :class:`BundleError` if ``path``'s graph keeps tensors in other files: ``export`` writes one
+    self-contained file, and a bundle must not make ONNX Runtime read any file it names."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's decode errors are untyped
+        raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
+    graphs, tensors = [model.graph], []
+    while graphs:
+        graph = graphs.pop()
+        tensors += list(graph.initializer) + [t for s in graph.sparse_initializer for t in (s.values, s.indices)]
+        for attribute in (a for node in graph.node for a in node.attribute):
+            tensors += [attribute.t, *attribute.tensors]
+            graphs += [attribute.g, *attribute.graphs]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise BundleError(f"{path}: its tensors point to data in other files; a bundle's model.onnx must hold all its weights itself")
+
+
 class OnnxModel(nn.Module):
     """An exported model as a module: images (B, 3, S, S) in, logits (B, labels) out, computed by ONNX Runtime on the CPU."""
 
@@ -119,6 +139,7 @@ class OnnxModel(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only
+        _refuse_external_data(path)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file

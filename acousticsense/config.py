@@ -334,9 +334,21 @@ def config_text(config: BundleConfig) -> str:
 def write_config(path: str | os.PathLike, config: BundleConfig) -> None:
     """(Re)write a bundle's ``config.json`` atomically, e.g. to record metrics."""
     text = config_text(config)
-    tmp = Path(path) / (CONFIG_NAME + ".tmp")
-    tmp.write_text(text)
+    tmp = fresh_temp(Path(path) / (CONFIG_NAME + ".tmp"))
+    with open(tmp, "x", encoding="utf-8") as f:  # exclusive: never through a file or symlink left there
+        f.write(text)
     os.replace(tmp, Path(path) / CONFIG_NAME)
+
+
+def fresh_temp(tmp: Path) -> Path:
+    """``tmp`` with whatever was there removed: a symlink planted in a bundle or run folder must not be written through."""
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a folder of that name
+        raise BundleError(f"{tmp}: cannot replace it ({e.strerror or e})") from None
+    return tmp
 
 
 def read_config(path: str | os.PathLike) -> BundleConfig:

@@ -358,3 +358,39 @@ def test_the_web_page_reads_only_what_was_uploaded_to_it(tiny_bundle, probe, sec
             assert "event: generating" in text and "heard" in text and time.monotonic() - start < 20, text
     assert probe.hits == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_planted_temp_symlink_is_not_written_through(tmp_path):
+    """Rewriting config.json went through config.json.tmp: a symlink planted there overwrote the file it named."""
+    from acousticsense.bundle import write_config
+    from acousticsense.config import CONFIG_NAME, read_config
+    from acousticsense.options import DEFAULT_BUNDLE
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / CONFIG_NAME).write_text((DEFAULT_BUNDLE / CONFIG_NAME).read_text())
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (bundle / (CONFIG_NAME + ".tmp")).symlink_to(victim)
+    write_config(bundle, read_config(bundle))
+    assert victim.read_text() == "precious"
+    assert not (bundle / CONFIG_NAME).is_symlink() and read_config(bundle).labels == read_config(DEFAULT_BUNDLE).labels
+
+
+def test_an_onnx_model_naming_external_data_is_refused(tmp_path):
+    """Older ONNX Runtimes read whatever file an initializer's external data names (/etc/passwd, ../secret)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from onnx.external_data_helper import set_external_data
+
+    from acousticsense.bundle import OnnxModel
+    from acousticsense.errors import BundleError
+
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [2], bytes(8), raw=True)
+    set_external_data(bias, location="/etc/passwd")
+    bias.ClearField("raw_data")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "bias"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [bias])
+    onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
+    with pytest.raises(BundleError, match="point to data in other files"):
+        OnnxModel(tmp_path / "model.onnx", 2, 32)
