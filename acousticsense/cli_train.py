@@ -63,7 +63,7 @@ def train(
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
     data: Annotated[Path, typer.Argument(help="Labelled audio: a folder per label (or with a manifest.csv), or a CSV/JSON manifest.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write report.json and confusion.png here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write report.json, confusion.png and reliability.png here.")] = None,
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
     record: Annotated[bool, typer.Option("--record", help="Also store the headline figures in the bundle's config (metrics.held_out).")] = False,
