@@ -57,10 +57,13 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig)
 def check_new_bundle_folder(out: str | os.PathLike) -> None:
     """Refuse an ``--out`` that would mix a new bundle into what is there (another bundle, say): a new or empty folder only."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"{out}: exists and is a file, not a folder; choose a new folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
+    try:
+        if out.exists() and not out.is_dir():
+            raise BundleError(f"{out}: exists and is a file, not a folder; choose a new folder")
+        if out.is_dir() and any(out.iterdir()):
+            raise BundleError(f"{out}: exists and is not an empty folder; choose a new one")
+    except OSError as e:  # a name longer than the system allows, no permission to list it
+        raise BundleError(f"{out}: cannot be used as the new bundle's folder ({e.strerror or e})") from None
 
 
 def default_device() -> torch.device:

@@ -91,7 +91,7 @@ def search(
         typer.echo(json.dumps({"genre": genre, "min_prob": min_prob, "tracks": tracks}, indent=2))
         return
     if not tracks:
-        hint = f" (top genres in this library: {', '.join(known)})" if genre not in known else ""
+        hint = f" (top genres in this library: {', '.join(known)})" if genre.casefold() not in {g.casefold() for g in known} else ""
         typer.echo(f"no track of {genre}{hint}", err=True)
     for t in tracks:
         typer.echo(f"{t.get('match', t['probability']):7.3f}  {printable(t['path'])}")
@@ -160,7 +160,11 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
 def _written(out: Path, fmt: str) -> Iterator[TextIO]:
     """A text file that becomes ``out`` once the block ends without an error (an interrupted export leaves no half
     file). An existing ``out`` is replaced only if it has the format's extension: ``--out song.ogg`` had overwritten a track."""
-    if out.exists() and (out.suffix.lower() != f".{fmt}" or not out.is_file()):
+    try:
+        taken = out.exists() and (out.suffix.lower() != f".{fmt}" or not out.is_file())
+    except OSError as e:  # a name longer than the system allows
+        fail(f"--out {out}: cannot be written ({e.strerror or e})")
+    if taken:
         fail(f"--out {out}: exists and is not a .{fmt} file; not overwritten (choose a new name)")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -155,8 +155,12 @@ def explain(
 
     if file == "-" and sys.stdin is None:
         fail("'-': standard input is closed")
-    if out.is_dir() or not out.parent.is_dir():
-        fail(f"--out {out}: {'a folder' if out.is_dir() else 'no such folder ' + str(out.parent)}; name the PNG file to write")
+    try:
+        folder, parent = out.is_dir(), out.parent.is_dir()
+    except OSError as e:  # a name longer than the system allows
+        fail(f"--out {out}: cannot be written ({e.strerror or e})")
+    if folder or not parent:
+        fail(f"--out {out}: {'a folder' if folder else 'no such folder ' + str(out.parent)}; name the PNG file to write")
     if out.suffix.lower() != ".png":  # the map is written as PNG whatever the name says: m.jpg held PNG data
         fail(f"--out {out}: the map is a PNG; name the file .png")
     clf = load_classifier(model, device)

@@ -166,6 +166,7 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
+MAX_CONFIG_BYTES = 16 << 20  # a config.json beyond this is refused unread (labels and metrics take a few KiB)
 AGGREGATIONS = ("mean", "vote")
 
 
@@ -255,7 +256,7 @@ class BundleConfig:
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
         if controlled := [x for x in labels if has_control_characters(x)]:
-            raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape): {controlled[:3]}")
+            raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape) or lone surrogates: {controlled[:3]}")
         if len({x.casefold() for x in labels}) != len(labels):
             twice = sorted({x for x in labels if sum(y.casefold() == x.casefold() for y in labels) > 1})
             raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(twice)}")
@@ -306,8 +307,9 @@ class BundleConfig:
 
 
 def has_control_characters(text: str) -> bool:
-    """Whether ``text`` holds a control character (a newline, a terminal escape): no name of a genre does."""
-    return any(unicodedata.category(c) == "Cc" for c in text)
+    """Whether ``text`` holds a control character (a newline, a terminal escape) or a lone surrogate (which no
+    UTF-8 output can print): no name of a genre does."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
 
 
 def bundle_path(path: str | os.PathLike) -> Path:
@@ -360,9 +362,16 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
     if not config_path.is_file():
         raise BundleError(f"{path}: missing {CONFIG_NAME}")
     try:
-        data = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{config_path}: invalid JSON ({e})") from None
+        with open(config_path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:  # no permission, an I/O error
+        raise BundleError(f"{config_path}: cannot be read ({e.strerror or e})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise BundleError(f"{config_path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a bundle's config is a few KiB")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except ValueError as e:  # not UTF-8, not JSON, an integer of thousands of digits
+        raise BundleError(f"{config_path}: invalid JSON ({' '.join(str(e).split())[:200]})") from None
     except RecursionError:
         raise BundleError(f"{config_path}: invalid JSON (nested too deeply)") from None
     if not isinstance(data, dict):

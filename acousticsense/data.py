@@ -173,7 +173,7 @@ def _track(row: dict[str, Any], manifest: Path, where: str) -> Track:
 
 def _check_label(label: str, where: str) -> None:
     if has_control_characters(label):
-        raise DataError(f"{where}: the label {label!r} holds control characters (a newline, a terminal escape)")
+        raise DataError(f"{where}: the label {label!r} holds control characters (a newline, a terminal escape) or lone surrogates")
 
 
 def split_tracks(tracks: list[Track], val_fraction: float, seed: int) -> tuple[list[Track], list[Track]]:

@@ -68,6 +68,7 @@ def test_labels_that_do_not_match_the_head_are_refused(saved):
         (dict(labels=["a", "a", "b", "c"]), r"names a genre twice \(case aside\): a"),
         (dict(labels=["Jazz", "jazz", "b", "c"]), r"names a genre twice \(case aside\): Jazz, jazz"),
         (dict(labels=["Hip\nHop", "R,B \x1b[31mred", "b", "c"]), "'labels' holds control characters"),
+        (dict(labels=["\ud800", "b", "c", "d"]), "'labels' holds control characters"),  # a lone surrogate: CSV output failed
         (dict(architecture={"name": "vit_mini_16", "image_size": 32, "head": {"type": "mlp", "hidden": [10**9]}}), "'hidden' layer sizes from 1 to 16384"),
         (dict(architecture={"name": "resnet50", "image_size": 32}), "unknown architecture 'resnet50'"),
         (dict(format_version=99), "format_version 99 is not supported"),
@@ -129,6 +130,10 @@ def test_foreign_weights_report_missing_unexpected_and_shapes(saved):
     (lambda p: (p / "config.json").write_text("{not json"), "invalid JSON"),
     (lambda p: (p / "config.json").write_text("[" * 100_000 + "]" * 100_000), r"invalid JSON \(nested too deeply\)"),
     (lambda p: (p / "config.json").unlink(), "missing config.json"),
+    # these were tracebacks (ValueError of int(), UnicodeDecodeError) or read whatever size the file had
+    (lambda p: (p / "config.json").write_text('{"labels": ["a", "b"], "x": ' + "9" * 5000 + "}"), "invalid JSON"),
+    (lambda p: (p / "config.json").write_bytes(b'{"labels": ["\xff"]}'), "invalid JSON"),
+    (lambda p: (p / "config.json").write_bytes(b" " * (16 << 20) + b"{}"), "larger than 16 MiB"),
 ])
 def test_damaged_bundles(saved, damage, message):
     damage(saved)
