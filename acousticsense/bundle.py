@@ -113,8 +113,10 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
 def _refuse_external_data(path: Path) -> None:
     """A :class:`BundleError` if ``path``'s graph keeps tensors in other files: ``export`` writes one
     self-contained file, and a bundle must not make ONNX Runtime read any file it names."""
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:
+        raise BundleError(f"{path}: running an ONNX bundle needs onnx and onnxruntime: pip install 'acousticsense[onnx]'") from None
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf's decode errors are untyped
