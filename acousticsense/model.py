@@ -7,9 +7,10 @@ import sys
 import types
 from typing import Any
 
+import torch
 from torch import nn
 
-from .config import MAX_HIDDEN, MAX_LABELS, PREPROCESSING_INTS
+from .config import MAX_HEAD_LAYERS, MAX_HEAD_WEIGHTS, MAX_HIDDEN, MAX_LABELS, PREPROCESSING_INTS
 from .errors import ParameterError
 from .options import is_number, is_whole, whole_in_range
 
@@ -86,6 +87,9 @@ def build_model(
     hidden = head.get("hidden")
     if head["type"] == "mlp" and not (isinstance(hidden, list) and all(is_whole(h, 1, MAX_HIDDEN) for h in hidden)):
         raise ParameterError(f"an mlp head needs 'hidden': a list of layer sizes from 1 to {MAX_HIDDEN}, not {hidden!r}")
+    widths = [spec["hidden_dim"], *(hidden if head["type"] == "mlp" else []), num_classes]
+    if len(widths) - 2 > MAX_HEAD_LAYERS or sum(a * b for a, b in zip(widths, widths[1:])) > MAX_HEAD_WEIGHTS:
+        raise ParameterError(f"an mlp head has at most {MAX_HEAD_LAYERS} hidden layers and {MAX_HEAD_WEIGHTS:,} weights, not {len(widths) - 2} layers of {hidden!r:.80}")
     for key, p in (("dropout", dropout), ("attention_dropout", attention_dropout), ("head dropout", head.get("dropout", 0.0))):
         if not is_number(p) or not 0 <= p < 1:
             raise ParameterError(f"{key} must be a number in [0, 1), not {p!r}")
@@ -109,3 +113,45 @@ def mlp_head(in_dim: int, hidden: list[int], num_classes: int, dropout: float) -
         in_dim = width
     layers.append(nn.Linear(in_dim, num_classes))
     return nn.Sequential(*layers)
+
+
+class FusedInference(nn.Module):
+    """``vit`` for inference (eval mode): each encoder block runs as an ``nn.TransformerEncoderLayer`` over the
+    block's own modules, which PyTorch runs, without gradients, as one fused op (``_transformer_encoder_layer_fwd``).
+
+    ViT-B/16 in bf16 on an H100 gave 1.06-1.09x the windows/s of torchvision's blocks (BENCHMARKS.md), with the
+    same numbers. Each of ``vit``'s modules is registered here once, so that ``functional_call`` (the bf16
+    weights) swaps every weight exactly once and puts the model's own back.
+    """
+
+    def __init__(self, vit: VisionTransformer):
+        super().__init__()
+        self.conv_proj, self.class_token, self.pos_embedding = vit.conv_proj, vit.class_token, vit.encoder.pos_embedding
+        self.dropout, self.ln, self.heads = vit.encoder.dropout, vit.encoder.ln, vit.heads
+        self.blocks = nn.Sequential(*(_encoder_layer(block) for block in vit.encoder.layers))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(images).flatten(2).transpose(1, 2)  # (B, patches, hidden), as VisionTransformer._process_input
+        x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1)
+        x = self.ln(self.blocks(self.dropout(x + self.pos_embedding)))
+        return self.heads(x[:, 0])
+
+
+def _encoder_layer(block: nn.Module) -> nn.TransformerEncoderLayer:
+    """A torchvision ``EncoderBlock`` as a pre-norm ``TransformerEncoderLayer`` that shares its modules (no copies)."""
+    linear1, linear2 = block.mlp[0], block.mlp[3]  # MLPBlock: Linear, GELU, Dropout, Linear, Dropout
+    layer = nn.TransformerEncoderLayer(
+        linear1.in_features, block.self_attention.num_heads, linear1.out_features, dropout=0.0, activation="gelu",
+        layer_norm_eps=block.ln_1.eps, batch_first=True, norm_first=True, device="meta",
+    )  # on "meta": its own weights are never allocated, the block's replace them
+    layer.self_attn, layer.linear1, layer.linear2, layer.norm1, layer.norm2 = block.self_attention, linear1, linear2, block.ln_1, block.ln_2
+    return layer.eval()
+
+
+def inference_model(model: nn.Module) -> nn.Module:
+    """What :class:`~acousticsense.inference.Classifier` runs: a ViT with an even number of heads (ViT-B/16, ViT-S/16)
+    as :class:`FusedInference`; anything else as it is: PyTorch fuses no layer with an odd number of heads (the
+    ViT-Ti presets, the built-in model), and an ONNX model is ONNX Runtime's."""
+    if isinstance(model, VisionTransformer) and model.encoder.layers[0].self_attention.num_heads % 2 == 0:
+        return FusedInference(model)
+    return model

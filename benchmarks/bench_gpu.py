@@ -2,11 +2,13 @@
 
     python benchmarks/bench_gpu.py [--tracks 48] [--seconds 240] [--files 16]
 
-(1) ViT-B/16 alone (random weights, random images at 224²), per batch size: fp32, bf16 autocast and weights
-    cast to bf16 (what ``Classifier`` runs on CUDA by default). Timed with CUDA events, median of 10.
+(1) ViT-B/16 alone (random weights, random images at 224²), per batch size: fp32, bf16 autocast, weights
+    cast to bf16, and those through ``model.FusedInference`` (fused encoder blocks: what ``Classifier`` runs on
+    CUDA by default). Timed with CUDA events, median of 10.
 (2) ``Classifier.forward`` over the features of ``--tracks`` tracks already on the GPU (each track's mel computed
     once by ``preprocess``), with ViT-B/16, with a model that returns zeros (what the engine costs around
-    the model) and with the built-in model, per batch size: windows/s.
+    the model) and with the built-in model, per batch size: windows/s. "unfused": ViT-B/16 bf16 with
+    torchvision's own encoder blocks (the engine before ``FusedInference``), the baseline in the same run.
 (3) ``classify_many`` of ``--files`` encoded tracks (decoded by the CPU workers): x real time.
 The audio is synthetic (tests/conftest.music_like), so nothing is downloaded.
 """
@@ -27,7 +29,7 @@ import torch
 from acousticsense.bundle import Bundle, BundleConfig
 from acousticsense.config import Preprocessing
 from acousticsense.inference import Classifier
-from acousticsense.model import build_model
+from acousticsense.model import build_model, inference_model
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from conftest import music_like, write_audio  # noqa: E402
@@ -71,6 +73,7 @@ def model_alone(batches: list[int]) -> None:
     print("(1) ViT-B/16 alone, 224², windows/s")
     model = build_model("vit_b_16", len(LABELS)).cuda().eval()
     half = build_model("vit_b_16", len(LABELS)).cuda().eval().to(torch.bfloat16)
+    fused = inference_model(half)
     for batch in batches:
         images = torch.randn(batch, 3, 224, 224, device="cuda")
         with torch.inference_mode():
@@ -78,12 +81,15 @@ def model_alone(batches: list[int]) -> None:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 auto = cuda_ms(lambda images=images: model(images))
             cast = cuda_ms(lambda images=images: half(images.bfloat16()))
-        print(f"  batch {batch:5d}: fp32 {batch / fp32 * 1e3:8.0f}   bf16 autocast {batch / auto * 1e3:8.0f}   bf16 weights {batch / cast * 1e3:8.0f}")
+            both = cuda_ms(lambda images=images: fused(images.bfloat16()))
+        print(f"  batch {batch:5d}: fp32 {batch / fp32 * 1e3:8.0f}   bf16 autocast {batch / auto * 1e3:8.0f}   bf16 weights {batch / cast * 1e3:8.0f}"
+              f"   bf16 weights, fused blocks {batch / both * 1e3:8.0f}")
 
 
 def engine(tracks: int, seconds: float, batches: list[int]) -> None:
     pre = Preprocessing(image_size=224)
     vit_b = Bundle(BundleConfig("vit-b-16-random", {"name": "vit_b_16", "image_size": 224}, LABELS, pre), build_model("vit_b_16", len(LABELS)))
+    torch.nn.init.normal_(vit_b.model.heads.head.weight, std=0.05)  # not the all-zero head: the probabilities differ
     zeros = Bundle(vit_b.config, _Zeros())
     audio = [np.roll(music_like(60.0, seed=i)[0], 997 * i) for i in range(tracks)]
     audio = [np.tile(a, int(np.ceil(seconds / 60)))[: int(seconds * pre.sample_rate)] for a in audio]
@@ -97,7 +103,10 @@ def engine(tracks: int, seconds: float, batches: list[int]) -> None:
     probs = {}
     for batch in batches:
         line = []
+        unfused = Classifier(vit_b, "cuda", batch)
+        unfused._net = unfused.model  # the baseline: torchvision's own encoder blocks
         for name, c, items in (("ViT-B/16 bf16", Classifier(vit_b, "cuda", batch), features),
+                               ("ViT-B/16 bf16 unfused", unfused, features),
                                ("ViT-B/16 fp32", Classifier(vit_b, "cuda", batch, "fp32"), features),
                                ("no model", Classifier(zeros, "cuda", batch), features),
                                ("built-in bf16", Classifier(Bundle(builtin.config, builtin.model), "cuda", batch), small)):
@@ -105,9 +114,10 @@ def engine(tracks: int, seconds: float, batches: list[int]) -> None:
             probs[name], s = wall(lambda c=c, items=items: torch.cat(c.forward(items)))
             line.append(f"{name} {windows / s:7.0f}")
         print(f"  batch {batch:5d}: " + "   ".join(line))
-    bf16, fp32 = probs["ViT-B/16 bf16"], probs["ViT-B/16 fp32"]
-    print(f"  ViT-B/16 bf16 vs fp32: max |dp| {float((bf16 - fp32).abs().max()):.4f}, "
-          f"window top-1 agreement {float((bf16.argmax(1) == fp32.argmax(1)).float().mean()):.4f}")
+    fp32 = probs["ViT-B/16 fp32"]
+    for name in ("ViT-B/16 bf16", "ViT-B/16 bf16 unfused"):
+        print(f"  {name} vs fp32: max |dp| {float((probs[name] - fp32).abs().max()):.4f}, "
+              f"window top-1 agreement {float((probs[name].argmax(1) == fp32.argmax(1)).float().mean()):.4f}")
 
 
 def end_to_end(files: int, seconds: float, batch: int) -> None:

@@ -11,12 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_LABELS, music_like, write_audio
+from conftest import TINY_LABELS, music_like, random_model, tiny_config, write_audio
 
 from acousticsense import decoding, options
-from acousticsense.bundle import load_bundle
-from acousticsense.errors import AudioError, ParameterError
+from acousticsense.bundle import Bundle, load_bundle
 from acousticsense.config import Options, Preprocessing
+from acousticsense.errors import AudioError, ParameterError
+from acousticsense.features import db_to_image, power_to_db
 from acousticsense.inference import Classifier, Failure, aggregate
 
 SR = 22050
@@ -234,6 +235,24 @@ def test_precision_defaults_to_fp32_on_the_cpu_and_bf16_stays_close(tiny_bundle,
     assert max(abs(g.probability - fp32[g.label]) for g in bf16.top_k) < 0.02
     with pytest.raises(ParameterError, match="precision must be one of fp32, bf16, not 'fp16'"):
         Classifier.from_bundle(tiny_bundle, device="cpu", precision="fp16")
+
+
+def test_a_vit_with_even_heads_runs_fused_with_the_models_own_numbers(clip_mp3):
+    """forward() runs ViT-S/B's encoder blocks as PyTorch's fused layer (model.FusedInference): same probabilities
+    as the model itself, embeddings still pooled, and the bf16 copy leaves the model's weights as they were."""
+    config = dataclasses.replace(tiny_config(), architecture={"name": "vit_s_16", "image_size": 32, "head": {"type": "linear"}})
+    model = random_model(config)
+    clf = Classifier(Bundle(config, model), "cpu")
+    features = clf.preprocess(clip_mp3)
+    images = db_to_image(power_to_db(torch.stack(list(features.windows())), config.preprocessing), config.preprocessing)
+    with torch.inference_mode():
+        want = model(images).softmax(-1)
+    with torch.profiler.profile() as prof:
+        [(got, pooled)] = clf.forward([features], embed=True)
+    assert "aten::_transformer_encoder_layer_fwd" in {e.key for e in prof.key_averages()}
+    assert want.std() > 0.01 and (got - want).abs().max() < 1e-5 and pooled.shape == (len(want), 384)
+    [half] = Classifier(Bundle(config, model), "cpu", precision="bf16").forward([features])
+    assert (half - want).abs().max() < 0.05 and all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_a_decoder_crash_in_a_worker_costs_only_its_file(tiny_bundle, clip_mp3, tmp_path, monkeypatch):

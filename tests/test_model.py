@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from acousticsense.errors import ParameterError
-from acousticsense.model import ARCHITECTURES, build_model
+from acousticsense.model import ARCHITECTURES, FusedInference, build_model, inference_model
 
 
 def test_torchvision_vit_b_16_state_dict_gives_identical_logits():
@@ -70,3 +70,30 @@ def test_the_model_loads_without_torch_dynamo_which_still_works_after():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_fused_inference_gives_the_models_numbers_and_shares_its_weights():
+    torch.manual_seed(1)
+    model = build_model("vit_s_16", num_classes=5, image_size=64, head={"type": "mlp", "hidden": [32]}).eval()
+    for p in model.heads.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    fused = inference_model(model)
+    assert isinstance(fused, FusedInference)
+    odd, linear = build_model("vit_mini_16", 5, image_size=64), torch.nn.Linear(2, 2)  # 3 heads: PyTorch fuses nothing
+    assert inference_model(odd) is odd and inference_model(linear) is linear
+    assert {id(p) for p in fused.parameters()} == {id(p) for p in model.parameters()}  # nothing copied
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        want, got = model(x), fused(x)
+    assert want.std() > 0.1 and (got - want).abs().max() < 1e-5
+    ran = {e.key for e in prof.key_averages()}
+    assert "aten::_transformer_encoder_layer_fwd" in ran
+    with torch.inference_mode():  # bf16 weights swapped in, as Classifier.forward does
+        weights = {n: p.bfloat16() for n, p in fused.named_parameters()}
+        half = torch.func.functional_call(fused, weights, (x.bfloat16(),))
+    assert half.dtype == torch.bfloat16 and (half.float() - want).abs().max() < 0.1 * want.abs().max()
+    assert all(type(p) is torch.nn.Parameter and p.dtype == torch.float32 for p in model.parameters())  # its own put back
+    with torch.no_grad():  # a change to the model is the view's: nothing was copied
+        model.encoder.layers[0].ln_1.weight.mul_(3)
+    with torch.inference_mode():
+        assert (fused(x) - model(x)).abs().max() < 1e-5 and (model(x) - want).abs().max() > 1e-3
