@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, fresh_temp, read_config, write_config  # noqa: F401 - part of this module's interface
@@ -88,6 +88,9 @@ def checked_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+WEIGHT_TYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names of the types a bundle's weights may have: read as float32
+
+
 def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle strictly (``None``: the built-in default model); an exported one runs through ONNX Runtime."""
     device = checked_device(device)
@@ -100,14 +103,25 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         return Bundle(config, OnnxModel(path / ONNX_NAME, len(config.labels), config.architecture["image_size"]), path)
     if not weights_path.is_file():
         raise BundleError(f"{path}: missing {WEIGHTS_NAME}")
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError) as e:
-        raise BundleError(f"{weights_path}: unreadable weights ({e})") from None
-    model = config.build_model()
-    _check_weights(config, state, str(weights_path), model.state_dict())
-    model.load_state_dict(state, strict=True)
+    model = config.build_model()  # of bounded size, whatever the config asks (model.build_model)
+    model.load_state_dict(_read_weights(weights_path, config, model.state_dict()), strict=True, assign=True)
     return Bundle(config, model.to(device).eval(), path)
+
+
+def _read_weights(path: Path, config: BundleConfig, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights in ``path`` as float32, read only once the file's header shows names, shapes and types that fit
+    ``expected``: a file never makes this read more than the model's size."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            _check_shapes(config, {k: torch.empty(s.get_shape(), device="meta") for k, s in slices.items()}, str(path), expected)
+            if odd := sorted({s.get_dtype() for s in slices.values()} - set(WEIGHT_TYPES)):
+                raise BundleError(f"{path}: weights of type {', '.join(odd)}; a model's are floating point ({', '.join(WEIGHT_TYPES)})")
+            state = {k: f.get_tensor(k).float() for k in slices}
+    except (SafetensorError, OSError) as e:
+        raise BundleError(f"{path}: unreadable weights ({e})") from None
+    _check_finite(state, str(path))
+    return state
 
 
 def _refuse_external_data(path: Path) -> None:
@@ -162,12 +176,18 @@ class OnnxModel(nn.Module):
         return torch.from_numpy(logits)
 
 
-def _check_weights(config: BundleConfig, state: dict[str, torch.Tensor], where: str, expected: dict[str, torch.Tensor] | None = None) -> None:
-    """Raise a BundleError listing missing/unexpected keys and shape mismatches."""
-    expected = expected if expected is not None else config.build_model().state_dict()
-    report = weights_mismatch(expected, state)
-    if report:
+def _check_weights(config: BundleConfig, state: dict[str, torch.Tensor], where: str) -> None:
+    """Raise a BundleError listing missing/unexpected keys and shape mismatches, or naming non-finite weights."""
+    _check_shapes(config, state, where, config.build_model().state_dict())
+    _check_finite(state, where)
+
+
+def _check_shapes(config: BundleConfig, state: dict[str, torch.Tensor], where: str, expected: dict[str, torch.Tensor]) -> None:
+    if report := weights_mismatch(expected, state):
         raise BundleError(f"{where}: weights do not match {config.architecture} with {len(config.labels)} labels:\n{report}")
+
+
+def _check_finite(state: dict[str, torch.Tensor], where: str) -> None:
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""

@@ -35,6 +35,8 @@ SILENCE_DB = -60.0  # windows whose RMS is below this (dBFS) count as silent
 RESAMPLERS = ("ffmpeg", "soxr_hq")
 MAX_LABELS = 10_000  # genres a bundle may name
 MAX_HIDDEN = 16_384  # units of one hidden layer of an MLP head
+MAX_HEAD_LAYERS = 8  # hidden layers of an MLP head (published checkpoints use up to 3)
+MAX_HEAD_WEIGHTS = 1 << 24  # weights of an MLP head, 64 MB as float32: a config must not decide how much memory a load takes
 # What a bundle's preprocessing may ask for. A config.json is input too: outside these it is refused, so a bundle
 # never decides that one file costs gigabytes (a hop_length of 1e9 took 8.4 GB, a 1e7 s window asked for 1.6 TiB).
 PREPROCESSING_INTS = {"sample_rate": (1, 384_000), "n_fft": (16, 65_536), "hop_length": (1, 65_536), "n_mels": (1, 512), "image_size": (1, 1024)}

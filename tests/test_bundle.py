@@ -53,6 +53,31 @@ def saved(tmp_path):
     return save_bundle(tmp_path / "b", random_model(config), config)
 
 
+@pytest.mark.parametrize("dtype,message", [
+    (torch.int64, "weights of type I64; a model's are floating point"),
+    (torch.bool, "weights of type BOOL"),
+    (torch.float8_e4m3fn, "weights of type F8_E4M3"),
+])
+def test_weights_are_floating_point_read_as_float32(tmp_path, dtype, message):
+    config = tiny_config()
+    path = save_bundle(tmp_path / "b", random_model(config), config)
+    state = load_file(path / "model.safetensors")
+    save_file({k: v.half() if k.startswith("encoder") else v.double() for k, v in state.items()}, path / "model.safetensors")
+    model = load_bundle(path).model  # F16 and F64 are read as float32, to the same numbers (as far as F16 holds them)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert torch.equal(model.state_dict()["conv_proj.weight"], state["conv_proj.weight"])
+    save_file(state | {"class_token": torch.full_like(state["class_token"], 1e39, dtype=torch.float64)}, path / "model.safetensors")
+    with pytest.raises(BundleError, match=r"NaN or infinite values \(class_token\)"):  # F64 beyond float32
+        load_bundle(path)
+    save_file(state | {"class_token": state["class_token"].to(dtype)}, path / "model.safetensors")
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+    big = state | {"heads.head.weight": torch.zeros(len(config.labels), 192 * 1000)}  # a shape that does not fit: not read
+    save_file(big, path / "model.safetensors")
+    with pytest.raises(BundleError, match=r"heads.head.weight: expected \(4, 192\), got \(4, 192000\)"):
+        load_bundle(path)
+
+
 def test_labels_that_do_not_match_the_head_are_refused(saved):
     _edit_config(saved, labels=TINY_LABELS + ["Polka", "Ska"])
     with pytest.raises(BundleError) as err:
@@ -70,6 +95,9 @@ def test_labels_that_do_not_match_the_head_are_refused(saved):
         (dict(labels=["Hip\nHop", "R,B \x1b[31mred", "b", "c"]), "'labels' holds control characters"),
         (dict(labels=["\ud800", "b", "c", "d"]), "'labels' holds control characters"),  # a lone surrogate: CSV output failed
         (dict(architecture={"name": "vit_mini_16", "image_size": 32, "head": {"type": "mlp", "hidden": [10**9]}}), "'hidden' layer sizes from 1 to 16384"),
+        # the head's size is the config's to say: bounded, checked before anything is built (was GBs, then a shape error)
+        (dict(architecture={"name": "vit_mini_16", "image_size": 32, "head": {"type": "mlp", "hidden": [16384] * 8}}), "at most 8 hidden layers and 16,777,216 weights"),
+        (dict(architecture={"name": "vit_mini_16", "image_size": 32, "head": {"type": "mlp", "hidden": [1] * 10_000}}), "at most 8 hidden layers"),
         (dict(architecture={"name": "resnet50", "image_size": 32}), "unknown architecture 'resnet50'"),
         (dict(format_version=99), "format_version 99 is not supported"),
         (dict(aggregation="median"), "aggregation 'median'"),
