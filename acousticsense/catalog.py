@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -271,14 +272,15 @@ class Catalog:
         self.db.execute("UPDATE tracks SET tag = ?, size = ?, mtime_ns = ?, hash = ? WHERE id = ?", (genre, state.size, state.mtime_ns, state.hash, track))
 
     def forget_unseen(self, root: str, scan: int) -> int:
-        """Delete the tracks under ``root`` that this scan did not find and whose file is gone; returns how many.
+        """Delete the tracks under ``root`` that this scan did not find and whose file is gone (or is now a link, or
+        lies under one: the scan follows none); returns how many.
 
         The file is checked too: a scan running beside this one (of the same folder or one inside it) marks
         the files it finds with its own id, and those must stay.
         """
         prefix = root.rstrip("/") + "/"
         unseen = self.db.execute("SELECT id, path FROM tracks WHERE substr(path, 1, ?) = ? AND seen != ?", (len(prefix), prefix, scan))
-        gone = [(track,) for track, path in unseen if not os.path.lexists(path)]
+        gone = [(track,) for track, path in unseen if listed_file(path) is None]
         self.db.executemany("DELETE FROM tracks WHERE id = ?", gone)
         return len(gone)
 
@@ -289,6 +291,8 @@ class Catalog:
         if isinstance(key, bool) or not isinstance(key, (int, str)):
             raise ParameterError(f"a track is named by its id or its path, not {key!r}")
         in_range = not isinstance(key, int) or 0 <= key <= MAX_ID
+        if isinstance(key, str):
+            stored_text(key, "the track's path")
         row = self.db.execute(f"SELECT * FROM tracks WHERE {'id' if isinstance(key, int) else 'path'} = ?", (key,)).fetchone() if in_range else None
         if row is None:
             raise LibraryError(f"{self.path}: no track {key!r} in this library")
@@ -301,6 +305,7 @@ class Catalog:
             raise ParameterError(f"limit must be at least 1 and offset at least 0 (whole numbers up to {MAX_ID}), not {limit!r}, {offset!r}")
         if not isinstance(genre, str):
             raise ParameterError(f"genre must be a name, not {genre!r}")
+        stored_text(genre, "the genre")
         if min_prob is not None and (not is_number(min_prob) or not 0 <= min_prob <= 1):
             raise ParameterError(f"min_prob must be a number from 0 to 1, not {min_prob!r}")
         if min_prob is None:
@@ -335,11 +340,10 @@ class Catalog:
         rows = self.db.execute(sql, (model,)).fetchall()
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 1), np.float32), np.zeros(0, object)
-        return (
-            np.array([r[0] for r in rows], np.int64),
-            np.stack([np.frombuffer(r[1], "<f4") for r in rows]),
-            np.array([r[2] for r in rows], object),
-        )
+        vectors = [embedding_of(r) for r in rows]
+        if (odd := next((i for i, v in enumerate(vectors) if len(v) != len(vectors[0])), None)) is not None:
+            _damaged(rows[odd], f"its embedding has {len(vectors[odd])} values, track {rows[0]['id']}'s {len(vectors[0])}")
+        return np.array([r[0] for r in rows], np.int64), np.stack(vectors), np.array([r[2] for r in rows], object)
 
     def tracks(self, ids: list[int]) -> list[sqlite3.Row]:
         """The rows of these track ids (any order)."""
@@ -365,15 +369,76 @@ class _Transaction:
 
 
 def track_summary(row: sqlite3.Row) -> dict[str, Any]:
-    """A track row as plain data for JSON, CSV and the web page (no embedding, no timeline)."""
+    """A track row as plain data for JSON, CSV and the web page (no embedding, no timeline).
+    A value no scan writes (a damaged or hand-edited row) is a ``sqlite3.DataError``, as a page that does not read."""
+    top_k = _stored_list(row, "top_k")
+    if not all(isinstance(g, list) and len(g) == 2 and isinstance(g[0], str) and is_number(g[1]) for g in top_k):
+        _damaged(row, "its top_k is not a list of [genre, probability]")
+    for key in ("probability", "duration"):
+        if row[key] is not None and not is_number(row[key]):
+            _damaged(row, f"its {key} is not a number")
+    for key in ("path", "status", "genre", "model", "error"):
+        if row[key] is not None and not isinstance(row[key], str):
+            _damaged(row, f"its {key} is not text")
     return {
         "id": row["id"],
         "path": row["path"],
         "status": row["status"],
         "genre": row["genre"],
         "probability": row["probability"],
-        "top_k": json.loads(row["top_k"]) if row["top_k"] else [],
+        "top_k": top_k,
         "duration": row["duration"],
         "model": row["model"],
         "error": row["error"],
     }
+
+
+def track_record(row: sqlite3.Row) -> dict[str, Any]:
+    """:func:`track_summary` with the file's hash, the decoding warnings and the timeline (what ``export --json`` writes)."""
+    return track_summary(row) | {"hash": row["hash"], "warnings": _stored_list(row, "warnings"), "timeline": _stored_list(row, "timeline")}
+
+
+def _stored_list(row: sqlite3.Row, key: str) -> list[Any]:
+    """A column that holds a JSON list (empty when null); anything else is a damaged row."""
+    try:
+        value = json.loads(row[key]) if row[key] else []
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, list):
+        _damaged(row, f"its {key} is not a JSON list")
+    return value
+
+
+def stored_text(value: str, what: str) -> str:
+    """``value`` as the database stores it (UTF-8 text). A name a file system allows but UTF-8 does not (bytes
+    that decode to lone surrogates) is a :class:`ParameterError` showing its bytes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ParameterError(f"{shown}: {what} is not valid UTF-8 (the library stores UTF-8 text)") from None
+    return value
+
+
+def listed_file(path: str | Path) -> os.stat_result | None:
+    """``path``'s ``lstat`` if a scan would list it: a regular file reached through no link (paths are stored
+    resolved); else None."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    return st if stat.S_ISREG(st.st_mode) and os.path.realpath(path) == str(path) else None
+
+
+def embedding_of(row: sqlite3.Row) -> np.ndarray:
+    """A track's stored embedding; anything but finite float32 values is a ``sqlite3.DataError`` (a damaged row)."""
+    blob = row["embedding"]
+    vector = np.frombuffer(blob, "<f4") if isinstance(blob, bytes) and blob and len(blob) % 4 == 0 else None
+    if vector is None or not np.isfinite(vector).all():
+        _damaged(row, "its embedding is not a vector of finite float32 values")
+    return vector
+
+
+def _damaged(row: sqlite3.Row, what: str) -> NoReturn:
+    """A stored value no scan writes: reported like SQLite's own errors ("cannot read the library database")."""
+    raise sqlite3.DataError(f"track {row['id']}: {what}")

@@ -131,7 +131,7 @@ def similar(
 
 def export_library(db: Path, fmt: str, out: Path | None) -> int:
     """Write every track of the library as CSV or JSON (an array) to ``out`` or stdout; returns how many."""
-    from .catalog import Catalog, track_summary
+    from .catalog import Catalog, track_record, track_summary
 
     count = 0
     if out is not None and Path(out).resolve() == Path(db).resolve():
@@ -148,8 +148,7 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
                 top = ";".join(f"{g}:{p:.4f}" for g, p in t["top_k"])
                 w.writerow([t["path"], t["status"], t["genre"] or "", "" if t["probability"] is None else f"{t['probability']:.6f}", top, t["duration"] or "", t["model"], t["error"] or ""])
             else:
-                t |= {"hash": row["hash"], "warnings": json.loads(row["warnings"] or "[]"), "timeline": json.loads(row["timeline"] or "[]")}
-                f.write(("\n  " if not count else ",\n  ") + json.dumps(t))
+                f.write(("\n  " if not count else ",\n  ") + json.dumps(track_record(row)))
             count += 1
         if fmt == "json":
             f.write("\n]\n" if count else "]\n")

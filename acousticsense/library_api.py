@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from fastapi import Path as Path_
 from fastapi.responses import FileResponse
 
 from .api import options_once
-from .catalog import MAX_ID, Catalog, LibraryError, track_summary
+from .catalog import MAX_ID, Catalog, LibraryError, listed_file, track_summary
 from .errors import AcousticSenseError, ParameterError
 from .similar import MAX_K, resolve, similar
 
@@ -63,7 +62,7 @@ class Library:
         """Track summaries whose top genre is ``genre`` or, with ``min_prob``, whose probability of it (``match``) is at least that."""
         with self._reading():
             rows = self.catalog.search(genre, min_prob, limit, offset)
-        return [track_summary(r) | ({} if min_prob is None else {"match": r["match"]}) for r in rows]
+            return [track_summary(r) | ({} if min_prob is None else {"match": r["match"]}) for r in rows]
 
     def track(self, key: int | str) -> dict[str, Any]:
         """A track's summary, by id or library path."""
@@ -88,12 +87,8 @@ class Library:
         path = Path(row["path"])
         if row["status"] not in ("ok", "silent"):
             raise NotInLibrary(f"track {track}: not playable audio ({row['status']})")
-        try:  # the scan stored real paths and follows no links; neither does the server (nor through a linked folder)
-            st = os.lstat(path)
-            same = stat.S_ISREG(st.st_mode) and os.path.realpath(path) == str(path) and (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])
-        except OSError:
-            same = False
-        if not same:  # gone, or replaced since the scan (by a link to another file, say): rescan to serve it again
+        st = listed_file(path)  # the scan follows no links; neither does the server (nor through a linked folder)
+        if st is None or (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):  # gone, or replaced since the scan: rescan to serve it again
             raise NotInLibrary(f"track {track}: its file is gone or changed since the scan")
         return path
 

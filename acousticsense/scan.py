@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .audio import AUDIO_EXTENSIONS
-from .catalog import Catalog, FileState, LibraryError, Outcome
+from .catalog import Catalog, FileState, LibraryError, Outcome, stored_text
 from .errors import AcousticSenseError, ParameterError
 from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
 from .results import FLAGS
@@ -204,7 +204,7 @@ def scan(
     ``on_total(n)`` is called once the files are counted, ``progress(n)`` as each is settled.
     """
     started = time.perf_counter()
-    root_path = Path(root).expanduser().resolve()
+    root_path = Path(stored_text(str(Path(root).expanduser().resolve()), "the folder's name"))
     if not root_path.is_dir():
         raise ParameterError(f"{root}: not a folder")
     if engine not in ENGINES:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from usearch.index import Index, MetricKind, search
 
-from .catalog import Catalog, LibraryError, track_summary
+from .catalog import Catalog, LibraryError, embedding_of, stored_text, track_summary
 from .errors import AudioError
 from .options import whole_in_range
 
@@ -98,13 +98,13 @@ def resolve(
         pass
     else:
         path = Path(query).expanduser()
-        row = catalog.db.execute("SELECT * FROM tracks WHERE path = ?", (str(path.resolve()),)).fetchone()
+        row = catalog.db.execute("SELECT * FROM tracks WHERE path = ?", (stored_text(str(path.resolve()), "the file's name"),)).fetchone()
         if row is None and not path.is_file():
             raise LibraryError(f"{query}: neither a track of {catalog.path} nor an audio file")
     if row is not None:
         if row["embedding"] is None:
             raise AudioError(f"{row['path']}: no embedding to compare ({row['status']}{': ' + row['error'] if row['error'] else ''})")
-        return Query(np.frombuffer(row["embedding"], "<f4"), row["model"], row["genre"], track_summary(row))
+        return Query(embedding_of(row), row["model"], row["genre"], track_summary(row))
     from .audio import source_name
     from .inference import Classifier
     from .scan import model_key

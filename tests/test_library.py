@@ -292,6 +292,75 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     assert not (tmp_path / "missing.db").exists()
 
 
+@pytest.mark.parametrize("column,value,what", [
+    ("top_k", "not json", "its top_k is not a JSON list"),
+    ("timeline", "{}", "its timeline is not a JSON list"),
+    ("probability", "high", "its probability is not a number"),
+    ("embedding", b"\x00" * 7, "its embedding is not a vector of finite float32 values"),
+    ("embedding", np.full(4, np.nan, "<f4").tobytes(), "its embedding is not a vector of finite float32 values"),
+    ("embedding", np.ones(5, "<f4").tobytes(), "its embedding has 5 values, track 1's"),
+])
+def test_a_damaged_row_is_the_one_line_database_error_not_a_traceback(library, tmp_path, column, value, what):
+    """A value no scan writes (a hand edit, a damaged page) reads as a database that cannot be read, naming the track."""
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(library[1], damaged)
+    with sqlite3.connect(damaged) as db:
+        track, genre = db.execute("SELECT id, genre FROM tracks WHERE status = 'ok' ORDER BY id DESC").fetchone()
+        db.execute(f"UPDATE tracks SET {column} = ? WHERE id = ?", (value, track))
+    run = lambda *args: subprocess.run([*CLI, *args, "--db", str(damaged)], capture_output=True, text=True)  # noqa: E731
+    queries = {"embedding": [("similar", "1")], "timeline": [("export", "--json")]}.get(column, [("search", "--genre", genre), ("export", "--json")])
+    for args in queries:
+        broken = run(*args)
+        assert broken.returncode == 2 and broken.stderr.startswith(f"error: {damaged}: cannot read the library database (track ") and what in broken.stderr, (args, broken.stderr)
+
+
+def test_files_and_folders_replaced_by_links_leave_the_library(tmp_path):
+    """The scan follows no link; rows of a file or folder since replaced by one were kept "ok" for ever (duplicates in search)."""
+    music = tmp_path / "music"
+    (music / "a").mkdir(parents=True)
+    for name in ("jazz", "metal"):
+        shutil.copy(EXAMPLES_DIR / f"{name}.ogg", music / "a")
+    shutil.copy(EXAMPLES_DIR / "blues.ogg", music)
+    db = tmp_path / "lib.db"
+    assert scan(music, db).counts["classified"] == 3
+    (music / "a").rename(music / "moved")
+    (music / "a").symlink_to(music / "moved")  # the same files, now also reachable through a link
+    (music / "blues.ogg").unlink()
+    (music / "blues.ogg").symlink_to(music / "moved" / "jazz.ogg")
+    report = scan(music, db)
+    with Catalog(db, create=False) as catalog:
+        paths = sorted(Path(r["path"]).relative_to(music.resolve()).as_posix() for r in catalog.rows())
+    assert paths == ["moved/jazz.ogg", "moved/metal.ogg"] and report.counts["removed"] == 3, report.counts
+
+
+def test_export_to_standard_output_full_or_closed_is_one_line(library, tmp_path, monkeypatch):
+    db = library[1]
+    monkeypatch.chdir(tmp_path)
+    dash = subprocess.run([*CLI, "export", "--db", str(db), "--json", "--out", "-"], capture_output=True, text=True)
+    assert dash.returncode == 0 and len(json.loads(dash.stdout)) == 17 and not (tmp_path / "-").exists()  # -: standard output
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([*CLI, "export", "--db", str(db), "--csv"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1 and r.stderr == "error: cannot write the output (No space left on device)\n"
+    closed = subprocess.run([*CLI, "export", "--db", str(db), "--csv"], stdout=None, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2 and closed.stderr == "error: standard output is closed: redirect it (> /dev/null to discard it)\n"
+
+
+def test_names_that_are_not_utf8_are_one_line_errors(library, tmp_path):
+    """Linux allows any bytes in a name; the database stores text (was a UnicodeEncodeError traceback)."""
+    folder, db = library
+    odd = os.fsdecode(b"d\xfe")  # what Python makes of such bytes: a lone surrogate
+    (tmp_path / odd).mkdir()
+    with pytest.raises(ParameterError, match=r"d\\xfe: the folder's name is not valid UTF-8"):
+        scan(tmp_path / odd, tmp_path / "lib.db")
+    with Catalog(db, create=False) as catalog:
+        with pytest.raises(ParameterError, match=r"J\\xffazz: the genre is not valid UTF-8"):
+            catalog.search(os.fsdecode(b"J\xffazz"))
+        with pytest.raises(ParameterError, match="the file's name is not valid UTF-8"):
+            resolve(catalog, tmp_path / odd / "x.ogg")
+    cli = subprocess.run([*CLI, "search", "--db", str(db), "--genre", os.fsdecode(b"J\xffazz")], capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr == "error: J\\xffazz: the genre is not valid UTF-8 (the library stores UTF-8 text)\n"
+
+
 def test_databases_of_other_kinds_or_newer_versions_are_refused(tmp_path):
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as c:

@@ -248,6 +248,20 @@ def test_a_damaged_database_is_a_one_line_503_not_a_500(tiny_bundle, library, tm
             assert r.status_code == 503 and r.json()["detail"].startswith("the library database cannot be read (database disk image is malformed)"), url
 
 
+def test_a_damaged_row_is_a_503_naming_the_track(tiny_bundle, library, tmp_path):
+    import sqlite3
+
+    damaged = tmp_path / "rows.db"
+    shutil.copy(library, damaged)
+    with sqlite3.connect(damaged) as db:
+        db.execute("UPDATE tracks SET top_k = 'x', embedding = x'00' WHERE id = 1")
+        genre = db.execute("SELECT genre FROM tracks WHERE id = 1").fetchone()[0]
+    with TestClient(create_app(tiny_bundle, db=damaged)) as c:
+        for url in (f"{LIB}/search?genre={genre}", f"{LIB}/similar?track=2"):
+            r = c.get(url)
+            assert r.status_code == 503 and r.json()["detail"].startswith("the library database cannot be read (track 1: its "), (url, r.text)
+
+
 def test_a_silent_track_is_a_422_and_an_unknown_genre_a_400(tmp_path, tiny_bundle):
     """A silent track has nothing to compare: the request's fault (422), not a database that cannot be read (503,
     which clients retry); a genre no model of the library knows is a typo to report, not "no track"."""
