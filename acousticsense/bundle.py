@@ -124,15 +124,15 @@ def _read_weights(path: Path, config: BundleConfig, expected: dict[str, torch.Te
     return state
 
 
-def _refuse_external_data(path: Path) -> None:
-    """A :class:`BundleError` if ``path``'s graph keeps tensors in other files: ``export`` writes one
-    self-contained file, and a bundle must not make ONNX Runtime read any file it names."""
+def _refuse_external_data(path: Path, data: bytes) -> None:
+    """A :class:`BundleError` if the graph in ``data`` (read from ``path``) keeps tensors in other files: ``export``
+    writes one self-contained file, and a bundle must not make ONNX Runtime read any file it names."""
     try:
         import onnx
     except ImportError:
         raise BundleError(f"{path}: running an ONNX bundle needs onnx and onnxruntime: pip install 'acousticsense[onnx]'") from None
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf's decode errors are untyped
         raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
     graphs, tensors = [model.graph], []
@@ -158,15 +158,20 @@ class OnnxModel(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only
-        _refuse_external_data(path)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            data = path.read_bytes()  # read once: checked, then handed to ONNX Runtime (no path it could resolve others from)
+        except OSError as e:
+            raise BundleError(f"{path}: cannot be read ({e.strerror or e})") from None
+        _refuse_external_data(path, data)
+        try:
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file
             raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, image_size, image_size] or outputs[0].shape[-1] != n_labels:
+        fits = len(inputs) == len(outputs) == 1 and list(inputs[0].shape[1:]) == [3, image_size, image_size] and list(outputs[0].shape[1:]) == [n_labels]
+        if not fits:
             raise BundleError(
-                f"{path}: the model takes {[list(i.shape) for i in inputs]} and gives {list(outputs[0].shape)}; "
+                f"{path}: the model takes {[list(i.shape) for i in inputs]} and gives {[list(o.shape) for o in outputs]}; "
                 f"config.json asks for images [batch, 3, {image_size}, {image_size}] and {n_labels} labels"
             )
         self.input = inputs[0].name

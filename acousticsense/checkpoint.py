@@ -33,13 +33,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file: an interruption leaves the previous checkpoint whole."""
-    tmp = fresh_temp(path.with_name(path.name + ".tmp"))
+    tmp = fresh_temp(path.with_name(path.name + ".tmp"), TrainError)
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
 def write_log(out: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite ``train_log.jsonl`` (one JSON object per completed epoch) atomically."""
-    tmp = fresh_temp(out / (LOG_NAME + ".tmp"))
+    tmp = fresh_temp(out / (LOG_NAME + ".tmp"), TrainError)
     tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
     os.replace(tmp, out / LOG_NAME)

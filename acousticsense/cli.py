@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import re
@@ -293,16 +294,19 @@ def import_torchvision(
 ) -> None:
     """Import a torchvision ViT checkpoint. Pass the preprocessing it was trained with (--preprocessing)."""
     from . import importers
-    from .config import Preprocessing
+    from .config import Preprocessing, read_json
     from .errors import ParameterError
 
     def run():
         pre = None
         if preprocessing is not None:
+            fields = read_json(preprocessing, ParameterError)
+            if not isinstance(fields, dict):
+                raise ParameterError(f"{preprocessing}: invalid preprocessing (expected a JSON object of its fields)")
             try:
-                pre = Preprocessing.from_dict(json.loads(preprocessing.read_text()))
-            except (json.JSONDecodeError, TypeError, AttributeError, AcousticSenseError) as e:
-                raise ParameterError(f"{preprocessing.name}: invalid preprocessing ({e})") from None
+                pre = Preprocessing.from_dict(fields)
+            except (TypeError, ValueError, AcousticSenseError) as e:
+                raise ParameterError(f"{preprocessing}: invalid preprocessing ({e})") from None
         return importers.import_torchvision(state_dict, labels, out, arch, image_size, pre, aggregation)
 
     _imported(run)
@@ -329,7 +333,7 @@ def pull(
 @app.command()
 def export(
     bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle directory (default: the built-in model).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="New bundle directory (default: model-onnx); with --db a file (default: stdout).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="New bundle directory (default: model-onnx); with --db a file (default or -: stdout).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="ONNX Runtime dynamic int8 quantization (smaller; faster on some CPUs).")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="Export a library database's tracks instead (with --csv or --json).")] = None,
@@ -342,6 +346,7 @@ def export(
 
         if as_csv == as_json:
             fail("with --db choose one of --csv and --json")
+        out = None if out == Path("-") else out  # -: standard output, as elsewhere
         count = export_library(db, "csv" if as_csv else "json", out)
         typer.echo(f"{count} tracks of {db}" + (f" written to {out}" if out else ""), err=True)
         return
@@ -399,6 +404,8 @@ def _check_listen(host: str, port: int) -> None:
 def main() -> None:
     """Console-script entry point. After a command that marked itself done (:func:`done_cleanly`), the process
     ends without the interpreter's teardown: unloading torch alone costs about 1.5 s on 2 cores."""
+    if sys.stdout is None:  # started with it closed (`>&-`): every result would be lost without a word
+        fail_now("standard output is closed: redirect it (> /dev/null to discard it)")
     try:
         app()
     except SystemExit as e:
@@ -408,6 +415,24 @@ def main() -> None:
                 sys.stderr.flush()
             os._exit(e.code if isinstance(e.code, int) else 1)
         raise
+    except OSError as e:  # the output cannot be written: a full disk, a reader gone (`| head`)
+        if e.errno not in OUTPUT_ERRORS:
+            raise
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        if e.errno != errno.EPIPE:  # a closed pipe is the reader's choice: no message
+            fail_now(f"cannot write the output ({e.strerror})", 1)
+        sys.exit(1)
+
+
+OUTPUT_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EFBIG)  # errors of writing, never of reading input
+
+
+def fail_now(message: str, code: int = 2) -> None:
+    """:func:`fail` outside a command (no typer to turn its Exit into the exit status)."""
+    with contextlib.suppress(OSError, AttributeError):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 _clean_exit = False

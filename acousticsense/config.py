@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BundleError, ParameterError
+from .errors import AcousticSenseError, BundleError, ParameterError
 from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range, is_number, is_whole
 
 if TYPE_CHECKING:
@@ -280,6 +281,8 @@ class BundleConfig:
             raise BundleError(f"{where}: preprocessing: {e}") from None
         if pre.image_size != arch["image_size"]:
             raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")
+        if not isinstance(d.get("provenance", {}), dict):
+            raise BundleError(f"{where}: 'provenance' must be a JSON object")
         calibration = d.get("calibration", {})
         t, threshold = (calibration.get("temperature", 1.0), calibration.get("ood_threshold")) if isinstance(calibration, dict) else (None, None)
         if not isinstance(calibration, dict) or not is_number(t) or not 0.01 <= t <= 100 or not (threshold is None or (is_number(threshold) and 0 <= threshold <= 1)):
@@ -344,15 +347,54 @@ def write_config(path: str | os.PathLike, config: BundleConfig) -> None:
     os.replace(tmp, Path(path) / CONFIG_NAME)
 
 
-def fresh_temp(tmp: Path) -> Path:
-    """``tmp`` with whatever was there removed: a symlink planted in a bundle or run folder must not be written through."""
+def fresh_temp(tmp: Path, error: type[AcousticSenseError] = BundleError) -> Path:
+    """``tmp`` with whatever was there removed: a symlink planted in a bundle or run folder must not be written through.
+    What cannot be removed (a folder of that name) is ``error``."""
     try:
         tmp.unlink()
     except FileNotFoundError:
         pass
-    except OSError as e:  # a folder of that name
-        raise BundleError(f"{tmp}: cannot replace it ({e.strerror or e})") from None
+    except OSError as e:
+        raise error(f"{tmp}: cannot replace it ({e.strerror or e})") from None
     return tmp
+
+
+def read_small_text(path: Path, error: type[AcousticSenseError], limit: int = MAX_CONFIG_BYTES) -> str:
+    """The text of a small file that a bundle or a user names (a config, labels, preprocessing): a regular file
+    (never a FIFO or a device, which could block or never end), at most ``limit`` bytes, UTF-8 (a BOM is dropped).
+    Anything else is ``error`` naming the file and the reason."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused below
+    except OSError as e:  # missing, no permission, a name too long
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO, a device
+            raise error(f"{path}: not a regular file")
+        raw = os.read(fd, limit + 1)  # a regular file gives what it holds, up to that
+    except OSError as e:  # an I/O error
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise error(f"{path}: larger than {limit >> 20} MiB; it should be a few KiB")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: invalid JSON or text (not UTF-8: {e.reason} at byte {e.start})") from None
+
+
+def read_json(path: Path, error: type[AcousticSenseError], limit: int = MAX_CONFIG_BYTES) -> Any:
+    """:func:`read_small_text` parsed as JSON; a parse error (an integer of thousands of digits, nesting too deep) is ``error``."""
+    return parse_json(read_small_text(path, error, limit), path, error)
+
+
+def parse_json(text: str, where: str | os.PathLike, error: type[AcousticSenseError]) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise error(f"{where}: invalid JSON ({' '.join(str(e).split())[:200]})") from None
+    except RecursionError:
+        raise error(f"{where}: invalid JSON (nested too deeply)") from None
 
 
 def read_config(path: str | os.PathLike) -> BundleConfig:
@@ -361,21 +403,9 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
     config_path = path / CONFIG_NAME
     if not path.is_dir():
         raise BundleError(f"{path}: not a model bundle directory (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside)")
-    if not config_path.is_file():
+    if not os.path.lexists(config_path):
         raise BundleError(f"{path}: missing {CONFIG_NAME}")
-    try:
-        with open(config_path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as e:  # no permission, an I/O error
-        raise BundleError(f"{config_path}: cannot be read ({e.strerror or e})") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise BundleError(f"{config_path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a bundle's config is a few KiB")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except ValueError as e:  # not UTF-8, not JSON, an integer of thousands of digits
-        raise BundleError(f"{config_path}: invalid JSON ({' '.join(str(e).split())[:200]})") from None
-    except RecursionError:
-        raise BundleError(f"{config_path}: invalid JSON (nested too deeply)") from None
+    data = read_json(config_path, BundleError)
     if not isinstance(data, dict):
         raise BundleError(f"{config_path}: expected a JSON object")
     return BundleConfig.from_dict(data, where=str(config_path))

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .bundle import EXAMPLES_DIR, ONNX_NAME, OnnxModel, check_new_bundle_folder, load_bundle, write_config
+from .bundle import CONFIG_NAME, EXAMPLES_DIR, ONNX_NAME, OnnxModel, check_new_bundle_folder, load_bundle, write_config
 from .errors import BundleError, output_folder
 from .inference import Classifier
 from .options import MAX_BATCH_SIZE
@@ -69,9 +69,12 @@ def export_onnx(
         write_config(out, config)
         record["check"] = check_export(bundle, out, check_files)
         write_config(out, config)
-    except BaseException:
-        if made:  # a failed or interrupted export leaves no half bundle behind
+    except BaseException:  # a failed or interrupted export leaves no half bundle behind
+        if made:
             shutil.rmtree(out, ignore_errors=True)
+        else:  # the folder was there, empty: what this wrote goes
+            for name in (ONNX_NAME, CONFIG_NAME):
+                (out / name).unlink(missing_ok=True)
         raise
     return record
 

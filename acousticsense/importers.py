@@ -8,7 +8,6 @@ report of its missing and unexpected keys and mismatched shapes, never half-load
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import socket
@@ -22,7 +21,7 @@ from urllib.parse import urlparse
 import torch
 
 from .bundle import BundleConfig, check_new_bundle_folder, save_bundle, weights_mismatch
-from .config import Preprocessing
+from .config import Preprocessing, parse_json, read_small_text
 from .errors import AcousticSenseError
 from .model import ARCHITECTURES, build_model
 
@@ -120,8 +119,8 @@ def import_torchvision(
     check_new_bundle_folder(out)
     state = load_state_dict(state_dict_path)
     head, pos = state.get("heads.head.weight"), state.get("encoder.pos_embedding")
-    if head is None or head.dim() != 2 or pos is None:
-        raise CheckpointError(f"{name}: not a torchvision ViT with a Linear head (no heads.head.weight / encoder.pos_embedding)")
+    if head is None or head.dim() != 2 or pos is None or pos.dim() != 3 or pos.shape[1] < 2:
+        raise CheckpointError(f"{name}: not a torchvision ViT with a Linear head (no heads.head.weight of (labels, width) / encoder.pos_embedding of (1, tokens, width))")
     if arch is None:
         layers = len({k.split(".")[2] for k in state if k.startswith("encoder.layers.")})
         arch = next((a for a, spec in ARCHITECTURES.items() if (spec["hidden_dim"], spec["num_layers"]) == (head.shape[1], layers)), None)
@@ -204,19 +203,12 @@ def _unpacked_bytes(path: str | os.PathLike) -> int:
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
-    """Labels from a file: a JSON list, or one label a line (blank lines ignored)."""
-    name = Path(path).name
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first label
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{name}: cannot read labels ({e})") from None
+    """Labels from a small text file: a JSON list, or one label a line (blank lines ignored)."""
+    text = read_small_text(Path(path), CheckpointError)
     if text.lstrip().startswith("["):
-        try:
-            labels = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise CheckpointError(f"{name}: invalid JSON ({e or 'nested too deeply'})") from None
+        labels = parse_json(text, path, CheckpointError)
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise CheckpointError(f"{name}: the JSON list must hold strings")
+            raise CheckpointError(f"{path}: the JSON list must hold strings")
         return labels
     return [line.strip() for line in text.splitlines() if line.strip()]
 

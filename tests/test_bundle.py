@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -100,6 +101,7 @@ def test_labels_that_do_not_match_the_head_are_refused(saved):
         (dict(architecture={"name": "vit_mini_16", "image_size": 32, "head": {"type": "mlp", "hidden": [1] * 10_000}}), "at most 8 hidden layers"),
         (dict(architecture={"name": "resnet50", "image_size": 32}), "unknown architecture 'resnet50'"),
         (dict(format_version=99), "format_version 99 is not supported"),
+        (dict(provenance=["a list"]), "'provenance' must be a JSON object"),  # export failed on it after its work
         (dict(aggregation="median"), "aggregation 'median'"),
         (dict(preprocessing={"sample_rate": 22050, "bogus": 1}), "unknown preprocessing parameters: bogus"),
         (dict(preprocessing={"image_size": 64}), "image_size 64 != architecture image_size 32"),
@@ -162,6 +164,8 @@ def test_foreign_weights_report_missing_unexpected_and_shapes(saved):
     (lambda p: (p / "config.json").write_text('{"labels": ["a", "b"], "x": ' + "9" * 5000 + "}"), "invalid JSON"),
     (lambda p: (p / "config.json").write_bytes(b'{"labels": ["\xff"]}'), "invalid JSON"),
     (lambda p: (p / "config.json").write_bytes(b" " * (16 << 20) + b"{}"), "larger than 16 MiB"),
+    (lambda p: ((p / "config.json").unlink(), os.mkfifo(p / "config.json")), "config.json: not a regular file"),  # was "missing", or a hang
+    (lambda p: ((p / "config.json").unlink(), (p / "config.json").mkdir()), "config.json: not a regular file"),
 ])
 def test_damaged_bundles(saved, damage, message):
     damage(saved)

@@ -77,11 +77,18 @@ def test_bad_exports_are_clear_errors(exported, tmp_path):
     other["labels"] = ["A", "B"]
     (broken / "config.json").write_text(json.dumps(other))
     (broken / ONNX_NAME).write_bytes((out / ONNX_NAME).read_bytes())
-    with pytest.raises(BundleError, match=r"gives \['batch', 4\]; config.json asks for images \[batch, 3, 32, 32\] and 2 labels"):
+    with pytest.raises(BundleError, match=r"gives \[\['batch', 4\]\]; config.json asks for images \[batch, 3, 32, 32\] and 2 labels"):
         load_bundle(broken)
     other["labels"], other["architecture"]["image_size"], other["preprocessing"]["image_size"] = ["A", "B", "C", "D"], 64, 64
     (broken / "config.json").write_text(json.dumps(other))
     with pytest.raises(BundleError, match="takes .*32, 32.*asks for images \\[batch, 3, 64, 64\\]"):
+        load_bundle(broken)
+    from onnx import TensorProto, helper, save
+
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 64, 64])
+    scalar = helper.make_tensor_value_info("total", TensorProto.FLOAT, [])  # was an IndexError (shape[-1] of a scalar)
+    save(helper.make_model(helper.make_graph([helper.make_node("ReduceSum", ["images"], ["total"], keepdims=0)], "g", [images], [scalar])), str(broken / ONNX_NAME))
+    with pytest.raises(BundleError, match=r"and gives \[\[\]\]; config.json asks for images \[batch, 3, 64, 64\] and 4 labels"):
         load_bundle(broken)
     (broken / "model.safetensors").write_bytes(b"")
     with pytest.raises(BundleError, match="holds both model.safetensors and model.onnx"):
@@ -127,3 +134,15 @@ def test_ctrl_c_inside_torch_onnx_is_an_interruption_not_its_error(monkeypatch, 
     monkeypatch.setattr(torch.onnx, "export", interrupted_inside)
     with pytest.raises(KeyboardInterrupt):
         export._export(torch.nn.Identity(), 16, tmp_path / "m.onnx")
+
+
+def test_a_failed_export_into_an_empty_folder_leaves_it_empty(monkeypatch, tiny_bundle, tmp_path):
+    """An existing empty --out was left holding model.onnx and config.json when the check (or a Ctrl-C) stopped the export."""
+    from acousticsense import export
+
+    monkeypatch.setattr(export, "_export", lambda model, size, path: path.write_bytes(b"onnx"))
+    monkeypatch.setattr(export, "check_export", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        export.export_onnx(tiny_bundle, tmp_path / "out")
+    assert (tmp_path / "out").is_dir() and not list((tmp_path / "out").iterdir())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import pickle
 
 import numpy as np
@@ -231,6 +232,10 @@ def test_torchvision_import_is_exact(tmp_path):
 
     torch.save(vit_ti(5, num_layers=6).state_dict(), tmp_path / "six.pth")  # as wide as vit_ti_16, half as deep
     assert read_config(import_torchvision(tmp_path / "six.pth", tmp_path / "labels.json", tmp_path / "b4")).architecture["name"] == "vit_mini_16"
+    for pos in (torch.zeros(197), torch.zeros(1, 0, 192)):  # were IndexError / ValueError tracebacks
+        torch.save(model.state_dict() | {"encoder.pos_embedding": pos}, tmp_path / "odd.pth")
+        with pytest.raises(CheckpointError, match=r"^odd.pth: not a torchvision ViT with a Linear head"):
+            import_torchvision(tmp_path / "odd.pth", tmp_path / "labels.json", tmp_path / "b5")
     torch.save(vit_ti(5, num_layers=4).state_dict(), tmp_path / "four.pth")
     with pytest.raises(CheckpointError, match=r"^four.pth: 4 layers of width 192 match none of"):
         import_torchvision(tmp_path / "four.pth", tmp_path / "labels.json", tmp_path / "b5")
@@ -293,6 +298,16 @@ def test_cli_torchvision_with_preprocessing(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"window_secs": 3.0}))
     result = CliRunner().invoke(app, args + ["--preprocessing", str(tmp_path / "bad.json")])
     assert result.exit_code == 2 and "window_secs" in result.stderr
+    # hostile files: each one line naming the file (were tracebacks: RecursionError, int(), UnicodeDecodeError, a list)
+    for name, content, message in [
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "invalid JSON (nested too deeply)"),
+        ("huge.json", b'{"n_fft": ' + b"9" * 5000 + b"}", "invalid JSON (Exceeds the limit"),
+        ("latin1.json", b'{"colormap": "\xff"}', "invalid JSON or text (not UTF-8"),
+        ("list.json", b"[1, 2]", "invalid preprocessing (expected a JSON object of its fields)"),
+    ]:
+        (tmp_path / name).write_bytes(content)
+        result = CliRunner().invoke(app, args + ["--preprocessing", str(tmp_path / name)])
+        assert result.exit_code == 2 and f"{tmp_path / name}: {message}" in result.stderr, result.stderr
 
 
 def test_a_labels_file_with_a_byte_order_mark_reads_as_written(tmp_path):
@@ -301,3 +316,7 @@ def test_a_labels_file_with_a_byte_order_mark_reads_as_written(tmp_path):
     (tmp_path / "labels.txt").write_bytes("\ufeffJazz\nPop\n\nRock\n".encode())
     (tmp_path / "labels.json").write_bytes('\ufeff["Jazz", "Pop", "Rock"]'.encode())
     assert read_labels(tmp_path / "labels.txt") == read_labels(tmp_path / "labels.json") == ["Jazz", "Pop", "Rock"]
+    os.mkfifo(tmp_path / "fifo")
+    for hostile in ("/dev/zero", tmp_path / "fifo", tmp_path):  # /dev/zero was read until memory ran out; a FIFO waited for ever
+        with pytest.raises(CheckpointError, match=f"{hostile}: not a regular file"):
+            read_labels(hostile)
