@@ -171,6 +171,12 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         _, explanation = await guarded(file, engine.explained, genre=genre)
         return Response(await run_in_threadpool(relevance_png, explanation), media_type="image/png")
 
+    @api.api_route("/classify", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    @api.api_route("/explain.png", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def post_only(request: Request) -> None:
+        """405, not the 404 of the page mounted at / (which a client would read as "no such endpoint")."""
+        raise HTTPException(405, f"{request.method} is not allowed here: POST the audio as the form field 'file'", headers={"Allow": "POST"})
+
     async def one_file(request: Request) -> None:
         """Refuse a request with several ``file`` fields (only one would be analysed). The form is already parsed."""
         if len((await request.form()).getlist("file")) > 1:

@@ -32,6 +32,7 @@ from .audio import AudioSource
 from .errors import AudioError, ParameterError
 from .features import db_to_image, mel_filters, power_to_db
 from .inference import Classifier, Features
+from .options import is_number, whole_in_range
 from .results import aggregate
 
 METHODS = ("grad_rollout", "rollout", "input_x_grad")
@@ -60,12 +61,15 @@ class Explanation:
     window_width: int
     window_silent: list[bool]
     patch_maps: np.ndarray = field(repr=False)  # (non-silent windows, rows, cols): each sums to 1, image orientation (row 0: top = high frequencies)
-    warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message) from decoding: e.g. truncated at max_seconds
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message), as predict's: truncated, short_audio, not_music, ...
 
     def to_dict(self, bands: int | None = None, columns: int | None = None) -> dict[str, Any]:
         """JSON-ready, the map as nested lists ``[band][frame]`` (4 significant digits). At full resolution that
         is n_mels × frames numbers (about 0.6 MB per 10 s with the built-in model); ``bands`` / ``columns`` sum
         it into at most that many mel bands / time columns (``seconds_per_frame`` and ``mel_hz`` follow)."""
+        for name, n in (("bands", bands), ("columns", columns)):
+            if n is not None:
+                whole_in_range(name, n, 1, 1 << 20)
         relevance, mel_hz, seconds = self.relevance, self.mel_hz, self.seconds_per_frame
         if bands is not None and bands < relevance.shape[0]:
             edges = np.linspace(0, relevance.shape[0], bands + 1).astype(int)[:-1]
@@ -99,13 +103,8 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
     averaged over the windows covering each frame (silent windows count as zero); the total is scaled to 1.
     Raises :class:`ParameterError` for an unknown genre or method, :class:`AudioError` for a silent track.
     """
-    if method not in METHODS:
-        raise ParameterError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    if genre is not None:  # any case: "jazz" is Jazz
-        known = {label.casefold(): label for label in clf.labels}
-        if str(genre).casefold() not in known:
-            raise ParameterError(f"unknown genre {genre!r}; this model's genres: {', '.join(clf.labels)}")
-        genre = known[str(genre).casefold()]
+    _check_method(method)
+    genre = _known_genre(clf, genre)
     features = source if isinstance(source, Features) else clf.preprocess(source)
     if bool(features.silent.all()):
         raise AudioError(f"{features.source}: no window is louder than {features.options.pre.silence_db:g} dBFS: the recording is silent, there is nothing to explain")
@@ -113,7 +112,8 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
     with torch.inference_mode():
         probs = torch.cat([(_forward(clf.model, b)[0] / clf.config.temperature).softmax(-1) for b in images.split(clf.batch_size)]).cpu()
     track = aggregate(probs, clf.config.aggregation)
-    top = clf.labels[int(track.argmax())]
+    result = clf.postprocess(features, probs)  # the warnings predict gives (short_audio, silent_windows, not_music, ...)
+    top = result.top_k[0].label
     genre = genre or top
     target = clf.labels.index(genre)
     scores = torch.cat([patch_relevance(clf.model, b, target, method) for b in images.split(clf.batch_size)]).cpu()
@@ -134,8 +134,23 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
         window_width=features.width,
         window_silent=features.silent.tolist(),
         patch_maps=scores.numpy().astype(np.float32),
-        warnings=list(features.warnings),
+        warnings=[(w["code"], w["message"]) for w in result.warnings],
     )
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ParameterError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def _known_genre(clf: Classifier, genre: str | None) -> str | None:
+    """``genre`` as the model spells it (any case: "jazz" is Jazz); :class:`ParameterError` for one it does not know."""
+    if genre is None:
+        return None
+    known = {label.casefold(): label for label in clf.labels}
+    if not isinstance(genre, str) or genre.casefold() not in known:
+        raise ParameterError(f"unknown genre {genre!r}; this model's genres: {', '.join(clf.labels)}")
+    return known[genre.casefold()]
 
 
 def window_images(clf: Classifier, features: Features) -> torch.Tensor:
@@ -246,7 +261,15 @@ def faithfulness(
     probability of ``genre`` (default: its top genre): ``top`` the most relevant patches, ``random`` random ones
     (the mean of ``draws`` draws from ``seed``, each in ``random_draws``), ``bottom`` the least relevant;
     ``probability`` before. Positive numbers are drops. Meant for clips: it holds ``draws + 2`` copies of the images."""
+    _check_method(method)
+    genre = _known_genre(clf, genre)
+    if not (is_number(fraction) and 0 < fraction < 1):
+        raise ParameterError(f"fraction must be a number between 0 and 1, not {fraction!r}")
+    whole_in_range("draws", draws, 1, 100)
+    whole_in_range("seed", seed, 0, 2**63 - 1)
     features = source if isinstance(source, Features) else clf.preprocess(source)
+    if bool(features.silent.all()):
+        raise AudioError(f"{features.source}: the recording is silent, there is nothing to delete")
     images = window_images(clf, features)
     with torch.inference_mode():
         probs = torch.cat([(_forward(clf.model, b)[0] / clf.config.temperature).softmax(-1) for b in images.split(clf.batch_size)]).mean(0)
@@ -270,6 +293,8 @@ def relevance_figure(explanation: Explanation, width: float | None = None) -> An
     """The track's mel spectrogram (dB, grey) with the relevance map over it (colour, transparent where low);
     time in seconds, frequency in Hz; ``width`` in inches (default: growing with the track, 6 to 16).
     A :class:`matplotlib.figure.Figure` (no pyplot state)."""
+    if width is not None and not (is_number(width) and 1 <= width <= 100):
+        raise ParameterError(f"width must be a number of inches from 1 to 100, not {width!r}")
     import matplotlib
     from matplotlib.figure import Figure
 

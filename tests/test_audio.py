@@ -336,6 +336,9 @@ def test_pcm_wav_from_stdlib_decodes_exactly(tmp_path):
     with wave.open(str(tmp_path / "pcm.wav"), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR), w.writeframes(x.tobytes())
     assert np.allclose(load_audio(tmp_path / "pcm.wav", SR).samples, x / 32768.0, atol=1e-6)
+    two = write_audio(tmp_path / "two.wav", np.array([[0.5, -0.5]], np.float32), 48000)  # some samples, none once resampled
+    with pytest.raises(AudioError, match=r"two.wav: contains no audio samples, or too few to give one at 22,050 Hz \(it is 48,000 Hz\)"):
+        load_audio(two, SR)
 
 
 @pytest.mark.parametrize("name", ["empty.mp3", "empty.ogg", "empty.wav"])

@@ -109,6 +109,27 @@ def test_bad_requests_are_refused(clf: Classifier, blues) -> None:
         explain(clf, blues, method="lime")
     with pytest.raises(AudioError, match="silent"):
         explain(clf, np.zeros(10 * 22050, np.float32))
+    e = explain(clf, blues)
+    for bad, message in [
+        (lambda: faithfulness(clf, blues, fraction=1.5), "fraction must be a number between 0 and 1, not 1.5"),
+        (lambda: faithfulness(clf, blues, draws=0), "draws must be a whole number from 1 to 100, not 0"),
+        (lambda: faithfulness(clf, blues, genre="Polka"), "unknown genre 'Polka'"),
+        (lambda: faithfulness(clf, blues, method="lime"), "unknown method 'lime'"),
+        (lambda: e.to_dict(bands=0), "bands must be a whole number from 1 to"),
+        (lambda: e.to_dict(columns=2.5), "columns must be a whole number from 1 to"),
+        (lambda: relevance_figure(e, width=-3), "width must be a number of inches from 1 to 100, not -3"),
+    ]:  # were deep numpy/torch/matplotlib errors (or a figure of negative size)
+        with pytest.raises(ParameterError, match=message):
+            bad()
+
+
+def test_explain_warns_as_predict_does(clf: Classifier) -> None:
+    """A clip shorter than the window: predict says it was filled, and so does the map of it (it said nothing)."""
+    short = load_audio(EXAMPLES[0], clf.config.preprocessing.sample_rate, max_seconds=1.0).samples
+    predicted = [w["code"] for w in clf.classify(short).warnings]
+    explained = explain(clf, short)
+    assert "short_audio" in predicted and [c for c, _ in explained.warnings] == predicted
+    assert explained.to_dict()["warnings"][0]["code"] == predicted[0]
 
 
 def test_figure_is_labelled_and_saved(clf: Classifier, blues, tmp_path: Path) -> None:
@@ -120,7 +141,8 @@ def test_figure_is_labelled_and_saved(clf: Classifier, blues, tmp_path: Path) ->
     assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert e.warnings == [] and e.to_dict()["warnings"] == []
     cut = explain(clf, clf.preprocess(EXAMPLES[0], clf.options(max_seconds=5.0)))  # what decoding noted is kept: the map covers 5 s
-    assert [c for c, _ in cut.warnings] == ["truncated"] and cut.to_dict()["warnings"][0]["code"] == "truncated"
+    assert [c for c, _ in cut.warnings] == ["truncated", "short_audio"]  # 5 s of an 8 s window: filled, as predict says
+    assert cut.to_dict()["warnings"][0]["code"] == "truncated"
 
 
 def test_the_rest_api_explains_on_request_and_draws_the_map(tiny_bundle, clip_mp3):
