@@ -376,7 +376,7 @@ def read_small_text(path: Path, error: type[AcousticSenseError], limit: int = MA
     finally:
         os.close(fd)
     if len(raw) > limit:
-        raise error(f"{path}: larger than {limit >> 20} MiB; it should be a few KiB")
+        raise error(f"{path}: larger than {limit >> 20} MiB, far more than such a file holds; refused")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import io
 import os
 import stat
 import zlib
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
-from .config import has_control_characters
+from .config import has_control_characters, read_json, read_small_text
 from .errors import AcousticSenseError
 
 MANIFEST_CSV = "manifest.csv"
@@ -63,7 +63,7 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
     meta: dict[str, Any] = {}
     if root.is_dir():
         if (root / MANIFEST_JSON).is_file():
-            meta = _read_json(root / MANIFEST_JSON)
+            meta = read_json(root / MANIFEST_JSON, DataError, MAX_MANIFEST_BYTES)
             meta = meta if isinstance(meta, dict) else {}
         if (root / MANIFEST_CSV).is_file():
             tracks, kind = _read_csv(root / MANIFEST_CSV), "manifest.csv"
@@ -72,7 +72,7 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
     elif root.suffix.lower() == ".csv":
         tracks, kind = _read_csv(root), "csv"
     elif root.suffix.lower() == ".json":
-        doc = _read_json(root)
+        doc = read_json(root, DataError, MAX_MANIFEST_BYTES)
         meta = doc if isinstance(doc, dict) else {}
         tracks, kind = _json_tracks(doc, root), "json"
     else:
@@ -119,37 +119,15 @@ def _read_folders(root: Path) -> list[Track]:
     return tracks
 
 
-def _manifest(path: Path) -> Path:
-    """``path`` if it is a regular file of at most :data:`MAX_MANIFEST_BYTES` (a FIFO would hang the read, /dev/zero fill memory)."""
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: not a regular file; a manifest is a CSV or JSON file")
-    if st.st_size > MAX_MANIFEST_BYTES:
-        raise DataError(f"{path}: {st.st_size / 2**20:.0f} MiB; a manifest of more than {MAX_MANIFEST_BYTES // 2**20} MiB is refused")
-    return path
-
-
 def _read_csv(path: Path) -> list[Track]:
+    text = read_small_text(path, DataError, MAX_MANIFEST_BYTES)  # a regular file: a FIFO would hang the read, /dev/zero fill memory
     try:
-        with open(_manifest(path), newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as e:
         raise DataError(f"{path}: cannot read CSV ({e})") from None
     if rows and not {"path", "label"} <= set(rows[0]):
         raise DataError(f"{path}: needs 'path' and 'label' columns")
     return [_track(row, path, f"line {i}") for i, row in enumerate(rows, 2)]
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(_manifest(path).read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read JSON ({e})") from None
-    except RecursionError:
-        raise DataError(f"{path}: cannot read JSON (nested too deeply)") from None
 
 
 def _json_tracks(doc: Any, path: Path) -> list[Track]:
