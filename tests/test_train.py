@@ -8,6 +8,7 @@ renders a tiny corpus of four synthetic genres (synth.make_corpus) and learns th
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from urllib.error import URLError
 
@@ -79,6 +80,24 @@ def test_split_is_by_track_stratified_and_deterministic():
     # a label's split does not move when another label is added
     more = tracks + [Track(Path(f"/d/e/{i}.wav"), "e") for i in range(9)]
     assert [t for t in split_tracks(more, 0.15, seed=3)[1] if t.label != "e"] == val_a
+
+
+def test_copies_of_a_file_stay_on_one_side_of_the_split(tmp_path):
+    """A byte-identical copy in validation is a track the model trained on: validation would flatter it."""
+    for i in range(8):
+        (tmp_path / f"{i}.wav").write_bytes(os.urandom(1000) * (i + 1))
+    for name in ("copy1.wav", "copy2.wav", "copy3.wav"):
+        (tmp_path / name).write_bytes((tmp_path / "0.wav").read_bytes())
+    tracks = [Track(p, "a") for p in sorted(tmp_path.glob("*.wav"))]
+    copies = {tmp_path / n for n in ("0.wav", "copy1.wav", "copy2.wav", "copy3.wav")}
+    sides = set()
+    for seed in range(12):
+        train, val = split_tracks(tracks, 0.4, seed)
+        assert len(train) + len(val) == 11 and 1 <= len(val) <= 4
+        in_val = {t.path for t in val} & copies
+        assert in_val in (set(), copies), seed  # all four on one side
+        sides.add(bool(in_val))
+    assert sides == {True, False}  # and the group does go to validation for some seeds
 
 
 def test_read_corpus_formats(tmp_path):
