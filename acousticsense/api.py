@@ -122,6 +122,9 @@ def _query_options(dependant: Dependant) -> set[str]:
     return {param.alias for param in dependant.query_params}.union(*(_query_options(d) for d in dependant.dependencies))
 
 
+NOT_POST = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
 def api_router(engine: Engine, max_queue: int) -> APIRouter:
     """``/api/v1``: classify (optionally explained), explain.png, health, model."""
     api = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(options_once)])
@@ -171,8 +174,8 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         _, explanation = await guarded(file, engine.explained, genre=genre)
         return Response(await run_in_threadpool(relevance_png, explanation), media_type="image/png")
 
-    @api.api_route("/classify", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    @api.api_route("/explain.png", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    @api.api_route("/classify", methods=NOT_POST, include_in_schema=False)
+    @api.api_route("/explain.png", methods=NOT_POST, include_in_schema=False)
     async def post_only(request: Request) -> None:
         """405, not the 404 of the page mounted at / (which a client would read as "no such endpoint")."""
         raise HTTPException(405, f"{request.method} is not allowed here: POST the audio as the form field 'file'", headers={"Allow": "POST"})

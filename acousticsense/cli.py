@@ -333,7 +333,7 @@ def pull(
 @app.command()
 def export(
     bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle directory (default: the built-in model).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="New bundle directory (default: model-onnx); with --db a file (default or -: stdout).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="New bundle directory (default: model-onnx); with --db a file (default or -: stdout).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="ONNX Runtime dynamic int8 quantization (smaller; faster on some CPUs).")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="Export a library database's tracks instead (with --csv or --json).")] = None,
@@ -346,9 +346,11 @@ def export(
 
         if as_csv == as_json:
             fail("with --db choose one of --csv and --json")
-        out = None if out == Path("-") else out  # -: standard output, as elsewhere
-        count = export_library(db, "csv" if as_csv else "json", out)
-        typer.echo(f"{count} tracks of {db}" + (f" written to {out}" if out else ""), err=True)
+        file = None if out in (None, "-") else Path(out)  # -: standard output, as elsewhere (./- is a file)
+        if file is None and sys.stdout is None:  # started with it closed (`>&-`)
+            fail("standard output is closed: pass --out FILE")
+        count = export_library(db, "csv" if as_csv else "json", file)
+        typer.echo(f"{count} tracks of {db}" + (f" written to {file}" if file else ""), err=True)
         return
     if as_csv or as_json:
         fail("--csv and --json export a library: add --db LIBRARY.db")
@@ -356,7 +358,7 @@ def export(
         fail(f"--format {fmt}: only 'onnx' is supported")
     from .export import export_onnx
 
-    out = out or Path("model-onnx")
+    out = Path(out or "model-onnx")
     record = export_onnx(bundle, out, int8=int8)
     check = record["check"]
     typer.echo(
@@ -404,8 +406,6 @@ def _check_listen(host: str, port: int) -> None:
 def main() -> None:
     """Console-script entry point. After a command that marked itself done (:func:`done_cleanly`), the process
     ends without the interpreter's teardown: unloading torch alone costs about 1.5 s on 2 cores."""
-    if sys.stdout is None:  # started with it closed (`>&-`): every result would be lost without a word
-        fail_now("standard output is closed: redirect it (> /dev/null to discard it)")
     try:
         app()
     except SystemExit as e:
@@ -421,18 +421,12 @@ def main() -> None:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
         if e.errno != errno.EPIPE:  # a closed pipe is the reader's choice: no message
-            fail_now(f"cannot write the output ({e.strerror})", 1)
+            with contextlib.suppress(OSError, AttributeError):
+                print(f"error: cannot write the output ({e.strerror})", file=sys.stderr, flush=True)
         sys.exit(1)
 
 
 OUTPUT_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EFBIG)  # errors of writing, never of reading input
-
-
-def fail_now(message: str, code: int = 2) -> None:
-    """:func:`fail` outside a command (no typer to turn its Exit into the exit status)."""
-    with contextlib.suppress(OSError, AttributeError):
-        print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 _clean_exit = False

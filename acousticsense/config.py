@@ -370,7 +370,9 @@ def read_small_text(path: Path, error: type[AcousticSenseError], limit: int = MA
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO, a device
             raise error(f"{path}: not a regular file")
-        raw = os.read(fd, limit + 1)  # a regular file gives what it holds, up to that
+        raw = bytearray()
+        while len(raw) <= limit and (part := os.read(fd, limit + 1 - len(raw))):
+            raw += part  # in a loop: a network file system may return less than asked
     except OSError as e:  # an I/O error
         raise error(f"{path}: cannot be read ({e.strerror or e})") from None
     finally:

@@ -93,7 +93,8 @@ class Classifier:
 
     @property
     def model(self) -> torch.nn.Module:
-        """The bundle's model (torchvision's ViT, or an ONNX model): what training updates and explanations use."""
+        """The bundle's model (torchvision's ViT, or an ONNX model): what training updates and explanations use.
+        :meth:`forward` runs its modules (shared, not copied); to swap one, assign a whole new ``model``."""
         return self._model
 
     @model.setter

@@ -129,8 +129,11 @@ class FusedInference(nn.Module):
         self.conv_proj, self.class_token, self.pos_embedding = vit.conv_proj, vit.class_token, vit.encoder.pos_embedding
         self.dropout, self.ln, self.heads = vit.encoder.dropout, vit.encoder.ln, vit.heads
         self.blocks = nn.Sequential(*(_encoder_layer(block) for block in vit.encoder.layers))
+        self.image_size = vit.image_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"images of {tuple(images.shape[-2:])} pixels; this model takes {self.image_size} x {self.image_size}")
         x = self.conv_proj(images).flatten(2).transpose(1, 2)  # (B, patches, hidden), as VisionTransformer._process_input
         x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1)
         x = self.ln(self.blocks(self.dropout(x + self.pos_embedding)))
@@ -143,9 +146,9 @@ def _encoder_layer(block: nn.Module) -> nn.TransformerEncoderLayer:
     layer = nn.TransformerEncoderLayer(
         linear1.in_features, block.self_attention.num_heads, linear1.out_features, dropout=0.0, activation="gelu",
         layer_norm_eps=block.ln_1.eps, batch_first=True, norm_first=True, device="meta",
-    )  # on "meta": its own weights are never allocated, the block's replace them
+    ).eval()  # on "meta": its own weights are never allocated, the block's replace them; eval before: not the block's modules
     layer.self_attn, layer.linear1, layer.linear2, layer.norm1, layer.norm2 = block.self_attention, linear1, linear2, block.ln_1, block.ln_2
-    return layer.eval()
+    return layer
 
 
 def inference_model(model: nn.Module) -> nn.Module:
