@@ -82,3 +82,18 @@ def test_ray_engine_matches_local(tmp_path):
     assert remote.counts == local.counts
     assert (local.counts["found"], local.counts["unchanged"], local.counts["classified"]) == (9, 8, 1)
     assert len(same_results(local_db, ray_db)) == 9
+
+
+def test_sigterm_stops_a_ray_scan_as_an_interruption():
+    """Ray's handler printed a C stack dump on SIGTERM; the scan now stops as on Ctrl-C (stored work kept, Ray shut down)."""
+    import os
+    import signal
+
+    from acousticsense.ray_engine import sigterm_as_interrupt
+
+    previous = sigterm_as_interrupt()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler as soon as kill returns
+    finally:
+        signal.signal(signal.SIGTERM, previous)
