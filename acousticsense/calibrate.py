@@ -114,9 +114,21 @@ def warnings_for(window_probs: torch.Tensor, track_probs: torch.Tensor, threshol
         return []
     score = track_score(window_probs)
     if score < threshold:
-        return [{"code": "not_music", "message": f"this does not sound like music the model knows (music score {score:.2f} "
-                 f"< {threshold:.2f}): the genres below are not a reliable answer"}]
+        a, b = _apart(score, threshold)
+        return [{"code": "not_music", "message": f"this does not sound like music the model knows (music score {a} "
+                 f"< {b}): the genres below are not a reliable answer"}]
     top = float(track_probs.max())
     if top < threshold:
-        return [{"code": "low_confidence", "message": f"the model is unsure (top genre probability {top:.2f} < {threshold:.2f})"}]
+        a, b = _apart(top, threshold)
+        return [{"code": "low_confidence", "message": f"the model is unsure (top genre probability {a} < {b})"}]
     return []
+
+
+def _apart(low: float, high: float) -> tuple[str, str]:
+    """``low`` and ``high`` with two decimals, or as many more (up to six) as it takes for them to read differently:
+    "0.27 < 0.27" said nothing."""
+    for digits in range(2, 7):
+        a, b = f"{low:.{digits}f}", f"{high:.{digits}f}"
+        if a != b:
+            return a, b
+    return a, b

@@ -32,16 +32,32 @@ from .options import (
 )
 
 
+UsageError = typer.BadParameter.__mro__[1]  # click's (typer vendors click and exports only BadParameter)
+
+
 class _Commands(TyperGroup):
-    """Every command's user errors (:class:`AcousticSenseError`, a bad option value) become one line on stderr and exit code 2."""
+    """Every command's user errors (:class:`AcousticSenseError`, a bad option value, an unknown option or command)
+    become one line on stderr and exit code 2."""
+
+    def make_context(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - click's signature
+        try:  # the options before the command (`acousticsense --bogus`)
+            return super().make_context(*args, **kwargs)
+        except UsageError as e:
+            _usage(e)
 
     def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
         try:
             return super().invoke(ctx)
         except AcousticSenseError as e:
             fail(" ".join(str(e).split()))
-        except typer.BadParameter as e:  # an option's value of the wrong type or out of its range: one line too
-            fail(" ".join(e.format_message().split()))
+        except UsageError as e:  # an option's value of the wrong type or out of range, an unknown option or command
+            _usage(e)
+
+
+def _usage(e: Exception) -> None:
+    if type(e).__name__ == "NoArgsIsHelpError":  # a command given nothing: its message is the help page, shown as is
+        raise e
+    fail(" ".join(e.format_message().split()))
 
 
 app = typer.Typer(

@@ -119,8 +119,8 @@ class FusedInference(nn.Module):
     """``vit`` for inference (eval mode): each encoder block runs as an ``nn.TransformerEncoderLayer`` over the
     block's own modules, which PyTorch runs, without gradients, as one fused op (``_transformer_encoder_layer_fwd``).
 
-    ViT-B/16 in bf16 on an H100 gave 1.06-1.09x the windows/s of torchvision's blocks (BENCHMARKS.md), with the
-    same numbers. Each of ``vit``'s modules is registered here once, so that ``functional_call`` (the bf16
+    ViT-B/16 in bf16 on an H100: 1.08x the windows/s of torchvision's blocks (the engine 1.09-1.11x; BENCHMARKS.md),
+    with the same numbers. Each of ``vit``'s modules is registered here once, so that ``functional_call`` (the bf16
     weights) swaps every weight exactly once and puts the model's own back.
     """
 

@@ -67,6 +67,9 @@ def test_threshold_and_warnings():
     assert warnings_for(confident, confident.mean(0), 0.5) == []
     assert [w["code"] for w in warnings_for(split, split.mean(0), 0.5)] == ["low_confidence"]
     assert warnings_for(uniform, uniform.mean(0), None) == []
+    close = torch.tensor([[0.734, 0.133, 0.133]])
+    [w] = warnings_for(close, close.mean(0), 0.7346)
+    assert w["code"] == "not_music" and "(music score 0.734 < 0.735)" in w["message"]  # was "0.73 < 0.73": saying nothing
     assert track_score(split) == pytest.approx(0.9)
 
 

@@ -223,6 +223,9 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing config.json" in bad.stderr
     info = _cli("info", tiny_bundle)
     assert info.returncode == 0 and json.loads(info.stdout)["labels"] == TINY_LABELS
+    for args, message in (((clip_mp3, "--bogus"), "No such option: --bogus"), (("frobnicate",), "No such command 'frobnicate'.")):
+        bad = _cli(*args) if args[0] == "frobnicate" else _cli("predict", *args)  # were 5-line boxed usage panels
+        assert bad.returncode == 2 and bad.stderr == f"error: {message}\n", bad.stderr
     bad = _cli("predict", clip_mp3, "--batch-size", "0")  # a value typer checks: one line as well, not a boxed usage text
     assert bad.returncode == 2 and bad.stderr == "error: Invalid value for '--batch-size': Input should be greater than or equal to 1\n"
 
