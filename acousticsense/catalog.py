@@ -395,7 +395,10 @@ def track_summary(row: sqlite3.Row) -> dict[str, Any]:
 
 def track_record(row: sqlite3.Row) -> dict[str, Any]:
     """:func:`track_summary` with the file's hash, the decoding warnings and the timeline (what ``export --json`` writes)."""
-    return track_summary(row) | {"hash": row["hash"], "warnings": _stored_list(row, "warnings"), "timeline": _stored_list(row, "timeline")}
+    warnings = _stored_list(row, "warnings")
+    if not all(isinstance(w, dict) and isinstance(w.get("code"), str) for w in warnings):
+        _damaged(row, "its warnings are not a list of {code, message}")
+    return track_summary(row) | {"hash": row["hash"], "warnings": warnings, "timeline": _stored_list(row, "timeline")}
 
 
 def _stored_list(row: sqlite3.Row, key: str) -> list[Any]:

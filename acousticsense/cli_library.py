@@ -131,7 +131,7 @@ def similar(
 
 def export_library(db: Path, fmt: str, out: Path | None) -> int:
     """Write every track of the library as CSV or JSON (an array) to ``out`` or stdout; returns how many."""
-    from .catalog import Catalog, track_record, track_summary
+    from .catalog import Catalog, track_record
 
     count = 0
     if out is not None and Path(out).resolve() == Path(db).resolve():
@@ -139,16 +139,17 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
     with Catalog(db, create=False) as catalog, (_written(Path(out), fmt) if out else contextlib.nullcontext(sys.stdout)) as f:
         if fmt == "csv":
             w = csv.writer(f)
-            w.writerow(["path", "status", "genre", "probability", "top_k", "duration", "model", "error"])
+            w.writerow(["path", "status", "genre", "probability", "top_k", "duration", "model", "error", "warnings"])
         else:
             f.write("[")
         for row in catalog.rows():
-            t = track_summary(row)
-            if fmt == "csv":
+            t = track_record(row)
+            if fmt == "csv":  # warnings as predict --csv gives them: their codes (not_music, truncated, ...)
                 top = ";".join(f"{g}:{p:.4f}" for g, p in t["top_k"])
-                w.writerow([t["path"], t["status"], t["genre"] or "", "" if t["probability"] is None else f"{t['probability']:.6f}", top, t["duration"] or "", t["model"], t["error"] or ""])
+                codes = ";".join(w["code"] for w in t["warnings"])
+                w.writerow([t["path"], t["status"], t["genre"] or "", "" if t["probability"] is None else f"{t['probability']:.6f}", top, t["duration"] or "", t["model"], t["error"] or "", codes])
             else:
-                f.write(("\n  " if not count else ",\n  ") + json.dumps(track_record(row)))
+                f.write(("\n  " if not count else ",\n  ") + json.dumps(t))
             count += 1
         if fmt == "json":
             f.write("\n]\n" if count else "]\n")

@@ -1,5 +1,7 @@
 """The music library: incremental, resumable scans into SQLite, rename detection, search, similar, export, tags."""
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -273,7 +275,9 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     doc = json.loads(piped.stdout)  # - reads standard input, as predict, explain and stream do: classified now
     assert doc["query"]["path"] == "<stdin>" and doc["query"]["genre"] == "Metal" and doc["tracks"][0]["path"] == metal["path"], piped.stderr
     csv_out = run("export", "--db", str(db), "--csv").stdout.splitlines()
-    assert csv_out[0].startswith("path,status,genre") and len(csv_out) == 18
+    assert csv_out[0].startswith("path,status,genre") and csv_out[0].endswith(",error,warnings") and len(csv_out) == 18
+    flagged = {row["warnings"] for row in csv.DictReader(io.StringIO("\n".join(csv_out)))}  # the codes predict --csv gives
+    assert flagged <= {"", "not_music", "low_confidence", "silent_windows"} and flagged != {""}, flagged
     exported = json.loads(run("export", "--db", str(db), "--json").stdout)
     assert len(exported) == 17 and sum(t["status"] == "failed" for t in exported) == 1
     unknown = run("search", "--db", str(db), "--genre", "Polka")
@@ -295,6 +299,7 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
 @pytest.mark.parametrize("column,value,what", [
     ("top_k", "not json", "its top_k is not a JSON list"),
     ("timeline", "{}", "its timeline is not a JSON list"),
+    ("warnings", "[1]", "its warnings are not a list of {code, message}"),
     ("probability", "high", "its probability is not a number"),
     ("embedding", b"\x00" * 7, "its embedding is not a vector of finite float32 values"),
     ("embedding", np.full(4, np.nan, "<f4").tobytes(), "its embedding is not a vector of finite float32 values"),
@@ -308,7 +313,7 @@ def test_a_damaged_row_is_the_one_line_database_error_not_a_traceback(library, t
         track, genre = db.execute("SELECT id, genre FROM tracks WHERE status = 'ok' ORDER BY id DESC").fetchone()
         db.execute(f"UPDATE tracks SET {column} = ? WHERE id = ?", (value, track))
     run = lambda *args: subprocess.run([*CLI, *args, "--db", str(damaged)], capture_output=True, text=True)  # noqa: E731
-    queries = {"embedding": [("similar", "1")], "timeline": [("export", "--json")]}.get(column, [("search", "--genre", genre), ("export", "--json")])
+    queries = {"embedding": [("similar", "1")], "timeline": [("export", "--json")], "warnings": [("export", "--csv")]}.get(column, [("search", "--genre", genre), ("export", "--json")])
     for args in queries:
         broken = run(*args)
         assert broken.returncode == 2 and broken.stderr.startswith(f"error: {damaged}: cannot read the library database (track ") and what in broken.stderr, (args, broken.stderr)
