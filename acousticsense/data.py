@@ -173,9 +173,11 @@ def split_tracks(tracks: list[Track], val_fraction: float, seed: int) -> tuple[l
         order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(len(copies))
         n_val = min(len(mine) - 1, max(1 if val_fraction > 0 else 0, round(len(mine) * val_fraction)))
         held: set[int] = set()
+        taken = 0
         for i in order:
-            if sum(len(copies[j]) for j in held) + len(copies[i]) <= n_val:
+            if taken + len(copies[i]) <= n_val:
                 held.add(int(i))
+                taken += len(copies[i])
         val += [t for i, group in enumerate(copies) if i in held for t in group]
         train += [t for i, group in enumerate(copies) if i not in held for t in group]
     return sorted(train, key=_listed), sorted(val, key=_listed)

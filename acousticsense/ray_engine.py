@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max
             except ConnectionError as e:
                 where = address or os.environ.get("RAY_ADDRESS")
                 raise ParameterError(f"Ray cluster {where}: it does not answer ({e})") from None
-        previous = sigterm_as_interrupt() if started else None
+        restore = sigterm_as_interrupt() if started else None
         import ray.data as _ray_data  # noqa: F401 - configures its logger, to be quietened next
 
         data_log = logging.getLogger("ray.data")  # its console says when each chunk is done: not worth a line
@@ -95,23 +95,24 @@ def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max
             data_log.setLevel(level)
             if started:
                 ray.shutdown()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if restore is not None:
+                restore()
 
     return run
 
 
-def sigterm_as_interrupt() -> Any:
-    """Make SIGTERM a ``KeyboardInterrupt`` (in the main thread; returns the handler it replaces, or None): Ray's
-    own handler printed a C stack dump, where a stopped scan is an interruption like Ctrl-C (what was classified
-    stays stored and Ray is shut down)."""
+def sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM a ``KeyboardInterrupt`` (in the main thread) and return what puts the handler before it back:
+    Ray's own handler printed a C stack dump, where a stopped scan is an interruption like Ctrl-C (what was
+    classified stays stored and Ray is shut down)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return lambda: None
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # None: one installed outside Python (Ray's), not restorable
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:

@@ -91,9 +91,11 @@ def test_sigterm_stops_a_ray_scan_as_an_interruption():
 
     from acousticsense.ray_engine import sigterm_as_interrupt
 
-    previous = sigterm_as_interrupt()
+    before = signal.getsignal(signal.SIGTERM)
+    restore = sigterm_as_interrupt()
     try:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler as soon as kill returns
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore()
+    assert signal.getsignal(signal.SIGTERM) == before
