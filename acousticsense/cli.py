@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -30,7 +32,6 @@ from .options import (
     SERVER_MAX_SECONDS,
     SERVER_MAX_UPLOAD_MB,
 )
-
 
 UsageError = typer.BadParameter.__mro__[1]  # click's (typer vendors click and exports only BadParameter)
 
@@ -363,8 +364,6 @@ def export(
         if as_csv == as_json:
             fail("with --db choose one of --csv and --json")
         file = None if out in (None, "-") else Path(out)  # -: standard output, as elsewhere (./- is a file)
-        if file is None and sys.stdout is None:  # started with it closed (`>&-`)
-            fail("standard output is closed: pass --out FILE")
         count = export_library(db, "csv" if as_csv else "json", file)
         typer.echo(f"{count} tracks of {db}" + (f" written to {file}" if file else ""), err=True)
         return
@@ -422,6 +421,9 @@ def _check_listen(host: str, port: int) -> None:
 def main() -> None:
     """Console-script entry point. After a command that marked itself done (:func:`done_cleanly`), the process
     ends without the interpreter's teardown: unloading torch alone costs about 1.5 s on 2 cores."""
+    if sys.stdout is None:  # started with it closed (`>&-`): what writes there gets the one-line output error below
+        sys.stdout = _ClosedOutput()
+        logging.raiseExceptions = False  # a log written there (the server's access log) is dropped without a traceback
     try:
         app()
     except SystemExit as e:
@@ -442,7 +444,15 @@ def main() -> None:
         sys.exit(1)
 
 
-OUTPUT_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EFBIG)  # errors of writing, never of reading input
+OUTPUT_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EFBIG, errno.EBADF)  # errors of writing, never of reading input
+
+
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the process started without one: a command that writes there fails with one line
+    (it was an AttributeError on None); one that writes only to files (--out FILE) runs as usual."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
 
 
 _clean_exit = False

@@ -223,6 +223,9 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing config.json" in bad.stderr
     info = _cli("info", tiny_bundle)
     assert info.returncode == 0 and json.loads(info.stdout)["labels"] == TINY_LABELS
+    closed = subprocess.run([sys.executable, "-m", "acousticsense.cli", "predict", str(clip_mp3), "--json", "--model", str(tiny_bundle)],
+                            stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))  # started with stdout closed (>&-)
+    assert closed.returncode == 1 and closed.stderr == "error: cannot write the output (standard output is closed)\n"  # was an AttributeError
     for args, message in (((clip_mp3, "--bogus"), "No such option: --bogus"), (("frobnicate",), "No such command 'frobnicate'.")):
         bad = _cli(*args) if args[0] == "frobnicate" else _cli("predict", *args)  # were 5-line boxed usage panels
         assert bad.returncode == 2 and bad.stderr == f"error: {message}\n", bad.stderr

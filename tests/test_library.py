@@ -347,7 +347,7 @@ def test_export_to_standard_output_full_or_closed_is_one_line(library, tmp_path,
         r = subprocess.run([*CLI, "export", "--db", str(db), "--csv"], stdout=full, stderr=subprocess.PIPE, text=True)
     assert r.returncode == 1 and r.stderr == "error: cannot write the output (No space left on device)\n"
     closed = subprocess.run([*CLI, "export", "--db", str(db), "--csv"], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
-    assert closed.returncode == 2 and closed.stderr == "error: standard output is closed: pass --out FILE\n"
+    assert closed.returncode == 1 and closed.stderr == "error: cannot write the output (standard output is closed)\n"
     to_file = subprocess.run([*CLI, "export", "--db", str(db), "--csv", "--out", "./-"], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
     assert to_file.returncode == 0 and len((tmp_path / "-").read_text().splitlines()) == 18  # ./- names a file; no stdout needed
 
