@@ -22,7 +22,8 @@ from .options import MAX_SECONDS_RANGE, in_range
 from .results import Failure, guarded
 
 # Processes (forked: nothing of the caller's script is re-imported), not threads: decoding holds the GIL
-# most of its time, and two decoding threads were slower than one. 0: decode in this process.
+# most of its time, and two decoding threads were slower than one. 0: decode in this process. Once this process
+# has used CUDA they come from a fork server instead (see _pool).
 DECODE_WORKERS = min(4, os.cpu_count() or 1) if "fork" in multiprocessing.get_all_start_methods() else 0
 DECODE_AHEAD = 2  # inputs decoded ahead of the model at most: memory stays bounded however many files
 STOP_SIGNAL = signal.SIGUSR1  # DecodeAhead.close(kill=True) sends it: a worker abandons the file it is decoding
@@ -141,17 +142,28 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def _pool(workers: int) -> tuple[ProcessPoolExecutor, Sequence[int]]:
-    """Forked decoding processes (nothing of the caller's script is re-imported) that leave Ctrl-C to this one
-    and end with it, even when it is killed; and the shared array where each writes its process id."""
-    context = multiprocessing.get_context("fork")
+    """Decoding processes that leave Ctrl-C to this one and end with it, even when it is killed; and the shared
+    array where each writes its process id. Forked from this process (nothing of the caller's script is
+    re-imported) unless it has used CUDA: CUDA's threads and locks do not survive a fork (PyTorch's guidance), so
+    the workers are then forked from a fork server, a clean process started once (it imports the caller's
+    ``__main__`` as spawned processes do)."""
+    context = multiprocessing.get_context("forkserver" if cuda_initialised() else "fork")
     pids = context.Array(ctypes.c_int, workers)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(), pids)), pids
+    parent = os.getpid() if context.get_start_method() == "fork" else None
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(parent, pids)), pids
 
 
-def _worker_start(parent: int, pids: Any) -> None:
+def cuda_initialised() -> bool:
+    """Whether this process has used CUDA (torch is never imported here for the answer)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_initialized()
+
+
+def _worker_start(parent: int | None, pids: Any) -> None:
     """A decoding worker writes its process id into the first free slot of ``pids``, ignores Ctrl-C (the parent handles it),
-    drops its file on :data:`STOP_SIGNAL`, and, on Linux, is killed when the parent dies: a forked worker shares the
-    parent's pipes, so it would never see them close and would wait forever."""
+    drops its file on :data:`STOP_SIGNAL`, and, on Linux, is killed when its parent dies: a forked worker shares the
+    parent's pipes, so it would never see them close and would wait forever. ``parent``: the process that forked
+    it, checked in case it died first; ``None`` for a fork server's worker (the server ends when the caller does)."""
     with pids.get_lock():
         free = [i for i, pid in enumerate(pids) if not pid]
         if free:
@@ -161,7 +173,7 @@ def _worker_start(parent: int, pids: Any) -> None:
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the line above
+    if parent is not None and os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
 
 

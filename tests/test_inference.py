@@ -443,6 +443,24 @@ def test_decoding_left_by_an_exception_stops_at_once(clip_mp3, monkeypatch):
         decoding.DecodeAhead([clip_mp3], SR, 30.0, "bogus")
 
 
+def test_after_cuda_the_decoding_workers_come_from_a_fork_server(clip_mp3, monkeypatch):
+    """A process that has used CUDA never forks its decoding workers (CUDA's threads and locks do not survive a
+    fork): they come from a fork server, decode the same samples, and still stop at once when asked."""
+    monkeypatch.setattr(decoding, "cuda_initialised", lambda: True)
+    here = decoding.load_audio(clip_mp3, SR, 30.0, "ffmpeg")
+    with decoding.DecodeAhead([clip_mp3] * 3, SR, 30.0, "ffmpeg", first_here=False) as ahead:
+        assert ahead._pool._mp_context.get_start_method() == "forkserver"
+        decoded = [audio for _, audio in ahead]
+    assert all(np.array_equal(a.samples, here.samples) for a in decoded)
+    with decoding.DecodeAhead([clip_mp3] * 3, SR, 30.0, "ffmpeg", first_here=False) as ahead:
+        next(ahead)
+        pids = [p for p in ahead._pids if p]
+        parents = {int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) for p in pids}
+        assert pids and os.getpid() not in parents  # forked by the server, not by this process
+        ahead.close(kill=True)
+    assert ahead._pool is None
+
+
 def test_the_table_shows_labels_and_warnings_as_plain_text(capsys):
     """A label or message with square brackets is printed as written, never read as rich markup (it crashed)."""
     from acousticsense.cli import _print_table
