@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -18,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from .errors import AcousticSenseError, ParameterError
-from .explain import Explanation, explain, relevance_png
+from .explain import Explanation, explain, known_genre, relevance_png
 from .inference import Classifier
 from .options import DEFAULT_TOP_K, SERVER_MAX_EXPLAINED, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
 from .results import Result
@@ -26,6 +27,10 @@ from .results import Result
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
 EXPLAIN_BANDS, EXPLAIN_COLUMNS = 32, 256  # ?explain=true: the map summed into at most this many mel bands × time columns
 LOG = logging.getLogger("uvicorn.error")  # the server's log: one line per event, next to uvicorn's own
+
+
+class ClientGone(Exception):
+    """The client of a queued request hung up before a model slot came free: its work is not done."""
 
 
 class Engine:
@@ -36,16 +41,20 @@ class Engine:
         self.max_seconds = max_seconds
         self._slots = threading.Semaphore(MODEL_WORKERS)
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call ``fn`` once a model slot is free (blocking; call from a worker thread)."""
+    def run(self, fn: Callable[..., Any], *args: Any, gone: threading.Event | None = None, **kwargs: Any) -> Any:
+        """Call ``fn`` once a model slot is free (blocking; call from a worker thread); :class:`ClientGone`
+        instead if ``gone`` was set while it waited."""
         with self._slots:
+            if gone is not None and gone.is_set():
+                raise ClientGone
             return fn(*args, **kwargs)
 
-    def classify(self, data: bytes, name: str, **kwargs: Any) -> Result:
-        return self.run(self.classifier.classify, named_bytes(data, name), max_seconds=self.max_seconds, **kwargs)
+    def classify(self, data: bytes, name: str, gone: threading.Event | None = None, **kwargs: Any) -> Result:
+        return self.run(self.classifier.classify, named_bytes(data, name), gone=gone, max_seconds=self.max_seconds, **kwargs)
 
     def explained(
-        self, data: bytes, name: str, genre: str | None = None, top_k: int = DEFAULT_TOP_K, silent_ok: bool = False, **kwargs: Any
+        self, data: bytes, name: str, genre: str | None = None, top_k: int = DEFAULT_TOP_K, silent_ok: bool = False,
+        gone: threading.Event | None = None, **kwargs: Any
     ) -> tuple[Result, Explanation | None]:
         """The result and the relevance map (for ``genre``, default the top one) from one decode of the upload.
         A silent upload has nothing to explain: an error, or with ``silent_ok`` the result and no map."""
@@ -61,7 +70,7 @@ class Engine:
             result = clf.postprocess(features, clf.forward([features])[0])
             return result, None if result.silent and silent_ok else explain(clf, features, genre)
 
-        return self.run(run)
+        return self.run(run, gone=gone)
 
 
 def named_bytes(data: bytes, name: str) -> io.BytesIO:
@@ -122,7 +131,30 @@ def _query_options(dependant: Dependant) -> set[str]:
     return {param.alias for param in dependant.query_params}.union(*(_query_options(d) for d in dependant.dependencies))
 
 
-NOT_POST = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+HOW_TO_POST = "POST the audio as the form field 'file'"
+
+
+def other_methods_405(router: APIRouter) -> APIRouter:
+    """Each route of ``router`` answers HEAD as GET where it takes GET, and the methods it does not take with 405
+    and ``Allow``, not the 404 of the page mounted at ``/`` (which a client reads as "no such endpoint")."""
+    for route in [r for r in router.routes if isinstance(r, APIRoute)]:
+        path = route.path.removeprefix(router.prefix)
+        allowed = [m for m in METHODS if m in route.methods or (m == "HEAD" and "GET" in route.methods)]
+        if "HEAD" in allowed and "HEAD" not in route.methods:  # a route of its own: the docs list GET once
+            router.add_api_route(path, route.endpoint, methods=["HEAD"], response_class=route.response_class, include_in_schema=False)
+        router.add_api_route(path, _refusal(allowed), methods=[m for m in METHODS if m not in allowed], include_in_schema=False)
+    return router
+
+
+def _refusal(allowed: list[str]) -> Callable[[Request], Any]:
+    """An endpoint answering 405 with ``Allow: allowed``."""
+    hint = HOW_TO_POST if allowed == ["POST"] else f"use {' or '.join(allowed)}"
+
+    async def refuse(request: Request) -> None:
+        raise HTTPException(405, f"{request.method} is not allowed here: {hint}", headers={"Allow": ", ".join(allowed)})
+
+    return refuse
 
 
 def api_router(engine: Engine, max_queue: int) -> APIRouter:
@@ -155,8 +187,8 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
             raise HTTPException(400, "genre: only used with explain=true (the genre to explain)")
         options = dict(top_k=top_k, window=window, hop=hop, override_window=override_window)
         if not explain:
-            return (await guarded(file, engine.classify, **options)).to_dict()
-        result, explanation = await guarded(file, engine.explained, genre=genre, silent_ok=True, **options)
+            return (await guarded(request, file, engine.classify, **options)).to_dict()
+        result, explanation = await guarded(request, file, engine.explained, genre=checked_genre(genre), silent_ok=True, **options)
         return result.to_dict() | {"explanation": explanation and explanation.to_dict(EXPLAIN_BANDS, EXPLAIN_COLUMNS)}
 
     @api.post(
@@ -171,29 +203,35 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         genre: Annotated[Optional[str], Query(description="The genre to explain (default: the top one)")] = None,
     ) -> Response:
         await one_file(request)
-        _, explanation = await guarded(file, engine.explained, genre=genre)
+        _, explanation = await guarded(request, file, engine.explained, genre=checked_genre(genre))
         return Response(await run_in_threadpool(relevance_png, explanation), media_type="image/png")
-
-    @api.api_route("/classify", methods=NOT_POST, include_in_schema=False)
-    @api.api_route("/explain.png", methods=NOT_POST, include_in_schema=False)
-    async def post_only(request: Request) -> None:
-        """405, not the 404 of the page mounted at / (which a client would read as "no such endpoint")."""
-        raise HTTPException(405, f"{request.method} is not allowed here: POST the audio as the form field 'file'", headers={"Allow": "POST"})
 
     async def one_file(request: Request) -> None:
         """Refuse a request with several ``file`` fields (only one would be analysed). The form is already parsed."""
         if len((await request.form()).getlist("file")) > 1:
             raise HTTPException(400, "file: send one file per request (this one has several)")
 
-    async def guarded(file: UploadFile, work: Callable[..., Any], **options: Any) -> Any:
-        """``work(data, name, **options)`` in a worker thread within the queue bound; errors as one-line 400/422/503."""
+    def checked_genre(genre: str | None) -> str | None:
+        """The genre to explain, refused before the upload queues for the model if the model does not know it."""
+        try:
+            return known_genre(engine.classifier, genre)
+        except ParameterError as e:
+            raise HTTPException(400, f"genre: {e}") from None
+
+    async def guarded(request: Request, file: UploadFile, work: Callable[..., Any], **options: Any) -> Any:
+        """``work(data, name, **options)`` in a worker thread within the queue bound; errors as one-line 400/422/503.
+        A request whose client hangs up while it waits for the model is dropped, not analysed for nobody."""
         nonlocal busy
         if busy >= capacity:
             raise HTTPException(503, f"server busy: {busy} requests are queued, try again shortly")
         busy += 1
         name = file.filename or "upload"
+        gone = threading.Event()
+        watch = asyncio.create_task(watch_disconnect(request, gone))
         try:
-            return await run_in_threadpool(work, await file.read(), name, **options)
+            return await run_in_threadpool(work, await file.read(), name, gone=gone, **options)
+        except ClientGone:
+            raise HTTPException(499, "the client closed the request before it was analysed") from None
         except ParameterError as e:
             raise HTTPException(400, str(e)) from None
         except AcousticSenseError as e:
@@ -203,6 +241,7 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
             LOG.error(detail)
             raise HTTPException(422, detail) from None
         finally:
+            watch.cancel()
             busy -= 1
             await file.close()
 
@@ -214,14 +253,22 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
     async def model() -> dict[str, Any]:
         return engine.classifier.config.to_dict()
 
-    return api
+    return other_methods_405(api)
+
+
+async def watch_disconnect(request: Request, gone: threading.Event, every: float = 0.25) -> None:
+    """Set ``gone`` once the client of ``request`` (its body already read) has disconnected."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every)
+    gone.set()
 
 
 async def one_line_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
     """A request FastAPI cannot parse: 400 for a bad option (query or path), 422 for a bad or missing file, one line of detail."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query"))
-    return JSONResponse({"detail": f"{where}: {first['msg']}"}, 400 if first["loc"][0] in ("query", "path") else 422)
+    where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+    message = "send the audio as a file upload (multipart/form-data)" if "UploadFile" in first["msg"] else first["msg"]
+    return JSONResponse({"detail": f"{where}: {message}"}, 400 if first["loc"][0] in ("query", "path") else 422)
 
 
 def create_api(

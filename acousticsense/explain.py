@@ -104,7 +104,7 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
     Raises :class:`ParameterError` for an unknown genre or method, :class:`AudioError` for a silent track.
     """
     _check_method(method)
-    genre = _known_genre(clf, genre)
+    genre = known_genre(clf, genre)
     features = source if isinstance(source, Features) else clf.preprocess(source)
     if bool(features.silent.all()):
         raise AudioError(f"{features.source}: no window is louder than {features.options.pre.silence_db:g} dBFS: the recording is silent, there is nothing to explain")
@@ -143,13 +143,14 @@ def _check_method(method: str) -> None:
         raise ParameterError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 
-def _known_genre(clf: Classifier, genre: str | None) -> str | None:
+def known_genre(clf: Classifier, genre: str | None) -> str | None:
     """``genre`` as the model spells it (any case: "jazz" is Jazz); :class:`ParameterError` for one it does not know."""
     if genre is None:
         return None
     known = {label.casefold(): label for label in clf.labels}
     if not isinstance(genre, str) or genre.casefold() not in known:
-        raise ParameterError(f"unknown genre {genre!r}; this model's genres: {', '.join(clf.labels)}")
+        shown = repr(genre) if len(str(genre)) <= 60 else repr(str(genre)[:60]) + "…"
+        raise ParameterError(f"unknown genre {shown}; this model's genres: {', '.join(clf.labels)}")
     return known[genre.casefold()]
 
 
@@ -262,7 +263,7 @@ def faithfulness(
     (the mean of ``draws`` draws from ``seed``, each in ``random_draws``), ``bottom`` the least relevant;
     ``probability`` before. Positive numbers are drops. Meant for clips: it holds ``draws + 2`` copies of the images."""
     _check_method(method)
-    genre = _known_genre(clf, genre)
+    genre = known_genre(clf, genre)
     if not (is_number(fraction) and 0 < fraction < 1):
         raise ParameterError(f"fraction must be a number between 0 and 1, not {fraction!r}")
     whole_in_range("draws", draws, 1, 100)

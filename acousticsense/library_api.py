@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as Path_
 from fastapi.responses import FileResponse
 
-from .api import options_once
+from .api import options_once, other_methods_405
 from .catalog import MAX_ID, Catalog, LibraryError, listed_file, track_summary
 from .errors import AcousticSenseError, ParameterError
 from .similar import MAX_K, resolve, similar
@@ -152,4 +152,4 @@ def library_router(library: Library) -> APIRouter:
             raise http_error(e) from None
         return FileResponse(path, media_type=media_type(path))
 
-    return api
+    return other_methods_405(api)

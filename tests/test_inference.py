@@ -175,7 +175,7 @@ def test_bad_audio_raises_audio_error(clf, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "acousticsense.cli", *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "acousticsense", *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_predict_json(tiny_bundle, clip_mp3):

@@ -149,6 +149,13 @@ def test_audio_serves_only_the_files_of_library_tracks(client, rows):
     assert client.get(f"{LIB}/tracks/999/audio").json() == {"detail": "no track 999 in the library"}
     assert client.get(f"{LIB}/tracks/999/audio").status_code == 404
     assert client.get(f"{LIB}/tracks/..%2F..%2Fetc%2Fpasswd/audio").status_code in (404, 422)
+    assert client.get(f"{LIB}/tracks/abc/audio").json() == {"detail": "track: Input should be a valid integer, unable to parse string as an integer"}
+    head = client.head(f"{LIB}/tracks/{jazz['id']}/audio")  # players and link checkers ask first: it was the page's 404
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(r.content) and not head.content
+    for method in ("POST", "DELETE"):
+        refused = client.request(method, f"{LIB}/tracks/{jazz['id']}/audio")
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+        assert refused.json() == {"detail": f"{method} is not allowed here: use GET or HEAD"}
 
 
 def test_audio_of_a_track_whose_file_is_gone_or_a_link_is_404(client, rows, tmp_path):

@@ -16,13 +16,12 @@ from dataclasses import replace
 import httpx
 import pytest
 import uvicorn
+from conftest import TINY_LABELS, tiny_config
 
 from acousticsense.bundle import DEFAULT_BUNDLE, read_config
 from acousticsense.inference import Classifier, Genre, Result, Window
 from acousticsense.serve import create_app
 from acousticsense.ui import Example, is_not_music, model_card, summary_text
-
-from conftest import TINY_LABELS, tiny_config
 
 
 def free_port() -> int:
@@ -105,6 +104,8 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
     assert r.status_code == 400 and r.json() == {"detail": "top_k: Input should be greater than or equal to 1"}
     r = httpx.post(f"{url}/api/v1/classify", data={"x": "1"})
     assert r.status_code == 422 and r.json() == {"detail": "file: Field required"}
+    r = httpx.post(f"{url}/api/v1/classify", data={"file": "hello"})  # text, not a file: was "Expected UploadFile, received: <class 'str'>"
+    assert r.status_code == 422 and r.json() == {"detail": "file: send the audio as a file upload (multipart/form-data)"}
     r = classify(url, clip_bytes, genre="Jazz")  # a genre means nothing without explain: not silently ignored
     assert r.status_code == 400 and r.json() == {"detail": "genre: only used with explain=true (the genre to explain)"}
     for route in ("classify", "explain.png"):  # two files: not just the last one analysed
@@ -119,6 +120,10 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
         r = httpx.request(method, f"{url}/api/v1/{route}")
         assert r.status_code == 405 and r.headers["allow"] == "POST", method
         assert method == "HEAD" or "POST the audio as the form field 'file'" in r.json()["detail"]
+    for route in ("health", "model"):  # GET routes: HEAD answers, other methods are 405 (were the page's 404)
+        assert httpx.head(f"{url}/api/v1/{route}").status_code == 200
+        r = httpx.post(f"{url}/api/v1/{route}")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD" and r.json() == {"detail": "POST is not allowed here: use GET or HEAD"}
 
 
 def test_an_unexpected_failure_is_a_422_and_one_log_line(url, clip_bytes, monkeypatch, caplog):
@@ -184,6 +189,35 @@ def test_a_full_queue_answers_503(tiny_bundle, clip_bytes):
         assert set(codes) == {200, 503} and codes.count(200) >= 1
         r = httpx.get(f"{base}/api/v1/health").json()
         assert (r["busy"], r["capacity"]) == (0, 1)
+
+
+def test_a_request_whose_client_hung_up_is_not_analysed(tiny_bundle, clip_bytes):
+    """Clients that leave while their upload waits for the model free their place: nothing is analysed for nobody
+    (33 abandoned uploads had kept the queue full and the model busy). An unknown genre is refused before the queue."""
+    app = create_app(tiny_bundle)
+    engine = app.state.engine
+    calls = []
+    real = engine.classifier.classify
+    engine.classifier.classify = lambda *a, **k: calls.append(1) or real(*a, **k)
+    with running(app) as base:
+        engine._slots.acquire()  # the model is busy
+        try:
+            for _ in range(3):
+                with pytest.raises(httpx.TimeoutException):
+                    httpx.post(f"{base}/api/v1/classify", files={"file": ("clip.mp3", clip_bytes)}, timeout=1)
+            assert httpx.get(f"{base}/api/v1/health").json()["busy"] == 3
+            start = time.monotonic()
+            r = httpx.post(f"{base}/api/v1/explain.png", files={"file": ("clip.mp3", clip_bytes)}, params={"genre": "Polka" * 100}, timeout=5)
+            assert r.status_code == 400 and time.monotonic() - start < 2  # not queued behind the model
+            assert r.json()["detail"] == f"genre: unknown genre '{'Polka' * 12}'…; this model's genres: {', '.join(TINY_LABELS)}"
+            time.sleep(0.6)  # the server notices the hang-ups
+        finally:
+            engine._slots.release()
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{base}/api/v1/health").json()["busy"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{base}/api/v1/health").json()["busy"] == 0 and calls == []
+        assert classify(base, clip_bytes).status_code == 200 and calls == [1]
 
 
 def test_oversized_uploads_get_413(tiny_bundle, clip_bytes):
