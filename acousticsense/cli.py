@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from .errors import AcousticSenseError
+from .errors import AcousticSenseError, AudioError, sigterm_as_interrupt
 from .options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_SECONDS,
@@ -37,8 +37,9 @@ UsageError = typer.BadParameter.__mro__[1]  # click's (typer vendors click and e
 
 
 class _Commands(TyperGroup):
-    """Every command's user errors (:class:`AcousticSenseError`, a bad option value, an unknown option or command)
-    become one line on stderr and exit code 2."""
+    """Every command's user errors become one line on stderr: exit code 1 for an input that cannot be analysed
+    (:class:`AudioError`, as ``predict`` exits for a file that fails), 2 for the others (an option, a model, a
+    database: any other :class:`AcousticSenseError`, a bad option value, an unknown option or command)."""
 
     def make_context(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - click's signature
         try:  # the options before the command (`acousticsense --bogus`)
@@ -50,7 +51,7 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except AcousticSenseError as e:
-            fail(" ".join(str(e).split()))
+            fail(" ".join(str(e).split()), code=1 if isinstance(e, AudioError) else 2)
         except UsageError as e:  # an option's value of the wrong type or out of range, an unknown option or command
             _usage(e)
 
@@ -424,6 +425,7 @@ def main() -> None:
     if sys.stdout is None:  # started with it closed (`>&-`): what writes there gets the one-line output error below
         sys.stdout = _ClosedOutput()
         logging.raiseExceptions = False  # a log written there (the server's access log) is dropped without a traceback
+    sigterm_as_interrupt()  # a stop from systemd, docker or Slurm ends a command as Ctrl-C does (serve: uvicorn's own)
     try:
         app()
     except SystemExit as e:

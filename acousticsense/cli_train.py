@@ -51,10 +51,11 @@ def train(
         path = run_training(data, out, resume=resume, **{k: v for k, v in recipe.items() if v is not None})
     except RuntimeError as e:  # e.g. an unavailable CUDA device
         fail(f"training failed: {e}")
-    except KeyboardInterrupt:
-        run = out or default_out(data, arch)
-        if (Path(run) / CHECKPOINT_NAME).is_file():
-            fail(f"interrupted; continue with: acousticsense train {data} --out {run} --resume", code=130)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a service manager's or scheduler's stop)
+        run = Path(out or default_out(data, arch))
+        if (run / CHECKPOINT_NAME).is_file():
+            held = f" ({run / CHECKPOINT_NAME} holds epoch {e.epoch})" if getattr(e, "epoch", 0) else ""
+            fail(f"interrupted{held}; continue with: acousticsense train {data} --out {run} --resume", code=130)
         fail("interrupted before the first epoch was saved: nothing to resume; start again (without --resume)", code=130)
     typer.echo(f"wrote {path}; use it with: acousticsense predict --model {path} FILE")
 
@@ -74,7 +75,7 @@ def evaluate(
     from .evaluate import record_metrics
 
     try:
-        report = run_evaluation(bundle, data, out, device=device, batch_size=batch_size, progress=True)
+        report = run_evaluation(bundle, data, out, device=device, batch_size=batch_size, progress=True, held_out=record)
         if record:
             record_metrics(bundle, report)
     except RuntimeError as e:

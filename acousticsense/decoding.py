@@ -169,6 +169,7 @@ def _worker_start(parent: int | None, pids: Any) -> None:
         if free:
             pids[free[0]] = os.getpid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's Ctrl-C stand-in, inherited by a fork: a stopped worker just ends
     signal.signal(STOP_SIGNAL, _stop)
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1

@@ -1,8 +1,12 @@
-"""The project's errors: one base class, so callers (the CLI, the REST API) catch what a user caused and nothing else."""
+"""The project's errors: one base class, so callers (the CLI, the REST API) catch what a user caused and nothing else;
+and how a stop request arrives (SIGTERM as Ctrl-C)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 
 class AcousticSenseError(Exception):
@@ -33,3 +37,17 @@ def output_folder(path: Path) -> Path:
     except OSError as e:
         raise AcousticSenseError(f"{path}: cannot create this folder ({e.strerror or e})") from None
     return path
+
+
+def sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM (what systemd, docker, Slurm and ``kill`` send) a ``KeyboardInterrupt`` in the main thread, so a
+    stopped command ends as on Ctrl-C (its work so far kept, one line said); returns what puts the previous
+    handler back. Nothing changes outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)  # None: one installed outside Python (Ray's), not restorable
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

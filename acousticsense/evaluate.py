@@ -36,6 +36,7 @@ def evaluate(
     device: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    held_out: bool = False,
 ) -> dict[str, Any]:
     """Classify every track of DATA (see :func:`acousticsense.data.read_corpus`) and score it.
 
@@ -45,10 +46,14 @@ def evaluate(
     are classified too: ``not_music`` reports how often they are flagged (``not_music`` or
     ``low_confidence`` warning), by kind (the file name up to its first dot), and how often music is.
     With ``out_dir``, writes ``report.json``, ``confusion.png`` and ``reliability.png`` there.
-    Returns the report.
+    ``held_out``: the figures are to be recorded as held-out ones, so the corpus the bundle was trained on is
+    refused (a :class:`DataError`) before anything is classified. Returns the report.
     """
     corpus = read_corpus(data)
     clf = Classifier.from_bundle(bundle, device=device, batch_size=batch_size)
+    training_corpus = trained_on(clf.config.provenance, corpus.info)
+    if held_out and training_corpus:
+        raise _not_held_out(corpus.info)
     out = None if out_dir is None else output_folder(Path(out_dir))
     labels = clf.labels
     unknown = sorted(set(corpus.labels) - set(labels))
@@ -90,8 +95,7 @@ def evaluate(
         "data": corpus.info,
         "tracks": {"listed": len(corpus.tracks), "scored": len(predictions), "failed": len(failures), "silent": len(silent)},
         "unscored_labels": [x for x in corpus.labels if x not in set(tracks["true"])],  # every track failed or was silent
-        # the corpus the bundle says it was trained on (by name, all a bundle records): its figures are not held-out ones
-        "training_corpus": (clf.config.provenance.get("data") or {}).get("source") == corpus.info["source"],
+        "training_corpus": training_corpus,  # its figures are not held-out ones
         "track": scores(tracks["true"], tracks["ranked"], labels),
         "window": scores(windows["true"], windows["ranked"], labels),
         "calibration": {
@@ -132,13 +136,25 @@ def _flag_rates(corpus, flagged: dict[str, bool], threshold: float | None) -> di
     }
 
 
+def trained_on(provenance: dict[str, Any], info: dict[str, Any]) -> bool:
+    """Whether a corpus (its :func:`~acousticsense.data.read_corpus` info) is the one a bundle's provenance says it
+    was trained on: the same folder name and, where a manifest records how the corpus was made (``synth``'s seed
+    and settings), the same manifest. Names and manifests are all a bundle records (never a machine's paths)."""
+    data = provenance.get("data") or {}
+    return data.get("source") == info["source"] and data.get("manifest") == info.get("manifest")
+
+
+def _not_held_out(info: dict[str, Any]) -> DataError:
+    return DataError(f"{info['source']}: the corpus this model was trained on; its figures are not recorded as held-out ones")
+
+
 def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str = "held_out") -> None:
     """Store a report's headline figures in the bundle's config (``metrics[key]``); not those of the corpus the
     bundle was trained on as ``held_out`` (a :class:`DataError`)."""
     from .config import read_config, write_config
 
     if key == "held_out" and report.get("training_corpus"):
-        raise DataError(f"{report['data']['source']}: the corpus this model was trained on; its figures are not recorded as held-out ones")
+        raise _not_held_out(report["data"])
 
     config = read_config(bundle)
     config.metrics[key] = {

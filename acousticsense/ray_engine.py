@@ -12,18 +12,16 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import signal
 import socket
-import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .catalog import Outcome
-from .errors import ParameterError
+from .errors import ParameterError, sigterm_as_interrupt
 from .options import DEFAULT_MAX_SECONDS
 from .scan import Engine, outcome_of
 
@@ -81,7 +79,7 @@ def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max
             except ConnectionError as e:
                 where = address or os.environ.get("RAY_ADDRESS")
                 raise ParameterError(f"Ray cluster {where}: it does not answer ({e})") from None
-        restore = sigterm_as_interrupt() if started else None
+        restore = sigterm_as_interrupt() if started else None  # Ray's own handler printed a C stack dump
         import ray.data as _ray_data  # noqa: F401 - configures its logger, to be quietened next
 
         data_log = logging.getLogger("ray.data")  # its console says when each chunk is done: not worth a line
@@ -99,20 +97,6 @@ def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max
                 restore()
 
     return run
-
-
-def sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM a ``KeyboardInterrupt`` (in the main thread) and return what puts the handler before it back:
-    Ray's own handler printed a C stack dump, where a stopped scan is an interruption like Ctrl-C (what was
-    classified stays stored and Ray is shut down)."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)  # None: one installed outside Python (Ray's), not restorable
-    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import NoiseBank, spec_augment
-from .bundle import CONFIG_NAME, Bundle, BundleConfig, load_bundle, save_bundle, write_config
+from .bundle import CONFIG_NAME, Bundle, BundleConfig, check_new_bundle_folder, load_bundle, save_bundle, write_config
 from .calibrate import ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
 from .checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, write_log
 from .config import Preprocessing, config_text
@@ -93,6 +93,14 @@ class TrainConfig:
                 raise TrainError(message)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (or SIGTERM under the CLI); ``epoch``: the last epoch its checkpoint holds (0: none)."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"interrupted after epoch {epoch}")
+        self.epoch = epoch
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
     if step < warmup_steps:
@@ -130,6 +138,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     else:
         if ckpt_path.exists() or (out / CONFIG_NAME).exists():
             raise TrainError(f"{out}: already holds a training run or bundle; pass --resume to continue it, or choose another --out")
+        check_new_bundle_folder(out)  # never into a folder of other things (a music library)
         try:
             config = TrainConfig(**recipe)
         except TypeError as e:
@@ -234,10 +243,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                 write_log(out, state["history"])
                 shown = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "seconds", "windows_per_s"))
                 tqdm.write(f"epoch {epoch}: {shown} ({seconds:.0f} s){' *' if improved else ''}", file=sys.stderr)
-    except KeyboardInterrupt:
-        if rank == 0:
-            tqdm.write(f"interrupted: {ckpt_path} holds epoch {saved_epoch}; continue with --resume", file=sys.stderr)
-        raise
+    except KeyboardInterrupt as e:
+        raise Interrupted(saved_epoch) from e
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -373,6 +380,9 @@ def _resumed_config(saved: dict[str, Any], recipe: dict[str, Any]) -> TrainConfi
     changed = sorted(k for k, v in recipe.items() if k not in RESUMABLE and v is not None and v != saved.get(k))
     if changed:
         raise TrainError(f"a resumed run keeps its recipe; cannot change {', '.join(changed)} (only {', '.join(RESUMABLE)})")
+    if recipe.get("epochs") is not None and recipe["epochs"] < saved["epochs"]:  # the cosine schedule would jump to its end
+        raise TrainError(f"--epochs {recipe['epochs']}: a resumed run may raise its epochs ({saved['epochs']}), not lower them "
+                         "(the learning rate would drop at once); to stop now, use the bundle the run folder holds")
     return TrainConfig(**{**saved, **{k: v for k, v in recipe.items() if k in RESUMABLE and v is not None}})
 
 

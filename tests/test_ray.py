@@ -89,7 +89,7 @@ def test_sigterm_stops_a_ray_scan_as_an_interruption():
     import os
     import signal
 
-    from acousticsense.ray_engine import sigterm_as_interrupt
+    from acousticsense.errors import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     restore = sigterm_as_interrupt()

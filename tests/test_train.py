@@ -15,21 +15,21 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
+from conftest import frame_windows, music_like, write_audio
 from typer.testing import CliRunner
 
 from acousticsense import train as train_module
+from acousticsense.augment import NoiseBank, spec_augment
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
-from acousticsense.evaluate import evaluate, record_metrics
-from acousticsense.features import Preprocessing, db_to_image, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
-from acousticsense.inference import Classifier
-from acousticsense.synth import make_corpus
-from acousticsense.augment import NoiseBank, spec_augment
 from acousticsense.data import DataError, Track, read_corpus, split_tracks
 from acousticsense.errors import AcousticSenseError
+from acousticsense.evaluate import evaluate, record_metrics, trained_on
+from acousticsense.features import Preprocessing, db_to_image, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
+from acousticsense.inference import Classifier
 from acousticsense.pretrained import initial_model
+from acousticsense.synth import make_corpus
 from acousticsense.train import TrainConfig, TrainError, lr_factor, train
-from conftest import frame_windows, music_like, write_audio
 
 SR = 22050
 BANDS = {"Air": (5000, 11025), "Bass": (0, 300), "Mid": (300, 1200), "Treble": (1200, 5000)}  # Hz, sorted by name
@@ -355,6 +355,19 @@ def test_evaluate_on_the_held_out_tracks(trained, corpus, tmp_path):
     assert own["training_corpus"] is True
     with pytest.raises(DataError, match="bands: the corpus this model was trained on; its figures are not recorded as held-out ones"):
         record_metrics(trained, own)
+    with pytest.raises(DataError, match="bands: the corpus this model was trained on"):  # evaluate --record: refused before any track is classified
+        evaluate(trained, corpus, held_out=True)
+
+
+def test_the_training_corpus_is_known_by_its_name_and_manifest():
+    """A held-out synth corpus copied under the training corpus' folder name is still held out (it was refused)."""
+    made = {"synth_version": "3", "seed": 0, "per_genre": 3}
+    provenance = {"data": {"source": "corpus", "manifest": made}}
+    assert trained_on(provenance, {"source": "corpus", "manifest": made})
+    assert not trained_on(provenance, {"source": "corpus", "manifest": made | {"seed": 1}})
+    assert not trained_on(provenance, {"source": "other", "manifest": made})
+    assert trained_on({"data": {"source": "genres"}}, {"source": "genres"})  # folders per genre: the name is all there is
+    assert not trained_on({}, {"source": "genres"})  # an imported model names no corpus
 
 
 def test_a_tiny_vit_learns_synthetic_genres_and_what_is_not_music(tmp_path):
@@ -402,17 +415,26 @@ def test_cli_evaluate_and_train_errors(trained, corpus, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "error:" in result.output and "no such file" in result.output
     result = runner.invoke(app, ["train", str(corpus), "--out", str(trained)])
     assert result.exit_code == 2 and "already holds a training run" in result.output
+    music = tmp_path / "music"  # a folder of other things: the run's files were dropped among them
+    music.mkdir()
+    (music / "song.ogg").write_bytes(b"OggS")
+    result = runner.invoke(app, ["train", str(corpus), "--out", str(music)])
+    assert result.exit_code == 2 and f"{music}: exists and is not an empty folder; choose a new one" in result.output
+    assert [p.name for p in music.iterdir()] == ["song.ogg"]
     one = make_band_corpus(tmp_path / "one", per_label=2, labels=("Bass",))
     result = runner.invoke(app, ["train", str(one), "--out", str(tmp_path / "z")])
     assert result.exit_code == 2 and "only one genre (Bass); a classifier needs tracks of at least two" in result.output
     assert not (tmp_path / "z").exists()
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        (tmp_path / "y").mkdir()
+        (tmp_path / "y" / "checkpoint.pt").write_bytes(b"")
+        raise train_module.Interrupted(3)
 
     monkeypatch.setattr(train_module, "train", interrupted)
     result = runner.invoke(app, ["train", str(corpus), "--out", str(tmp_path / "y")])
-    assert result.exit_code == 130 and "--resume" in result.output
+    assert result.exit_code == 130 and result.output.splitlines() == [  # one line (there were two)
+        f"error: interrupted ({tmp_path / 'y' / 'checkpoint.pt'} holds epoch 3); continue with: acousticsense train {corpus} --out {tmp_path / 'y'} --resume"]
 
 
 # --- resume -----------------------------------------------------------------------------
@@ -432,13 +454,15 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(corpus, tmp_pa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "db_to_image", stop_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         train(corpus, tmp_path / "resumed", **recipe)
     monkeypatch.undo()
     log = [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
-    assert log == [1]
+    assert log == [1] and stopped.value.epoch == 1
     with pytest.raises(TrainError, match="cannot change lr"):
         train(corpus, tmp_path / "resumed", resume=True, lr=0.5, progress=False)
+    with pytest.raises(TrainError, match="--epochs 1: a resumed run may raise its epochs \\(2\\), not lower them"):
+        train(corpus, tmp_path / "resumed", resume=True, epochs=1, progress=False)
     elsewhere = make_band_corpus(tmp_path / "other", per_label=2)  # its split lists the first corpus' tracks
     with pytest.raises(TrainError, match=f"this run trains on {corpus.resolve()}, not {elsewhere}; resume it with that DATA"):
         train(elsewhere, tmp_path / "resumed", resume=True, progress=False)
