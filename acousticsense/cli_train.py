@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import DeviceOpt, app, fail, printable
-from .options import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+from .options import DEFAULT_BATCH_SIZE, HOP_RANGE, MAX_BATCH_SIZE, WINDOW_RANGE
 
 
 @app.command()
@@ -17,8 +17,8 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory: bundle, checkpoint.pt, train_log.jsonl (default: runs/DATA-ARCH).")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="vit_ti_16 (default), vit_mini_16, vit_s_16 or vit_b_16.")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Model input size in pixels (default 128).")] = None,
-    window: Annotated[Optional[float], typer.Option("--window", min=0.1, help="Window length in seconds (default 8).")] = None,
-    hop: Annotated[Optional[float], typer.Option("--hop", min=0.1, help="Hop between validation/inference windows in seconds (default 4).")] = None,
+    window: Annotated[Optional[float], typer.Option("--window", min=WINDOW_RANGE[0], max=WINDOW_RANGE[1], help="Window length in seconds (default 8).")] = None,
+    hop: Annotated[Optional[float], typer.Option("--hop", min=HOP_RANGE[0], max=HOP_RANGE[1], help="Hop between validation/inference windows in seconds (default 4).")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="none (default), imagenet (vit_b_16; downloads torchvision's weights) or a bundle to fine-tune.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (default 30).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per batch and process (default 32).")] = None,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .augment import NoiseBank, spec_augment
 from .bundle import CONFIG_NAME, Bundle, BundleConfig, check_new_bundle_folder, load_bundle, save_bundle, write_config
-from .calibrate import ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
+from .calibrate import MIN_CALIBRATION_TRACKS, ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
 from .checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, write_log
 from .config import Preprocessing, config_text
 from .data import Track, read_corpus, split_tracks
@@ -37,7 +37,7 @@ from .errors import TrainError, output_folder
 from .features import db_to_image, power_to_db
 from .inference import Classifier, default_device
 from .model import ARCHITECTURES, DEFAULT_ARCH
-from .options import MAX_BATCH_SIZE, is_number, is_whole
+from .options import HOP_RANGE, MAX_BATCH_SIZE, WINDOW_RANGE, is_number, is_whole
 from .pretrained import initial_model
 from .results import aggregate
 from .trainsets import NO_GENRE, ValSet, load_tracks
@@ -76,6 +76,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.window is None or (is_number(self.window) and WINDOW_RANGE[0] <= self.window <= WINDOW_RANGE[1]),
+             f"window must be from {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} seconds, as predict allows"),
+            (self.hop is None or (is_number(self.hop) and HOP_RANGE[0] <= self.hop <= HOP_RANGE[1]),
+             f"hop must be from {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} seconds, as predict allows"),
             (is_whole(self.epochs, 1, MAX_EPOCHS), f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"),
             (is_whole(self.batch_size, 1, MAX_BATCH_SIZE), f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE:,}"),
             (is_number(self.lr) and 0 < self.lr <= 1, "lr must be a number above 0 and at most 1"),
@@ -255,6 +259,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         calibration = _calibrate(out, device, config.batch_size, val_set)
         if calibration:
             tqdm.write("calibrated: " + ", ".join(f"{k} {v:.4g}" for k, v in calibration.items() if v is not None), file=sys.stderr)
+            if calibration["val_music_tracks"] < MIN_CALIBRATION_TRACKS:
+                tqdm.write(f"note: only {calibration['val_music_tracks']} validation music tracks (fewer than {MIN_CALIBRATION_TRACKS}): "
+                           "the temperature stays 1, as a fit on so few would not hold on new audio", file=sys.stderr)
     return out
 
 
@@ -284,12 +291,12 @@ def _calibrate(out: Path, device: torch.device, batch_size: int, val: ValSet) ->
         conf, pred = torch.stack([aggregate(p, rule) for p in window_probs]).max(-1)
         return ece(conf.numpy(), (pred == targets).numpy())
 
-    temperature = fit_temperature(probs, targets.tolist())
+    temperature = fit_temperature(probs, targets.tolist()) if len(music) >= MIN_CALIBRATION_TRACKS else 1.0
     probs, others = [scale(p, temperature) for p in probs], [scale(p, temperature) for p in others]
     # a threshold only for a model taught what is not music: without such tracks it would flag real music at random
     threshold = ood_threshold([track_score(p) for p in probs], [track_score(p) for p in others]) if others else None
     clf.config.calibration = {"temperature": temperature, "ood_threshold": threshold}
-    measured = {"temperature": temperature, "ood_threshold": threshold,
+    measured = {"temperature": temperature, "ood_threshold": threshold, "val_music_tracks": len(music),
                 "val_ece_uncalibrated": round(track_ece([scale(p, 1 / temperature) for p in probs]), 4),
                 "val_ece": round(track_ece(probs), 4)}
     if threshold is not None:  # without one nothing is flagged: no rate to report
