@@ -4,8 +4,11 @@
 # The corpus: two SoundFonts (TimGM6mb, FluidR3_GM), voices, production chains, plus speech/noise/tone clips
 # taught as "no genre"; training adds background noise to half the windows and ends by calibrating.
 # On this project's 2-core CPU the whole run takes 55-65 minutes (BENCHMARKS.md); a GPU is used when present.
-# FINETUNE=1 then fine-tunes the result 24 more epochs (FT_EPOCHS) with --noise 0.7 into $RUN-ft and installs that:
-# the shipped bundle was made that way (BENCHMARKS.md), taking about 25 minutes more.
+# FINETUNE=1 then fine-tunes the result 24 more epochs (FT_EPOCHS) with --noise 0.7 into $RUN-ft (about 25 minutes
+# more); FRESH=1 (implies FINETUNE) then renders a second corpus with seed 5 and fine-tunes $RUN-ft 20 more epochs
+# (FRESH_EPOCHS) on it into $RUN-ft2 (about 50 minutes more): new music to learn from, and a validation split of
+# clips no earlier stage trained on, for the early stopping and the calibration. The last model made is installed;
+# the shipped bundle was made with FRESH=1 (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -14,6 +17,7 @@ RUN=${RUN:-runs/acousticsense-synth16-vit_mini}
 PER_GENRE=${PER_GENRE:-160}
 NOT_MUSIC=${NOT_MUSIC:-120}
 EPOCHS=${EPOCHS:-55}
+if [ -n "${FRESH:-}" ]; then FINETUNE=1; fi
 
 "$BIN/acousticsense" synth "$DATA/synth-train" --per-genre "$PER_GENRE" --not-music "$NOT_MUSIC" --seconds 12 --seed 0
 "$BIN/acousticsense" synth "$DATA/synth-heldout" --per-genre 20 --not-music 20 --seconds 12 --seed 1
@@ -27,6 +31,15 @@ if [ -n "${FINETUNE:-}" ]; then  # the shipped bundle's last step: 24 more epoch
         --warmup-epochs 1 --noise 0.7 --batch-size 32 --patience 12 --seed 0 $FT_RESUME
     "$BIN/acousticsense" evaluate "$RUN-ft" "$DATA/synth-heldout" --out "$RUN-ft/heldout" --record
     RUN="$RUN-ft"
+fi
+if [ -n "${FRESH:-}" ]; then  # the shipped bundle's last step: fresh clips (seed 5), more background noise
+    "$BIN/acousticsense" synth "$DATA/synth-train5" --per-genre "$PER_GENRE" --not-music "$NOT_MUSIC" --seconds 12 --seed 5
+    FRESH_RESUME=""
+    if [ -n "${RESUME:-}" ] && [ -f "${RUN}2/checkpoint.pt" ]; then FRESH_RESUME=--resume; fi
+    "$BIN/acousticsense" train "$DATA/synth-train5" --out "${RUN}2" --init "$RUN" --epochs "${FRESH_EPOCHS:-20}" --lr 2e-4 \
+        --warmup-epochs 1 --noise 0.7 --batch-size 32 --patience 8 --seed 0 $FRESH_RESUME
+    "$BIN/acousticsense" evaluate "${RUN}2" "$DATA/synth-heldout" --out "${RUN}2/heldout" --record
+    RUN="${RUN}2"
 fi
 mkdir -p acousticsense/assets/default_model
 cp "$RUN/config.json" "$RUN/model.safetensors" acousticsense/assets/default_model/
