@@ -24,21 +24,22 @@ if [ -n "${FRESH:-}" ]; then FINETUNE=1; fi
 "$BIN/acousticsense" train "$DATA/synth-train" --out "$RUN" --arch vit_mini_16 --image-size 128 --window 8 --hop 4 \
     --epochs "$EPOCHS" --noise 0.5 --batch-size 32 --lr 5e-4 --warmup-epochs 2 --patience 12 --seed 0 ${RESUME:+--resume}
 "$BIN/acousticsense" evaluate "$RUN" "$DATA/synth-heldout" --out "$RUN/heldout" --record
-if [ -n "${FINETUNE:-}" ]; then  # the shipped bundle's last step: 24 more epochs with more background noise
-    FT_RESUME=""
-    if [ -n "${RESUME:-}" ] && [ -f "$RUN-ft/checkpoint.pt" ]; then FT_RESUME=--resume; fi
-    "$BIN/acousticsense" train "$DATA/synth-train" --out "$RUN-ft" --init "$RUN" --epochs "${FT_EPOCHS:-24}" --lr 2e-4 \
-        --warmup-epochs 1 --noise 0.7 --batch-size 32 --patience 12 --seed 0 $FT_RESUME
-    "$BIN/acousticsense" evaluate "$RUN-ft" "$DATA/synth-heldout" --out "$RUN-ft/heldout" --record
+# finetune DATA FROM OUT EPOCHS PATIENCE: fine-tune the bundle FROM on DATA into OUT with more background noise
+# (continued where it stopped under RESUME=1), then score it on the held-out clips
+finetune() {
+    local resume=""
+    if [ -n "${RESUME:-}" ] && [ -f "$3/checkpoint.pt" ]; then resume=--resume; fi
+    "$BIN/acousticsense" train "$1" --out "$3" --init "$2" --epochs "$4" --lr 2e-4 --warmup-epochs 1 --noise 0.7 \
+        --batch-size 32 --patience "$5" --seed 0 $resume
+    "$BIN/acousticsense" evaluate "$3" "$DATA/synth-heldout" --out "$3/heldout" --record
+}
+if [ -n "${FINETUNE:-}" ]; then  # 24 more epochs on the same corpus and split
+    finetune "$DATA/synth-train" "$RUN" "$RUN-ft" "${FT_EPOCHS:-24}" 12
     RUN="$RUN-ft"
 fi
-if [ -n "${FRESH:-}" ]; then  # the shipped bundle's last step: fresh clips (seed 5), more background noise
+if [ -n "${FRESH:-}" ]; then  # the shipped bundle's last step: 20 more epochs on fresh clips (seed 5)
     "$BIN/acousticsense" synth "$DATA/synth-train5" --per-genre "$PER_GENRE" --not-music "$NOT_MUSIC" --seconds 12 --seed 5
-    FRESH_RESUME=""
-    if [ -n "${RESUME:-}" ] && [ -f "${RUN}2/checkpoint.pt" ]; then FRESH_RESUME=--resume; fi
-    "$BIN/acousticsense" train "$DATA/synth-train5" --out "${RUN}2" --init "$RUN" --epochs "${FRESH_EPOCHS:-20}" --lr 2e-4 \
-        --warmup-epochs 1 --noise 0.7 --batch-size 32 --patience 8 --seed 0 $FRESH_RESUME
-    "$BIN/acousticsense" evaluate "${RUN}2" "$DATA/synth-heldout" --out "${RUN}2/heldout" --record
+    finetune "$DATA/synth-train5" "$RUN" "${RUN}2" "${FRESH_EPOCHS:-20}" 8
     RUN="${RUN}2"
 fi
 mkdir -p acousticsense/assets/default_model
