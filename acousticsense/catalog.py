@@ -299,13 +299,10 @@ class Catalog:
         return row
 
     def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> list[sqlite3.Row]:
-        """Tracks whose top genre is ``genre`` (any case; best first) or, with ``min_prob``, whose probability of it is at least that.
-        A genre that no model of the library knows is a :class:`ParameterError` naming those it knows (a typo is not "no track")."""
+        """Tracks whose top genre is ``genre`` (any case, see :meth:`label`; best first) or, with ``min_prob``, whose probability of it is at least that."""
         if not (is_whole(limit, 1, MAX_ID) and is_whole(offset, 0, MAX_ID)):
             raise ParameterError(f"limit must be at least 1 and offset at least 0 (whole numbers up to {MAX_ID}), not {limit!r}, {offset!r}")
-        if not isinstance(genre, str):
-            raise ParameterError(f"genre must be a name, not {genre!r}")
-        stored_text(genre, "the genre")
+        genre = self.label(genre)
         if min_prob is not None and (not is_number(min_prob) or not 0 <= min_prob <= 1):
             raise ParameterError(f"min_prob must be a number from 0 to 1, not {min_prob!r}")
         if min_prob is None:
@@ -317,9 +314,19 @@ class Catalog:
                 "WHERE t.status = 'ok' AND g.genre = ? COLLATE NOCASE AND g.probability >= ? ORDER BY g.probability DESC, t.path LIMIT ? OFFSET ?"
             )
             rows = self.db.execute(sql, (genre, min_prob, limit, offset)).fetchall()
-        if not rows and (known := self.labels()) and genre.casefold() not in {label.casefold() for label in known}:
-            raise ParameterError(f"no model in this library knows the genre {genre!r}; they know: {', '.join(known)}")
         return rows
+
+    def label(self, genre: str) -> str:
+        """``genre`` as the library's models spell it (any case matches). One no model knows is a :class:`ParameterError`
+        naming those they know (a typo is not "no track"); in a library of no classified track, ``genre`` as given."""
+        if not isinstance(genre, str):
+            raise ParameterError(f"genre must be a name, not {genre!r}")
+        stored_text(genre, "the genre")
+        known = self.labels()
+        spelled = next((label for label in known if label.casefold() == genre.casefold()), None)
+        if spelled is None and known:
+            raise ParameterError(f"no model in this library knows the genre {genre!r}; they know: {', '.join(known)}")
+        return spelled or genre
 
     def genres(self) -> dict[str, int]:
         """Tracks per top genre, most common first."""

@@ -76,7 +76,7 @@ def scan(
 def search(
     genre: Annotated[str, typer.Option("--genre", "-g", help="A genre of the model, e.g. Jazz.")],
     db: DbOpt = Path("library.db"),
-    min_prob: Annotated[Optional[float], typer.Option("--min-prob", min=0.0, max=1.0, help="Tracks whose probability of GENRE is at least this (default: tracks whose top genre it is).")] = None,
+    min_prob: Annotated[Optional[float], typer.Option("--min-prob", help="Tracks whose probability of GENRE is at least this, 0 to 1 (default: tracks whose top genre it is).")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1_000_000, help="Tracks to list at most.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -84,6 +84,7 @@ def search(
     from .catalog import Catalog, track_summary
 
     with Catalog(db, create=False) as catalog:
+        genre = catalog.label(genre)
         rows = catalog.search(genre, min_prob, limit)
         tracks = [track_summary(r) | ({"match": r["match"]} if min_prob is not None else {}) for r in rows]
         known = catalog.genres()

@@ -17,8 +17,8 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory: bundle, checkpoint.pt, train_log.jsonl (default: runs/DATA-ARCH).")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="vit_ti_16 (default), vit_mini_16, vit_s_16 or vit_b_16.")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Model input size in pixels (default 128).")] = None,
-    window: Annotated[Optional[float], typer.Option("--window", min=WINDOW_RANGE[0], max=WINDOW_RANGE[1], help="Window length in seconds (default 8).")] = None,
-    hop: Annotated[Optional[float], typer.Option("--hop", min=HOP_RANGE[0], max=HOP_RANGE[1], help="Hop between validation/inference windows in seconds (default 4).")] = None,
+    window: Annotated[Optional[float], typer.Option("--window", help=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default 8).")] = None,
+    hop: Annotated[Optional[float], typer.Option("--hop", help=f"Hop between validation/inference windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 4).")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="none (default), imagenet (vit_b_16; downloads torchvision's weights) or a bundle to fine-tune.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (default 30).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per batch and process (default 32).")] = None,
@@ -69,8 +69,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Windows per model batch (across files).")] = DEFAULT_BATCH_SIZE,
     record: Annotated[bool, typer.Option("--record", help="Also store the headline figures in the bundle's config (metrics.held_out).")] = False,
 ) -> None:
-    """Score a bundle on labelled audio: accuracy, macro-F1, top-5, per class, by track and by window; calibration
-    (ECE, reliability diagram); how often _not_music/ tracks are flagged."""
+    """Score a bundle on labelled audio: accuracy, macro-F1, top-5 and calibration (ECE, reliability diagram), by track and by window.
+
+    Also per class, and how often the tracks of a _not_music/ folder are flagged."""
     from .evaluate import evaluate as run_evaluation
     from .evaluate import record_metrics
 

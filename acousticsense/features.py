@@ -30,6 +30,12 @@ def fit_to_window(samples: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return samples.repeat(-(-win // n))[:win] if pre.short_pad == "repeat" else F.pad(samples, (0, win - n))
 
 
+def short_audio(duration: float, pre: Preprocessing) -> tuple[str, str]:
+    """The ``short_audio`` warning of a clip of ``duration`` seconds, shorter than one window (see :func:`fit_to_window`)."""
+    fill = "repeated" if pre.short_pad == "repeat" else "zero-padded"
+    return "short_audio", f"clip is {duration:.2f} s, shorter than the {pre.window_seconds:g} s window; it was {fill} to fill one window"
+
+
 def window_starts(n: int, pre: Preprocessing) -> torch.Tensor:
     """Start sample of each window over ``n >= window_samples`` samples.
 

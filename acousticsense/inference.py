@@ -27,6 +27,7 @@ from .features import (
     fit_to_window,
     place_windows,
     power_to_db,
+    short_audio,
     track_mel,
     window_count,
     window_levels_db,
@@ -351,8 +352,8 @@ class Classifier:
         warnings = [{"code": c, "message": m} for c, m in features.warnings] + [dict(n) for n in opts.notes]
         duration = features.duration
         if duration < pre.window_seconds:
-            fill = "repeated" if pre.short_pad == "repeat" else "zero-padded"
-            warnings.append({"code": "short_audio", "message": f"clip is {duration:.2f} s, shorter than the {pre.window_seconds:g} s window; it was {fill} to fill one window"})
+            code, message = short_audio(duration, pre)
+            warnings.append({"code": code, "message": message})
         silent = features.silent
         all_probs = torch.zeros(len(silent), len(labels))
         all_probs[~silent] = probs

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as Path_
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader
 
 from .api import options_once, other_methods_405
 from .catalog import MAX_ID, Catalog, LibraryError, listed_file, track_summary
@@ -58,11 +59,14 @@ class Library:
         except LibraryError:
             raise NotInLibrary(f"no track {key!r} in the library") from None
 
-    def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        """Track summaries whose top genre is ``genre`` or, with ``min_prob``, whose probability of it (``match``) is at least that."""
+    def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        """``{"genre", "min_prob", "tracks"}``: the genre as the library spells it, and the summaries of the tracks whose
+        top genre it is or, with ``min_prob``, whose probability of it (``match``) is at least that."""
         with self._reading():
+            genre = self.catalog.label(genre)
             rows = self.catalog.search(genre, min_prob, limit, offset)
-            return [track_summary(r) | ({} if min_prob is None else {"match": r["match"]}) for r in rows]
+            tracks = [track_summary(r) | ({} if min_prob is None else {"match": r["match"]}) for r in rows]
+        return {"genre": genre, "min_prob": min_prob, "tracks": tracks}
 
     def track(self, key: int | str) -> dict[str, Any]:
         """A track's summary, by id or library path."""
@@ -93,6 +97,18 @@ class Library:
         return path
 
 
+class AudioFile(FileResponse):
+    """A track's file. A ``Range`` header it cannot parse (``bytes=5-1``, another unit) is ignored and the whole file
+    sent, as RFC 9110 allows (Starlette's own answer is a plain-text 400); one past the end stays a 416."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
+
+
 def media_type(path: Path) -> str:
     return MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
@@ -117,7 +133,7 @@ def library_router(library: Library) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:
         try:
-            return {"genre": genre, "min_prob": min_prob, "tracks": library.search(genre, min_prob, limit, offset)}
+            return library.search(genre, min_prob, limit, offset)
         except AcousticSenseError as e:
             raise http_error(e) from None
 
@@ -144,12 +160,12 @@ def library_router(library: Library) -> APIRouter:
             raise http_error(e) from None
         return {"genres": counts, "tracks": sum(counts.values())}
 
-    @api.get("/tracks/{track}/audio", summary="A track's audio file, as the library lists it", response_class=FileResponse, responses=not_found)
-    def audio(track: Annotated[int, Path_(ge=0, le=MAX_ID)]) -> FileResponse:
+    @api.get("/tracks/{track}/audio", summary="A track's audio file, as the library lists it", response_class=AudioFile, responses=not_found)
+    def audio(track: Annotated[int, Path_(ge=0, le=MAX_ID)]) -> AudioFile:
         try:
             path = library.audio(track)
         except AcousticSenseError as e:
             raise http_error(e) from None
-        return FileResponse(path, media_type=media_type(path))
+        return AudioFile(path, media_type=media_type(path))
 
     return other_methods_405(api)

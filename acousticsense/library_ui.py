@@ -73,9 +73,10 @@ def library_tab(library: Library) -> None:
         if not genre:
             return "Pick a genre first.", pd.DataFrame(columns=RESULT_COLUMNS)
         try:
-            tracks = library.search(genre, min_prob or None, UI_LIMIT)
+            found = library.search(genre, min_prob or None, UI_LIMIT)
         except AcousticSenseError as e:
             return html.escape(f"⚠️ {e}"), pd.DataFrame(columns=RESULT_COLUMNS)
+        genre, tracks = found["genre"], found["tracks"]
         rows = [[t["id"], t["path"], t["genre"], round(t.get("match", t["probability"]), 4)] for t in tracks]
         what = f"whose top genre is {genre}" if not min_prob else f"at least {min_prob:g} likely to be {genre}"
         more = f" (the first {UI_LIMIT})" if len(tracks) == UI_LIMIT else ""

@@ -39,7 +39,7 @@ import torch
 
 from .audio import MAX_PEAK, average_channels, check_float, check_rate, extreme_level, sample_peak
 from .errors import AcousticSenseError, AudioError, ParameterError
-from .features import fit_to_window, frames_per_window, track_mel, window_frames, window_levels_db
+from .features import fit_to_window, frames_per_window, short_audio, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
 from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K, is_number
 from .results import FLAGS, Genre
@@ -92,7 +92,7 @@ class LiveClassifier:
         if not is_number(smoothing) or not 0 < smoothing <= 1:
             raise ParameterError(f"smoothing must be a number above 0 and at most 1, not {smoothing!r}")
         self.clf, self.options, self.smoothing, self.source = clf, clf.options(top_k, hop=hop), float(smoothing), source
-        self.on_warning = on_warning  # called with (code, message) the first time a stream is scaled down (``extreme_level``)
+        self.on_warning = on_warning  # called with (code, message): the first time a stream is scaled down (``extreme_level``), a stream shorter than one window (``short_audio``)
         self.gain = 1.0  # applied to what arrives: below 1 once samples came far above full scale
         pre = self.pre = self.options.pre
         self._hl, self._width, self._context = pre.hop_length, frames_per_window(pre), -(-(pre.n_fft // 2) // pre.hop_length)
@@ -166,6 +166,9 @@ class LiveClassifier:
         self._done = True
         arrived, n, win, hop = time.perf_counter(), self.total, self.pre.window_samples, self.pre.hop_samples
         if n < win:  # a short clip is filled to one window, as offline
+            if self.on_warning is not None:
+                code, message = short_audio(n / self.pre.sample_rate, self.pre)
+                self.on_warning(code, f"{self.source}: {message}")
             track = fit_to_window(torch.from_numpy(self._samples(0, n).copy()), self.pre)
             return self._classify([0], win, arrived, track, n)
         starts = list(range(self._next, n - win + 1, hop))

@@ -1,8 +1,8 @@
 """Robustness of a model bundle: clean, noisy, re-encoded, unheard SoundFont, calibration, "not music".
 
-    python benchmarks/bench_robustness.py [--per-genre 10] [--not-music 30] [--model BUNDLE ...] [--json OUT]
+    python benchmarks/bench_robustness.py [--per-genre 10] [--not-music 30] [--model BUNDLE ...] [--json OUT] [--clips DIR]
 
-Renders (in parallel, into a temporary folder) clips with a seed no model of this project trained on: music with
+Renders (in parallel, into a temporary folder, or DIR kept for the next run: rendering is most of the time) clips with a seed no model of this project trained on: music with
 the training SoundFonts, the same music with the held-out SoundFont, and speech/noise/tone clips. Each condition
 is applied to the same clean clips (numpy in memory, so only the condition differs):
 
@@ -18,6 +18,7 @@ Prints one table per model (several --model: the same clips, side by side) with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--not-music", type=int, default=30, help="clips of each of speech, noise and tones")
     parser.add_argument("--model", action="append", help="bundle directory (repeatable; default: the built-in model)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--clips", type=Path, help="render the clips into this folder and keep them (a rerun with the same options reuses them)")
     args = parser.parse_args()
 
     from acousticsense.degrade import add_noise, noise, reencode
@@ -71,7 +73,7 @@ def main() -> None:
     from acousticsense.synth.not_music import KINDS
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(args.clips) if args.clips else tempfile.TemporaryDirectory() as tmp:
         clean_all = corpus(Path(tmp) / "clean", args.per_genre, args.not_music, list(TRAIN_SOUNDFONTS), SEED)
         unheard = corpus(Path(tmp) / "unheard", args.per_genre, 0, [HELD_OUT_SOUNDFONT], SEED)
     music = [(label, x) for label, x in clean_all if label != NOT_MUSIC]

@@ -287,7 +287,11 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     assert len(exported) == 17 and sum(t["status"] == "failed" for t in exported) == 1
     unknown = run("search", "--db", str(db), "--genre", "Polka")
     assert unknown.returncode == 2 and "no model in this library knows the genre 'Polka'; they know: " in unknown.stderr and "Metal" in unknown.stderr
-    assert run("search", "--db", str(db), "--genre", "metal").returncode == 0  # any case
+    lower = json.loads(run("search", "--db", str(db), "--genre", "metal", "--json").stdout)
+    assert lower["genre"] == "Metal" and lower["tracks"] == found["tracks"]  # any case, echoed as the model spells it
+    for prob in ("nan", "inf", "1.5"):
+        odd = run("search", "--db", str(db), "--genre", "Metal", "--min-prob", prob)
+        assert odd.returncode == 2 and odd.stderr == f"error: min_prob must be a number from 0 to 1, not {float(prob)!r}\n", odd.stderr
     damaged = tmp_path / "damaged.db"
     shutil.copy(db, damaged)
     with open(damaged, "r+b") as f:

@@ -77,6 +77,7 @@ def test_search_finds_the_tracks_of_a_top_genre_best_first(client, rows):
     assert doc["tracks"][0]["path"].endswith("/jazz.ogg") and all(t["genre"] == genre for t in doc["tracks"])
     assert set(doc["tracks"][0]) == {"id", "path", "status", "genre", "probability", "top_k", "duration", "model", "error"}
     assert client.get(f"{LIB}/search", params={"genre": "Polka"}).status_code == 400  # no model here knows it
+    assert client.get(f"{LIB}/search", params={"genre": genre.upper()}).json() == doc  # any case, echoed as the model spells it
     assert client.get(f"{LIB}/search").json() == {"detail": "genre: Field required"}
 
 
@@ -146,6 +147,11 @@ def test_audio_serves_only_the_files_of_library_tracks(client, rows):
     assert r.content == Path(jazz["path"]).read_bytes()
     part = client.get(f"{LIB}/tracks/{jazz['id']}/audio", headers={"Range": "bytes=0-99"})  # the player seeks
     assert part.status_code == 206 and part.content == r.content[:100]
+    for odd in ("bytes=5-1", "bytes=", "items=0-9", "nonsense"):  # a range it cannot parse is ignored: the whole file
+        whole = client.get(f"{LIB}/tracks/{jazz['id']}/audio", headers={"Range": odd})
+        assert whole.status_code == 200 and whole.content == r.content, odd
+    beyond = client.get(f"{LIB}/tracks/{jazz['id']}/audio", headers={"Range": f"bytes={len(r.content)}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(r.content)}"
     assert client.get(f"{LIB}/tracks/999/audio").json() == {"detail": "no track 999 in the library"}
     assert client.get(f"{LIB}/tracks/999/audio").status_code == 404
     assert client.get(f"{LIB}/tracks/..%2F..%2Fetc%2Fpasswd/audio").status_code in (404, 422)

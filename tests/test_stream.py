@@ -130,11 +130,15 @@ def test_each_update_flags_what_is_not_music_as_predict_does():
 @pytest.mark.parametrize("seconds", [0.0, 1.3, 2.0, 5.1])
 def test_short_and_uneven_streams_end_like_the_offline_track(tiny, seconds):
     x = music_like(seconds, SR, seed=1)[0] if seconds else np.zeros(0, np.float32)
-    updates = list(classify_stream(tiny, np.array_split(x, 7), top_k=4, hop=0.7, smoothing=1.0))
+    warned = []
+    updates = list(classify_stream(tiny, np.array_split(x, 7), top_k=4, hop=0.7, smoothing=1.0, source="in.wav", on_warning=lambda *w: warned.append(w)))
     if not seconds:
-        assert updates == []
+        assert updates == [] and warned == []
         return
-    assert_matches_offline(updates, tiny.classify(x, hop=0.7, top_k=4), smoothing=1.0)
+    offline = tiny.classify(x, hop=0.7, top_k=4)
+    assert_matches_offline(updates, offline, smoothing=1.0)
+    short = [(w["code"], f"in.wav: {w['message']}") for w in offline.warnings if w["code"] == "short_audio"]
+    assert warned == short and bool(short) == (seconds < tiny.config.preprocessing.window_seconds)  # told as offline
 
 
 def test_track_db_scope_uses_the_peak_heard_so_far(tmp_path):

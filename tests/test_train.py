@@ -8,6 +8,7 @@ renders a tiny corpus of four synthetic genres (synth.make_corpus) and learns th
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from urllib.error import URLError
@@ -462,7 +463,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(corpus, tmp_pa
     assert log == [1] and stopped.value.epoch == 1
     with pytest.raises(TrainError, match="cannot change lr"):
         train(corpus, tmp_path / "resumed", resume=True, lr=0.5, progress=False)
-    for bad, message in ((dict(window=0.1), "window must be from 0.5 to 60 seconds, as predict allows"), (dict(hop=1e4), "hop must be from 0.1 to 3600")):
+    for bad, message in ((dict(window=0.1), "window must be from 0.5 to 60 seconds, as predict allows"), (dict(hop=1e4), "hop must be from 0.1 to 3600"), (dict(window=math.nan), "window must be from")):
         with pytest.raises(TrainError, match=message):  # were taken as the bundle's (a window of 0.05 s, a hop of 1000 s)
             TrainConfig(**bad)
     with pytest.raises(TrainError, match="--epochs 1: a resumed run may raise its epochs \\(2\\), not lower them"):
