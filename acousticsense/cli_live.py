@@ -46,7 +46,8 @@ def stream_command(
     """
 
     def updates() -> Iterator:
-        from .stream import classify_stream, decode_stream
+        from .live_sources import decode_stream
+        from .stream import classify_stream
 
         if source == "-" and sys.stdin is None:
             fail("'-': standard input is closed")
@@ -74,14 +75,15 @@ def listen(
     """Rank the genres of what a microphone hears, one line per hop (needs pip install 'acousticsense\\[listen]')."""
 
     def updates() -> Iterator:
-        from .stream import classify_stream, microphone_chunks
+        from .live_sources import microphone_chunks
+        from .stream import classify_stream
 
         clf = _live_classifier(model, model_device, threads)
         mic = microphone_chunks(int(device) if device and device.isdigit() else device, clf.config.preprocessing.sample_rate)
         return classify_stream(clf, mic, top_k, smoothing, hop, "microphone", _warn)
 
     if list_devices:
-        from .stream import import_sounddevice
+        from .live_sources import import_sounddevice
 
         typer.echo(import_sounddevice().query_devices())
         return

@@ -3,7 +3,7 @@
 FFmpeg only ever reads the bytes handed to it (a file opened here, bytes, or a file object) and only through
 the audio container demuxers in :data:`ALLOWED_FORMATS`; playlists, stream descriptions and concat lists,
 which would make it open other files, URLs or ports, are refused before they are parsed (:func:`open_failure`
-says so). :mod:`~acousticsense.audio` decodes whole files from here, :mod:`~acousticsense.stream` audio as it arrives.
+says so). :mod:`~acousticsense.audio` decodes whole files from here, :mod:`~acousticsense.live_sources` audio as it arrives.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from acousticsense.bundle import EXAMPLES_DIR, save_bundle
 from acousticsense.errors import AudioError, ParameterError
 from acousticsense.features import window_count
 from acousticsense.inference import Classifier
-from acousticsense.stream import LiveClassifier, classify_stream, decode_stream, microphone_chunks
+from acousticsense.live_sources import decode_stream, microphone_chunks
+from acousticsense.stream import LiveClassifier, classify_stream
 
 SR = 22050
 
@@ -324,10 +325,10 @@ def test_microphone_through_a_fake_input_stream(tiny, monkeypatch, rate):
 def test_cli_listen_json_lines_until_the_device_goes_quiet(tiny_bundle, monkeypatch):
     from typer.testing import CliRunner
 
-    from acousticsense import cli_live, stream
+    from acousticsense import cli_live, live_sources
 
     monkeypatch.setitem(sys.modules, "sounddevice", _fake_sounddevice(44100, music_like(3.0, 44100, seed=6)[0], []))
-    monkeypatch.setattr(stream, "MIC_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(live_sources, "MIC_WAIT_SECONDS", 0.5)
     ran = CliRunner().invoke(cli_live.app, ["listen", "--device", "3", "--json", "--model", str(tiny_bundle), "--hop", "0.5"])
     lines = [json.loads(line) for line in ran.stdout.splitlines()]
     starts = [line["start"] for line in lines]  # 0 and 0.5, the window at the end of what came (a little under 3 s), the error
