@@ -18,8 +18,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, fresh_temp, read_config, write_config  # noqa: F401 - part of this module's interface
+from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, read_config, write_config  # noqa: F401 - part of this module's interface
 from .errors import BundleError, ParameterError, output_folder
+from .files import fresh_temp
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
 
 
@@ -45,7 +46,7 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_weights(config, state, str(path))
     output_folder(path)
-    tmp = fresh_temp(path / (WEIGHTS_NAME + ".tmp"))
+    tmp = fresh_temp(path / (WEIGHTS_NAME + ".tmp"), BundleError)
     save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": str(config.model_id)})
     os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) & 0o666)  # safetensors writes 0600: readable as the folder is (a service may load it)
     os.replace(tmp, path / WEIGHTS_NAME)

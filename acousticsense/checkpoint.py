@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from .config import fresh_temp
 from .errors import TrainError
+from .files import fresh_temp
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"

@@ -61,8 +61,9 @@ def import_torchvision(
 ) -> None:
     """Import a torchvision ViT checkpoint. Pass the preprocessing it was trained with (--preprocessing)."""
     from . import importers
-    from .config import Preprocessing, read_json
+    from .config import Preprocessing
     from .errors import ParameterError
+    from .files import read_json
 
     def run():
         pre = None

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
-import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AcousticSenseError, BundleError, ParameterError
+from .errors import BundleError, ParameterError
+from .files import fresh_temp, has_control_characters, read_json
 from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range, is_number, is_whole
 
 if TYPE_CHECKING:
@@ -169,7 +168,6 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
-MAX_CONFIG_BYTES = 16 << 20  # a config.json beyond this is refused unread (labels and metrics take a few KiB)
 AGGREGATIONS = ("mean", "vote")
 
 
@@ -311,12 +309,6 @@ class BundleConfig:
             raise BundleError(f"architecture: {e}") from None
 
 
-def has_control_characters(text: str) -> bool:
-    """Whether ``text`` holds a control character (a newline, a terminal escape) or a lone surrogate (which no
-    UTF-8 output can print): no name of a genre does."""
-    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
-
-
 def bundle_path(path: str | os.PathLike) -> Path:
     """``path`` as a :class:`Path`, or a :class:`BundleError` when it is no path at all (None, a number)."""
     if not isinstance(path, (str, os.PathLike)):
@@ -341,62 +333,10 @@ def config_text(config: BundleConfig) -> str:
 def write_config(path: str | os.PathLike, config: BundleConfig) -> None:
     """(Re)write a bundle's ``config.json`` atomically, e.g. to record metrics."""
     text = config_text(config)
-    tmp = fresh_temp(Path(path) / (CONFIG_NAME + ".tmp"))
+    tmp = fresh_temp(Path(path) / (CONFIG_NAME + ".tmp"), BundleError)
     with open(tmp, "x", encoding="utf-8") as f:  # exclusive: never through a file or symlink left there
         f.write(text)
     os.replace(tmp, Path(path) / CONFIG_NAME)
-
-
-def fresh_temp(tmp: Path, error: type[AcousticSenseError] = BundleError) -> Path:
-    """``tmp`` with whatever was there removed: a symlink planted in a bundle or run folder must not be written through.
-    What cannot be removed (a folder of that name) is ``error``."""
-    try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise error(f"{tmp}: cannot replace it ({e.strerror or e})") from None
-    return tmp
-
-
-def read_small_text(path: Path, error: type[AcousticSenseError], limit: int = MAX_CONFIG_BYTES) -> str:
-    """The text of a small file that a bundle or a user names (a config, labels, preprocessing): a regular file
-    (never a FIFO or a device, which could block or never end), at most ``limit`` bytes, UTF-8 (a BOM is dropped).
-    Anything else is ``error`` naming the file and the reason."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused below
-    except OSError as e:  # missing, no permission, a name too long
-        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO, a device
-            raise error(f"{path}: not a regular file")
-        raw = bytearray()
-        while len(raw) <= limit and (part := os.read(fd, limit + 1 - len(raw))):
-            raw += part  # in a loop: a network file system may return less than asked
-    except OSError as e:  # an I/O error
-        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-    if len(raw) > limit:
-        raise error(f"{path}: larger than {limit >> 20} MiB, far more than such a file holds; refused")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: invalid JSON or text (not UTF-8: {e.reason} at byte {e.start})") from None
-
-
-def read_json(path: Path, error: type[AcousticSenseError], limit: int = MAX_CONFIG_BYTES) -> Any:
-    """:func:`read_small_text` parsed as JSON; a parse error (an integer of thousands of digits, nesting too deep) is ``error``."""
-    return parse_json(read_small_text(path, error, limit), path, error)
-
-
-def parse_json(text: str, where: str | os.PathLike, error: type[AcousticSenseError]) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise error(f"{where}: invalid JSON ({' '.join(str(e).split())[:200]})") from None
-    except RecursionError:
-        raise error(f"{where}: invalid JSON (nested too deeply)") from None
 
 
 def read_config(path: str | os.PathLike) -> BundleConfig:

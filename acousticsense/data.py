@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
-from .config import has_control_characters, read_json, read_small_text
 from .errors import AcousticSenseError
+from .files import has_control_characters, read_json, read_small_text
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"

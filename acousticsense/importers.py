@@ -21,8 +21,9 @@ from urllib.parse import urlparse
 import torch
 
 from .bundle import BundleConfig, check_new_bundle_folder, save_bundle, weights_mismatch
-from .config import Preprocessing, parse_json, read_small_text
+from .config import Preprocessing
 from .errors import AcousticSenseError
+from .files import parse_json, read_small_text
 from .model import ARCHITECTURES, build_model
 
 # ccmusic-database/music_genre, vit_b_16_mel: a torchvision vit_b_16 whose heads.head is ccmusic's

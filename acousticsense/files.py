@@ -1,0 +1,74 @@
+"""Files a bundle, a run or a user names, read and written safely: small texts and JSON read with a size limit
+from regular files only, temporary files that are never written through a planted link. Errors are the caller's
+:class:`~.errors.AcousticSenseError` subclass, naming the file and the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from .errors import AcousticSenseError
+
+MAX_TEXT_BYTES = 16 << 20  # a config.json, labels or preprocessing file beyond this is refused unread (they take a few KiB)
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (a newline, a terminal escape) or a lone surrogate (which no
+    UTF-8 output can print): no name of a genre does."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+
+
+def fresh_temp(tmp: Path, error: type[AcousticSenseError]) -> Path:
+    """``tmp`` with whatever was there removed: a symlink planted in a bundle or run folder must not be written through.
+    What cannot be removed (a folder of that name) is ``error``."""
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise error(f"{tmp}: cannot replace it ({e.strerror or e})") from None
+    return tmp
+
+
+def read_small_text(path: Path, error: type[AcousticSenseError], limit: int = MAX_TEXT_BYTES) -> str:
+    """The text of a small file that a bundle or a user names (a config, labels, preprocessing, a manifest): a regular file
+    (never a FIFO or a device, which could block or never end), at most ``limit`` bytes, UTF-8 (a BOM is dropped).
+    Anything else is ``error`` naming the file and the reason."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused below
+    except OSError as e:  # missing, no permission, a name too long
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO, a device
+            raise error(f"{path}: not a regular file")
+        raw = bytearray()
+        while len(raw) <= limit and (part := os.read(fd, limit + 1 - len(raw))):
+            raw += part  # in a loop: a network file system may return less than asked
+    except OSError as e:  # an I/O error
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise error(f"{path}: larger than {limit >> 20} MiB, far more than such a file holds; refused")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: invalid JSON or text (not UTF-8: {e.reason} at byte {e.start})") from None
+
+
+def read_json(path: Path, error: type[AcousticSenseError], limit: int = MAX_TEXT_BYTES) -> Any:
+    """:func:`read_small_text` parsed as JSON; a parse error (an integer of thousands of digits, nesting too deep) is ``error``."""
+    return parse_json(read_small_text(path, error, limit), path, error)
+
+
+def parse_json(text: str, where: str | os.PathLike, error: type[AcousticSenseError]) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise error(f"{where}: invalid JSON ({' '.join(str(e).split())[:200]})") from None
+    except RecursionError:
+        raise error(f"{where}: invalid JSON (nested too deeply)") from None
