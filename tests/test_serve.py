@@ -20,8 +20,9 @@ from conftest import TINY_LABELS, tiny_config
 
 from acousticsense.bundle import DEFAULT_BUNDLE, read_config
 from acousticsense.inference import Classifier, Genre, Result, Window
+from acousticsense.model_card import model_card
 from acousticsense.serve import create_app
-from acousticsense.ui import Example, is_not_music, model_card, summary_text
+from acousticsense.ui import Example, is_not_music, summary_text
 
 
 def free_port() -> int:
