@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .errors import AcousticSenseError, ParameterError
-from .options import is_number, is_whole
+from .options import is_number, is_whole, label_in
 
 SCHEMA_VERSION = 1
 MAX_ID = 2**63 - 1  # SQLite's largest integer
@@ -323,10 +323,7 @@ class Catalog:
             raise ParameterError(f"genre must be a name, not {genre!r}")
         stored_text(genre, "the genre")
         known = self.labels()
-        spelled = next((label for label in known if label.casefold() == genre.casefold()), None)
-        if spelled is None and known:
-            raise ParameterError(f"no model in this library knows the genre {genre!r}; they know: {', '.join(known)}")
-        return spelled or genre
+        return label_in(genre, known, "no model in this library knows the genre {genre}; they know: {labels}") if known else genre
 
     def genres(self) -> dict[str, int]:
         """Tracks per top genre, most common first."""

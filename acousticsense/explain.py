@@ -32,7 +32,7 @@ from .audio import AudioSource
 from .errors import AudioError, ParameterError
 from .features import db_to_image, mel_filters, power_to_db
 from .inference import Classifier, Features
-from .options import is_number, whole_in_range
+from .options import is_number, label_in, whole_in_range
 from .results import aggregate
 
 METHODS = ("grad_rollout", "rollout", "input_x_grad")
@@ -145,13 +145,7 @@ def _check_method(method: str) -> None:
 
 def known_genre(clf: Classifier, genre: str | None) -> str | None:
     """``genre`` as the model spells it (any case: "jazz" is Jazz); :class:`ParameterError` for one it does not know."""
-    if genre is None:
-        return None
-    known = {label.casefold(): label for label in clf.labels}
-    if not isinstance(genre, str) or genre.casefold() not in known:
-        shown = repr(genre) if len(str(genre)) <= 60 else repr(str(genre)[:60]) + "…"
-        raise ParameterError(f"unknown genre {shown}; this model's genres: {', '.join(clf.labels)}")
-    return known[genre.casefold()]
+    return None if genre is None else label_in(genre, clf.labels, "unknown genre {genre}; this model's genres: {labels}")
 
 
 def window_images(clf: Classifier, features: Features) -> torch.Tensor:

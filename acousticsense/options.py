@@ -6,6 +6,7 @@ Free of heavy imports, so the CLI shows its help at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,13 @@ def in_range(name: str, value: Any, bounds: tuple[float, float]) -> float:
     if not is_number(value) or not lo <= value <= hi:
         raise ParameterError(f"{name} must be a number from {lo:g} to {hi:g} s, not {value!r}")
     return float(value)
+
+
+def label_in(genre: Any, labels: Sequence[str], unknown: str) -> str:
+    """``genre`` as ``labels`` spell it (any case: "jazz" is Jazz). Anything else is a :class:`ParameterError`, the
+    message ``unknown`` with ``{genre}`` (the value, cut at 60 characters) and ``{labels}`` filled in."""
+    known = {label.casefold(): label for label in labels}
+    if isinstance(genre, str) and genre.casefold() in known:
+        return known[genre.casefold()]
+    shown = repr(genre) if len(str(genre)) <= 60 else repr(str(genre)[:60]) + "…"
+    raise ParameterError(unknown.format(genre=shown, labels=", ".join(labels)))

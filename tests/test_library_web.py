@@ -78,6 +78,8 @@ def test_search_finds_the_tracks_of_a_top_genre_best_first(client, rows):
     assert set(doc["tracks"][0]) == {"id", "path", "status", "genre", "probability", "top_k", "duration", "model", "error"}
     assert client.get(f"{LIB}/search", params={"genre": "Polka"}).status_code == 400  # no model here knows it
     assert client.get(f"{LIB}/search", params={"genre": genre.upper()}).json() == doc  # any case, echoed as the model spells it
+    long = client.get(f"{LIB}/search", params={"genre": "x" * 5000}).json()["detail"]  # echoed cut short, as explain's genre
+    assert long.startswith("no model in this library knows the genre 'xxx") and "'…; they know: " in long and len(long) < 400
     assert client.get(f"{LIB}/search").json() == {"detail": "genre: Field required"}
 
 
