@@ -3,7 +3,7 @@
 Gradio sends the recording in chunks every :data:`STREAM_EVERY` seconds; each chunk is down-mixed, resampled
 to the model's rate (soxr, stateful across chunks) and pushed; every hop the smoothed ranking and a rolling
 timeline of the last :data:`TIMELINE_WINDOWS` windows update. A session holds a fixed ring buffer, and a
-recording stops after :data:`LIVE_SECONDS`.
+recording stops after :data:`LIVE_SECONDS` (10 minutes; the CLI's ``listen`` has no limit).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from .ui import PLOT_STYLE, PLOT_WIDTH, UI_TOP_K
 
 STREAM_EVERY = 0.5  # seconds of recording per chunk the browser sends
 LIVE_HOP = 1.0  # seconds between rankings (the model's hop if that is shorter)
-LIVE_SECONDS = 3600  # one recording is classified for at most this long
+LIVE_SECONDS = 600  # a recording ends after this long (press record again to go on). Gradio also waits up to this long for a
+# stream's next chunk, holding its slot of LIVE_STREAMS: a client that goes quiet without closing holds one this long at most
 LIVE_STREAMS = 8  # recordings classified at once (each holds its slot until it stops); the model work itself queues in the Engine
 TIMELINE_WINDOWS = 30  # windows the rolling timeline shows
 MAX_CHUNK_SECONDS = 10.0  # a longer chunk is not the page's: refused

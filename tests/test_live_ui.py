@@ -48,3 +48,16 @@ def test_another_rate_starts_a_new_session_and_odd_chunks_are_harmless(engine):
     assert x.tolist() == [0.0, 0.0]
     for pcm in (np.array([-128, 64], np.int8), np.array([-32768, 16384], np.int16), np.array([-(2**31), 2**30], np.int32), np.array([0, 192], np.uint8)):
         assert pcm_to_mono(pcm).tolist() == [-1.0, 0.5], pcm.dtype  # every width at full scale (int8 went in unscaled)
+
+
+def test_a_recording_holds_its_place_for_ten_minutes_at_most(engine):
+    """Gradio waits up to the stream's time limit for its next chunk: a visitor who goes quiet without closing
+    keeps one of the LIVE_STREAMS places that long (it was an hour), so eight such visitors stop the tab only briefly."""
+    import gradio as gr
+
+    from acousticsense.live_ui import LIVE_SECONDS, LIVE_STREAMS, live_tab
+
+    with gr.Blocks() as page:
+        live_tab(engine)
+    [stream] = [fn for fn in page.fns.values() if fn.connection == "stream"]
+    assert stream.time_limit == LIVE_SECONDS <= 600 and stream.concurrency_limit == LIVE_STREAMS
