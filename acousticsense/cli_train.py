@@ -30,7 +30,7 @@ def train(
     noise: Annotated[Optional[float], typer.Option("--noise", help="Share of training windows given background noise (white/pink/brown/hum/babble) at 0-30 dB SNR; 0 = off (default).")] = None,
     freq_mask: Annotated[Optional[float], typer.Option("--freq-mask", help="SpecAugment: widest frequency mask, a fraction of the mel bands; 0 = off (default 0.15).")] = None,
     time_mask: Annotated[Optional[float], typer.Option("--time-mask", help="SpecAugment: widest time mask, a fraction of the frames; 0 = off (default 0.15).")] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a better validation result; 0 = never (default 5).")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many epochs without a lower validation loss; 0 = never (default 5).")] = None,
     val_fraction: Annotated[Optional[float], typer.Option("--val-fraction", help="Share of each label's tracks held out (default 0.15).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, the initialisation and the sampling (default 0).")] = None,
     device: DeviceOpt = None,

@@ -179,6 +179,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):  # the schedule may have been stretched
             group["lr"] = base_lr * schedule(scheduler.last_epoch)
         state = ckpt["state"]
+        if state["best_epoch"] and "val_loss" in state["history"][state["best_epoch"] - 1]:  # a run saved when the rule differed
+            state["best"] = list(selection_key(state["history"][state["best_epoch"] - 1]))
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
@@ -205,7 +207,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                 sampler.set_epoch(epoch)
             train_loss, seconds, seen = _train_epoch(net, loader, optimizer, scheduler, config, pre, device, f"epoch {epoch}/{config.epochs}", progress, len(labels), noise_bank)
             metrics = _validate(validator, val_set)
-            key = (metrics["val_track_acc"], -metrics["val_loss"]) if metrics else (epoch, 0.0)
+            key = selection_key(metrics) if metrics else (epoch, 0.0)
             improved = state["best"] is None or key > tuple(state["best"])
             entry = {"epoch": epoch, "train_loss": train_loss, **(metrics or {}), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2), "windows_per_s": round(seen * world / seconds, 2)}
             state["history"].append(entry)
@@ -263,6 +265,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                 tqdm.write(f"note: only {calibration['val_music_tracks']} validation music tracks (fewer than {MIN_CALIBRATION_TRACKS}): "
                            "the temperature stays 1, as a fit on so few would not hold on new audio", file=sys.stderr)
     return out
+
+
+def selection_key(metrics: dict[str, float]) -> tuple[float, float]:
+    """How epochs are compared (the larger key is kept): the lower validation loss (the NLL of every window), then the
+    higher track accuracy. The loss first: on a few hundred tracks the accuracy moves by whole tracks between
+    epochs, and picked by it a fine-tuning run kept an epoch 2.2 points worse on held-out clips than its last."""
+    return -metrics["val_loss"], metrics["val_track_acc"]
 
 
 def soft_targets(target: torch.Tensor, n_labels: int) -> torch.Tensor:
