@@ -5,10 +5,10 @@
 # taught as "no genre"; training adds background noise to half the windows and ends by calibrating.
 # On this project's 2-core CPU the whole run takes 55-65 minutes (BENCHMARKS.md); a GPU is used when present.
 # FINETUNE=1 then fine-tunes the result 24 more epochs (FT_EPOCHS) with --noise 0.7 into $RUN-ft (about 25 minutes
-# more); FRESH=1 (implies FINETUNE) then renders a second corpus with seed 5 and fine-tunes $RUN-ft 20 more epochs
-# (FRESH_EPOCHS) on it into $RUN-ft2 (about 50 minutes more): new music to learn from, and a validation split of
-# clips no earlier stage trained on, for the early stopping and the calibration. The last model made is installed;
-# the shipped bundle was made with FRESH=1 (BENCHMARKS.md).
+# more); FRESH=1 (implies FINETUNE) then, for each seed of FRESH_SEEDS (default "5 6"), renders a new corpus with it
+# and fine-tunes the last model 20 more epochs (FRESH_EPOCHS) on it, into $RUN-ft2, $RUN-ft3 (about 40 minutes each):
+# new music to learn from, and a validation split of clips no earlier stage trained on, for the early stopping and
+# the calibration. The last model made is installed; the shipped bundle was made with FRESH=1 (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -37,10 +37,14 @@ if [ -n "${FINETUNE:-}" ]; then  # 24 more epochs on the same corpus and split
     finetune "$DATA/synth-train" "$RUN" "$RUN-ft" "${FT_EPOCHS:-24}" 12
     RUN="$RUN-ft"
 fi
-if [ -n "${FRESH:-}" ]; then  # the shipped bundle's last step: 20 more epochs on fresh clips (seed 5)
-    "$BIN/acousticsense" synth "$DATA/synth-train5" --per-genre "$PER_GENRE" --not-music "$NOT_MUSIC" --seconds 12 --seed 5
-    finetune "$DATA/synth-train5" "$RUN" "${RUN}2" "${FRESH_EPOCHS:-20}" 8
-    RUN="${RUN}2"
+if [ -n "${FRESH:-}" ]; then  # the shipped bundle's last steps: 20 more epochs on each of two fresh corpora (seeds 5, 6)
+    stage=2
+    for seed in ${FRESH_SEEDS:-5 6}; do
+        "$BIN/acousticsense" synth "$DATA/synth-train$seed" --per-genre "$PER_GENRE" --not-music "$NOT_MUSIC" --seconds 12 --seed "$seed"
+        finetune "$DATA/synth-train$seed" "$RUN" "${RUN%-ft*}-ft$stage" "${FRESH_EPOCHS:-20}" 8
+        RUN="${RUN%-ft*}-ft$stage"
+        stage=$((stage + 1))
+    done
 fi
 mkdir -p acousticsense/assets/default_model
 cp "$RUN/config.json" "$RUN/model.safetensors" acousticsense/assets/default_model/
