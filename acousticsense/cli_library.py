@@ -84,8 +84,7 @@ def search(
     from .catalog import Catalog, track_summary
 
     with Catalog(db, create=False) as catalog:
-        genre = catalog.label(genre)
-        rows = catalog.search(genre, min_prob, limit)
+        genre, rows = catalog.search(genre, min_prob, limit)
         tracks = [track_summary(r) | ({"match": r["match"]} if min_prob is not None else {}) for r in rows]
         known = catalog.genres()
     if as_json:

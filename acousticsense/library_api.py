@@ -63,8 +63,7 @@ class Library:
         """``{"genre", "min_prob", "tracks"}``: the genre as the library spells it, and the summaries of the tracks whose
         top genre it is or, with ``min_prob``, whose probability of it (``match``) is at least that."""
         with self._reading():
-            genre = self.catalog.label(genre)
-            rows = self.catalog.search(genre, min_prob, limit, offset)
+            genre, rows = self.catalog.search(genre, min_prob, limit, offset)
             tracks = [track_summary(r) | ({} if min_prob is None else {"match": r["match"]}) for r in rows]
         return {"genre": genre, "min_prob": min_prob, "tracks": tracks}
 
