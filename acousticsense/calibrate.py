@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,17 @@ def plot_reliability(bins: list[dict[str, float]], ece_value: float, path, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    from .plots import styled
+
+    with styled():
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+        _draw_reliability(ax, bins, ece_value, title)
+        fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _draw_reliability(ax: Any, bins: list[dict[str, float]], ece_value: float, title: str) -> None:
     used = [b for b in bins if b["count"]]
     ax.bar([(b["low"] + b["high"]) / 2 for b in used], [b["accuracy"] for b in used], width=1 / len(bins), edgecolor="black",
            color="#4c72b0", label="accuracy")
@@ -82,9 +93,6 @@ def plot_reliability(bins: list[dict[str, float]], ece_value: float, path, title
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"confidence (top-1 probability), {len(bins)} bins", ylabel="accuracy",
            title=f"{title}ECE {ece_value:.3f}")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def music_scores(window_probs: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -22,6 +22,9 @@ from .errors import output_folder
 from .inference import Classifier
 from .options import DEFAULT_BATCH_SIZE
 from .results import FLAGS, Failure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_NAME = "report.json"
 FIGURE_NAME = "confusion.png"
@@ -200,9 +203,18 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike) -> Path:
     """Track- and window-level confusion matrices side by side: cells shaded by row share, labelled with counts."""
     from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
+    from .plots import styled
+
     n = max(len(report[level]["confusion"]["labels"]) for level in ("track", "window"))
     side = max(4.5, 0.55 * n + 2.5)
-    fig = Figure(figsize=(2 * side + 1.5, side + 0.8), layout="constrained")
+    with styled():
+        fig = Figure(figsize=(2 * side + 1.5, side + 0.8), layout="constrained")
+        _draw_confusion(fig, report)
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def _draw_confusion(fig: Figure, report: dict[str, Any]) -> None:
     axes = fig.subplots(1, 2)
     for ax, level in zip(axes, ("track", "window")):
         s = report[level]
@@ -218,5 +230,3 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike) -> Path:
         for i, j in zip(*np.nonzero(counts)):
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=fontsize, color="white" if share[i, j] > 0.5 else "black")
     fig.suptitle(f"{report['model_id']} on {report['data']['source']}")
-    fig.savefig(path, dpi=110)
-    return Path(path)

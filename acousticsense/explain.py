@@ -33,11 +33,11 @@ from .errors import AudioError, ParameterError
 from .features import db_to_image, mel_filters, power_to_db
 from .inference import Classifier, Features
 from .options import is_number, label_in, whole_in_range
+from .plots import PLOT_STYLE, styled
 from .results import aggregate
 
 METHODS = ("grad_rollout", "rollout", "input_x_grad")
 DEFAULT_METHOD = "grad_rollout"
-PLOT_STYLE = {"font.size": 12, "figure.dpi": 100}  # as the web page's figures (ui.PLOT_STYLE)
 
 
 @dataclass
@@ -300,7 +300,7 @@ def relevance_figure(explanation: Explanation, width: float | None = None) -> An
     level = e.relevance / max(float(e.relevance.max()), 1e-30)
     overlay = matplotlib.colormaps["inferno"](level)
     overlay[..., 3] = 0.75 * np.sqrt(level)  # faint where the map is low, so the spectrogram shows through
-    with matplotlib.rc_context(PLOT_STYLE):
+    with styled(PLOT_STYLE):
         fig = Figure(figsize=(width or max(6.0, min(16.0, 1.5 + duration / 3)), 4.0), layout="constrained")
         ax = fig.subplots()
         ax.imshow(e.mel_db, origin="lower", aspect="auto", cmap="gray", extent=extent)

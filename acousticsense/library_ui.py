@@ -10,14 +10,14 @@ import html
 from typing import Any
 
 import gradio as gr
-import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .errors import AcousticSenseError
 from .library_api import Library
-from .ui import PLOT_STYLE, PLOT_WIDTH, plural
+from .plots import PLOT_STYLE, styled
+from .ui import PLOT_WIDTH, plural
 
 UI_LIMIT = 200  # tracks a search shows
 UI_K = 10  # similar tracks shown
@@ -27,7 +27,7 @@ SIMILAR_COLUMNS = ["rank", "id", "path", "genre", "similarity"]
 
 def genre_chart(counts: dict[str, int]) -> Figure:
     """Horizontal bars: tracks per top genre, most common on top."""
-    with matplotlib.rc_context(PLOT_STYLE):
+    with styled(PLOT_STYLE):
         fig = Figure(figsize=(PLOT_WIDTH, 0.3 * max(len(counts), 1) + 1.3), layout="constrained")
         ax = fig.subplots()
         bars = ax.barh(list(counts), list(counts.values()), color="tab:blue")
@@ -123,8 +123,9 @@ def library_tab(library: Library) -> None:
                 nearest = gr.Dataframe(headers=SIMILAR_COLUMNS, interactive=False, max_height=360, label="Nearest by sound (click one to play it)",
                                        elem_id="library-similar", wrap=True, column_widths=["10%", "10%", "46%", "17%", "17%"])  # fmt: skip
     free = dict(concurrency_limit=None)  # no model involved: never waits behind a classification (the library's lock serialises queries)
-    tab.select(refresh, genre, [genre, chart], queue=False, show_progress="hidden")
+    internal = dict(queue=False, show_progress="hidden", api_visibility="private")  # page upkeep, not in the API docs
+    tab.select(refresh, genre, [genre, chart], **internal)
     button.click(search, [genre, min_prob], [status, found], **free)
-    found.select(picked, outputs=current, queue=False, show_progress="hidden").then(more_like, [current, same], [similar_status, player, nearest], **free)
+    found.select(picked, outputs=current, **internal).then(more_like, [current, same], [similar_status, player, nearest], **free)
     same.change(more_like, [current, same], [similar_status, player, nearest], **free)
     nearest.select(play, outputs=player, **free)

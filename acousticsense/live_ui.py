@@ -21,8 +21,9 @@ from matplotlib.figure import Figure
 from .api import Engine
 from .audio import check_rate, pcm_to_float
 from .errors import AcousticSenseError, AudioError
+from .plots import PLOT_STYLE, styled
 from .stream import LiveClassifier, Update
-from .ui import PLOT_STYLE, PLOT_WIDTH, UI_TOP_K
+from .ui import PLOT_WIDTH, UI_TOP_K
 
 STREAM_EVERY = 0.5  # seconds of recording per chunk the browser sends
 LIVE_HOP = 1.0  # seconds between rankings (the model's hop if that is shorter)
@@ -71,7 +72,7 @@ def live_step(engine: Engine, session: Session | None, chunk: tuple[int, np.ndar
 
 def rolling_timeline(updates: list[Update], labels: list[str], hop: float) -> Figure:
     """The recent windows' top genre and probability at each window's end, oldest left (silent ones blank)."""
-    with matplotlib.rc_context(PLOT_STYLE):
+    with styled(PLOT_STYLE):
         fig = Figure(figsize=(PLOT_WIDTH, 2.6), layout="constrained")
         ax = fig.subplots()
         heard = [u for u in updates if u.top_k]
@@ -116,6 +117,7 @@ def live_tab(engine: Engine) -> None:
                 ranking = gr.Label(num_top_classes=UI_TOP_K, label="Genres now (smoothed)", elem_id="live-genres")
                 timeline = gr.Plot(show_label=False, container=False, format="png", elem_id="live-timeline")
         session = gr.State(None)
-        mic.start_recording(lambda: (None, None, "Listening…", None), outputs=[ranking, timeline, status, session], queue=False)
+        mic.start_recording(lambda: (None, None, "Listening…", None), outputs=[ranking, timeline, status, session], queue=False,
+                            api_visibility="private")
         mic.stream(on_chunk, [mic, session], [ranking, timeline, status, session], stream_every=STREAM_EVERY, time_limit=LIVE_SECONDS,
                    concurrency_limit=LIVE_STREAMS, show_progress="hidden")

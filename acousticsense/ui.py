@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from gradio.processing_utils import save_bytes_to_cache
 from gradio_client import utils as client_utils
 from matplotlib.figure import Figure
+from pydantic import ValidationError
 
 from .api import LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
 from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
@@ -29,6 +31,7 @@ from .features import mel_filters, power_to_db
 from .inference import Features
 from .model_card import model_card
 from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
+from .plots import PLOT_STYLE, styled
 from .results import Result
 
 if TYPE_CHECKING:
@@ -38,7 +41,6 @@ matplotlib.use("Agg")
 
 UI_TOP_K = 5
 PLOT_WIDTH = 5.0  # inches at 100 dpi: natural size on a desktop, scaled to ~70 % on a phone
-PLOT_STYLE = {"font.size": 12, "figure.dpi": 100}  # 12 pt stays readable (about 11 px) at phone width
 
 INTRO = """# AcousticSense
 What kind of music is this? Upload or record a clip, or click an example: a Vision Transformer looks at its
@@ -125,7 +127,7 @@ def spectrogram_figure(features: Features) -> Figure:
     pre = features.options.pre
     db = power_to_db(features.mel[None], pre)[0].cpu().numpy()
     duration = db.shape[1] * pre.hop_length / pre.sample_rate
-    with matplotlib.rc_context(PLOT_STYLE):
+    with styled(PLOT_STYLE):
         fig = Figure(figsize=(PLOT_WIDTH, 3.4), layout="constrained")
         ax = fig.subplots()
         image = ax.imshow(db, origin="lower", aspect="auto", cmap=pre.colormap or "magma", extent=(0, duration, 0, pre.n_mels))
@@ -143,7 +145,7 @@ def timeline_figure(result: Result, labels: list[str]) -> Figure:
     centers = np.array([(w.start + w.end) / 2 for w in windows])
     edges = np.r_[windows[0].start, (centers[1:] + centers[:-1]) / 2, windows[-1].end]
     probs = np.array([[w.probabilities.get(label, np.nan) for w in windows] for label in labels])
-    with matplotlib.rc_context(PLOT_STYLE):
+    with styled(PLOT_STYLE):
         fig = Figure(figsize=(PLOT_WIDTH, 0.3 * len(labels) + 1.3), layout="constrained")
         ax = fig.subplots()
         mesh = ax.pcolormesh(edges, np.arange(len(labels) + 1) - 0.5, np.ma.masked_invalid(probs), cmap="Blues", vmin=0, vmax=1)
@@ -172,15 +174,33 @@ def failed(message: str, level: int = logging.INFO) -> tuple[Any, ...]:
 FILE_INPUTS = (gr.Audio, gr.File, gr.Image, gr.Video, gr.UploadButton, gr.Gallery, gr.Model3D)  # inputs a request can name a path for
 
 
+@functools.cache
+def answered_briefly(model: type) -> type:
+    """``model`` (a Gradio file data model) whose validation error is a :class:`gr.Error` without a traceback."""
+
+    def model_validate(cls: type, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super(briefly, cls).model_validate(obj, *args, **kwargs)
+        except ValidationError as e:
+            reason = e.errors()[0]["msg"]
+            LOG.info("ui: not a file reference: %s", reason)
+            raise gr.Error(f"not a file reference: {reason}", print_exception=False) from None
+
+    briefly = type(model.__name__, (model,), {"__module__": model.__module__, "model_validate": classmethod(model_validate)})
+    return briefly
+
+
 def only_uploads(component: gr.components.Component, allowed_dir: Path) -> gr.components.Component:
     """Make ``component`` take only files already in Gradio's upload cache or in ``allowed_dir`` (the examples).
 
     Gradio copies whatever path or URL a request names into its cache before the handler runs, and a mounted
     app skips its own allowed-path check: without this, a crafted call could make the server read
-    ``/etc/passwd``, block on a FIFO or fetch a URL. (Wrapped on the instance: a subclass would make Gradio
-    write a ``.pyi`` stub next to this module.)
+    ``/etc/passwd``, block on a FIFO or fetch a URL. A value that is no file reference at all is answered with
+    its reason and logged in one line (Gradio would print a traceback per call). (Wrapped on the instance: a
+    subclass would make Gradio write a ``.pyi`` stub next to this module.)
     """
     allowed = (Path(component.GRADIO_CACHE).resolve(), allowed_dir.resolve())
+    component.data_model = answered_briefly(component.data_model)
 
     def check(path: str | Path | None) -> None:
         if path is None:
@@ -289,10 +309,11 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
             from .library_ui import library_tab
 
             library_tab(library)
-        audio_in.change(cleared, outputs=results, queue=False, show_progress="hidden")
-        button.click(cleared, outputs=results, queue=False, show_progress="hidden").then(analyse, audio_in, results, show_progress_on=summary)
+        internal = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}  # page upkeep, not in the API docs
+        audio_in.change(cleared, outputs=results, **internal)
+        button.click(cleared, outputs=results, **internal).then(analyse, audio_in, results, show_progress_on=summary, api_name="classify")
         summary.change(None, summary, js=SCROLL_TO_RESULTS)
-        ui.load(api_help, outputs=api_md, queue=False, show_progress="hidden")
+        ui.load(api_help, outputs=api_md, **internal)
     for block in {id(b): b for fn in ui.fns.values() for b in fn.inputs if isinstance(b, FILE_INPUTS)}.values():
         only_uploads(block, examples_dir)  # every tab's file inputs (the Live tab's microphone too), not only the first one
     return ui

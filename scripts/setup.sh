@@ -8,8 +8,8 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
 # Debian packages: FluidSynth, General MIDI SoundFonts and espeak-ng (render the synthetic training corpus: its
-# instruments and voices) and Chromium (browser tests).
-DEBS="libfluidsynth3 timgm6mb-soundfont fluid-soundfont-gm musescore-general-soundfont espeak-ng chromium"
+# instruments and voices), Chromium (browser tests) and a CJK font (figures draw labels in any script, plots.py).
+DEBS="libfluidsynth3 timgm6mb-soundfont fluid-soundfont-gm musescore-general-soundfont espeak-ng chromium fonts-droid-fallback"
 missing=$(for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -98,3 +98,25 @@ def test_bundle_carries_calibration_and_inference_applies_it(tmp_path):
         with pytest.raises(BundleError, match="calibration"):
             read_config(calibrated)
     write_config(calibrated, config)
+
+
+def test_figures_draw_every_script(tmp_path):
+    """Labels are the bundle's, in any script: the confusion matrix and the reliability diagram draw 流行 with a
+    font that has it (DejaVu Sans alone drew boxes), and name no font that is not installed."""
+    import warnings
+
+    from acousticsense.calibrate import plot_reliability
+    from acousticsense.evaluate import plot_confusion
+    from acousticsense.plots import font_family
+
+    if font_family() == ("DejaVu Sans",):
+        pytest.skip("no CJK font installed (make setup installs Debian's fonts-droid-fallback)")
+    labels = ["流行", "摇滚", "Jazz", "Ünïcode"]
+    level = {"confusion": {"labels": labels, "matrix": np.eye(4, dtype=int).tolist()}, "accuracy": 1.0, "macro_f1": 1.0, "n": 4}
+    report = {"track": level, "window": level, "model_id": "模型", "data": {"source": "民乐"}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_confusion(report, tmp_path / "confusion.png")
+        plot_reliability(reliability(np.array([0.9, 0.6]), np.array([1, 0])), 0.1, tmp_path / "reliability.png", title="模型: ")
+    assert not [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    assert (tmp_path / "confusion.png").stat().st_size > 10_000 and (tmp_path / "reliability.png").stat().st_size > 5_000

@@ -320,8 +320,8 @@ def test_stdin_and_pipes_are_read(clip_mp3, tiny_bundle):
     assert closed.returncode == 2 and closed.stderr.strip() == "error: '-': standard input is closed"
 
 
-def gradio_call(base: str, value: dict, event: str = "analyse") -> str:
-    """One call of a page event (``analyse``; ``on_chunk``: the Live tab's microphone stream) through Gradio's HTTP
+def gradio_call(base: str, value: object, event: str = "classify") -> str:
+    """One call of a page event (``classify``; ``on_chunk``: the Live tab's microphone stream) through Gradio's HTTP
     API; returns the event stream's text up to its first answer (a stream stays open for its next chunk)."""
     r = httpx.post(f"{base}/gradio_api/call/{event}", json={"data": [value]}, timeout=30)
     r.raise_for_status()
@@ -347,6 +347,11 @@ def test_the_web_page_reads_only_what_was_uploaded_to_it(tiny_bundle, probe, sec
         for path in (secret, "/etc/passwd", f"{probe.url}/x.wav"):  # the Live tab's microphone input too
             text = gradio_call(base, {"path": str(path), "meta": {"_type": "gradio.FileData"}}, "on_chunk")
             assert "event: error" in text and "only clips uploaded to this page can be classified" in text, (path, text)
+        for value in ({"path": "/etc/passwd"}, 123, "/etc/passwd", [1e308]):  # no file reference at all: its reason, no traceback
+            for event in ("classify", "on_chunk"):
+                text = gradio_call(base, value, event)
+                assert "event: error" in text and "not a file reference" in text, (value, text)
+        assert set(httpx.get(f"{base}/gradio_api/info").json()["named_endpoints"]) == {"/classify", "/on_chunk"}  # page upkeep is private
         uploaded = httpx.post(f"{base}/gradio_api/upload", files={"files": ("clip.mp3", clip_mp3.read_bytes())}, timeout=30).json()[0]
         text = gradio_call(base, {"path": uploaded, "meta": {"_type": "gradio.FileData"}})
         assert "event: complete" in text and "clip.mp3" in text and "analysed in" in text, text
