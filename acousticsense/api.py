@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from .errors import AcousticSenseError, ParameterError
 from .explain import Explanation, explain, known_genre, relevance_png
 from .inference import Classifier
-from .options import DEFAULT_TOP_K, SERVER_MAX_EXPLAINED, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB
+from .options import DEFAULT_TOP_K, SERVER_MAX_EXPLAINED, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB, echoed
 from .results import Result
 
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
@@ -117,13 +117,18 @@ def options_once(request: Request) -> None:
     to make) or one the endpoint does not have (``?topk=1`` would have been ignored: the defaults, silently)."""
     repeated = sorted({key for key in request.query_params if len(request.query_params.getlist(key)) > 1})
     if repeated:
-        raise HTTPException(400, f"{', '.join(repeated)}: given more than once; give each option once")
+        raise HTTPException(400, f"{', '.join(map(clipped, repeated[:5]))}: given more than once; give each option once")
     route = request.scope.get("route")
     if isinstance(route, APIRoute):
         known = _query_options(route.dependant)
         unknown = sorted(set(request.query_params) - known)
         if unknown:
-            raise HTTPException(400, f"{', '.join(unknown)}: not an option of {route.path} (it takes {', '.join(sorted(known)) or 'none'})")
+            raise HTTPException(400, f"{', '.join(map(clipped, unknown[:5]))}: not an option of {route.path} (it takes {', '.join(sorted(known)) or 'none'})")
+
+
+def clipped(name: str) -> str:
+    """A field or option name the client sent, as an error message shows it (cut: it is the client's text)."""
+    return name if len(name) <= 40 and name.isprintable() else echoed(name, 40)
 
 
 def _query_options(dependant: Dependant) -> set[str]:
@@ -207,9 +212,15 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         return Response(await run_in_threadpool(relevance_png, explanation), media_type="image/png")
 
     async def one_file(request: Request) -> None:
-        """Refuse a request with several ``file`` fields (only one would be analysed). The form is already parsed."""
-        if len((await request.form()).getlist("file")) > 1:
+        """Refuse a form that is not one ``file`` field: several (only one would be analysed) or other fields beside it
+        (an option sent in the form, ``-F top_k=3``, would be ignored: the defaults, silently). The form is parsed."""
+        form = await request.form()
+        if len(form.getlist("file")) > 1:
             raise HTTPException(400, "file: send one file per request (this one has several)")
+        other = sorted(set(form) - {"file"})
+        if other:
+            raise HTTPException(400, f"{', '.join(map(clipped, other[:5]))}: not a form field of {request.scope['route'].path} (the form carries "
+                                     "only 'file'; options go in the query string, e.g. ?top_k=3)")
 
     def checked_genre(genre: str | None) -> str | None:
         """The genre to explain, refused before the upload queues for the model if the model does not know it."""

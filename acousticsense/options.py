@@ -57,11 +57,16 @@ def in_range(name: str, value: Any, bounds: tuple[float, float]) -> float:
     return float(value)
 
 
+def echoed(value: Any, limit: int = 60) -> str:
+    """``value`` as an error message shows what a caller sent: its repr, cut at ``limit`` characters."""
+    text = str(value)
+    return repr(value) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
 def label_in(genre: Any, labels: Sequence[str], unknown: str) -> str:
     """``genre`` as ``labels`` spell it (any case: "jazz" is Jazz). Anything else is a :class:`ParameterError`, the
     message ``unknown`` with ``{genre}`` (the value, cut at 60 characters) and ``{labels}`` filled in."""
     known = {label.casefold(): label for label in labels}
     if isinstance(genre, str) and genre.casefold() in known:
         return known[genre.casefold()]
-    shown = repr(genre) if len(str(genre)) <= 60 else repr(str(genre)[:60]) + "…"
-    raise ParameterError(unknown.format(genre=shown, labels=", ".join(labels)))
+    raise ParameterError(unknown.format(genre=echoed(genre), labels=", ".join(labels)))

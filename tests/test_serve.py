@@ -112,6 +112,9 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
     for route in ("classify", "explain.png"):  # two files: not just the last one analysed
         r = httpx.post(f"{url}/api/v1/{route}", files=[("file", ("a.wav", clip_bytes)), ("file", ("b.wav", clip_bytes))], timeout=60)
         assert r.status_code == 400 and r.json() == {"detail": "file: send one file per request (this one has several)"}
+    r = httpx.post(f"{url}/api/v1/classify", data={"top_k": "1", "x" * 500: "1"}, files={"file": ("a.wav", clip_bytes)}, timeout=60)
+    assert r.status_code == 400 and r.json() == {"detail": f"top_k, {'x' * 40!r}…: not a form field of /api/v1/classify (the form carries only "
+                                                          "'file'; options go in the query string, e.g. ?top_k=3)"}  # not the default 5, silently
     r = httpx.post(f"{url}/api/v1/classify?top_k=2&hop=2&top_k=3", files={"file": ("a.wav", clip_bytes)}, timeout=60)  # not a silent choice
     assert r.status_code == 400 and r.json() == {"detail": "top_k: given more than once; give each option once"}
     r = httpx.post(f"{url}/api/v1/classify?topk=1", files={"file": ("a.wav", clip_bytes)}, timeout=60)  # a typo: not the defaults, silently
