@@ -86,11 +86,16 @@ def failure_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+UPLOAD_IDLE_SECONDS = 30.0  # a request body that stops arriving for this long is answered 408 and its connection let go
+
+
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``max_mb`` MiB, by Content-Length up front and by counting what arrives."""
+    """ASGI middleware: 413 for a request body over ``max_mb`` MiB, by Content-Length up front and by counting what
+    arrives; 408 for a body that stalls (a client sending a byte now and then held a connection and its partial
+    upload for ever: uploads count towards ``--max-queue`` only once they have arrived)."""
 
     def __init__(self, app: Any, max_mb: float):
-        self.app, self.limit = app, int(max_mb * 2**20)
+        self.app, self.limit, self.idle = app, int(max_mb * 2**20), UPLOAD_IDLE_SECONDS
         self.detail = f"upload too large: the limit is {max_mb:g} MiB"
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -99,11 +104,17 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:
             return await JSONResponse({"detail": self.detail}, 413)(scope, receive, send)
-        seen = 0
+        seen, arrived = 0, False
 
         async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, arrived
+            if arrived:  # after the body: waiting for the client to hang up (while its request is analysed) is no stall
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle)
+            except TimeoutError:
+                raise HTTPException(408, f"upload stalled: nothing arrived for {self.idle:g} s") from None
+            arrived = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
                 raise HTTPException(413, self.detail)  # the routers turn it into the response
@@ -234,7 +245,7 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         A request whose client hangs up while it waits for the model is dropped, not analysed for nobody."""
         nonlocal busy
         if busy >= capacity:
-            raise HTTPException(503, f"server busy: {busy} requests are queued, try again shortly")
+            raise HTTPException(503, f"server busy: {busy} requests running or waiting (at most {capacity}), try again shortly")
         busy += 1
         name = file.filename or "upload"
         gone = threading.Event()

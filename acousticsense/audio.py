@@ -175,7 +175,7 @@ def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: floa
                     blocks.flush()
             if not out.size:
                 hint = "" if file.seekable() else "; this format may need a seekable file: save the stream to a file first"
-                hint += "" if channels else "; its header gives no channel count FFmpeg accepts (1 to 512)"
+                hint += "" if channels else "; no channel count FFmpeg accepts (1 to 512) was found"
                 raise AudioError(f"{name}: cannot decode audio ({ffmpeg_reason(e)}{hint})") from None
             if out.size <= limit:  # past the cap the rest was not wanted anyway: only the cut is reported
                 of = f" of the {announced:.1f} s announced" if announced > out.size / sample_rate else ""

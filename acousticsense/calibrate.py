@@ -125,7 +125,7 @@ def warnings_for(window_probs: torch.Tensor, track_probs: torch.Tensor, threshol
     if score < threshold:
         a, b = _apart(score, threshold)
         return [{"code": "not_music", "message": f"this does not sound like music the model knows (music score {a} "
-                 f"< {b}): the genres below are not a reliable answer"}]
+                 f"< {b}): its genres are not a reliable answer"}]
     top = float(track_probs.max())
     if top < threshold:
         a, b = _apart(top, threshold)

@@ -249,7 +249,7 @@ def _print_table(r) -> None:
 
     console = Console()
     n = len(r.timeline)
-    console.print(Text(f"{printable(r.source)}  ({r.duration:.1f} s, {n} window{'' if n == 1 else 's'})", style="italic"))  # not a table title: that wraps to the table's width
+    console.print(Text(f"{printable(r.source)}  ({r.duration:{'.1f' if r.duration >= 1 else '.2g'}} s, {n} window{'' if n == 1 else 's'})", style="italic"))  # not a table title: that wraps to the table's width
     table = Table()
     table.add_column("#", justify="right")
     table.add_column("genre")

@@ -52,8 +52,8 @@ def evaluate(
     ``held_out``: the figures are to be recorded as held-out ones, so the corpus the bundle was trained on is
     refused (a :class:`DataError`) before anything is classified. Returns the report.
     """
+    clf = Classifier.from_bundle(bundle, device=device, batch_size=batch_size)  # first, as it comes first on the command line
     corpus = read_corpus(data)
-    clf = Classifier.from_bundle(bundle, device=device, batch_size=batch_size)
     training_corpus = trained_on(clf.config.provenance, corpus.info)
     if held_out and training_corpus:
         raise _not_held_out(corpus.info)

@@ -246,7 +246,7 @@ class Classifier:
         if count > limits.MAX_WINDOWS:
             raise ParameterError(
                 f"{name}: {audio.duration:.0f} s with a hop of {pre.hop_seconds:g} s makes {count} windows, "
-                f"more than the {limits.MAX_WINDOWS} analysed per track; use a longer hop or a lower max_seconds"
+                f"more than the {limits.MAX_WINDOWS} analysed per track; use a longer hop or analyse less of the track"
             )
         samples = fit_to_window(torch.from_numpy(audio.samples), pre)
         if self.device.type == "cuda":  # one pinned, asynchronous copy of the track

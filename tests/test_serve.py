@@ -289,3 +289,26 @@ def test_serve_on_a_port_in_use_is_one_error_line_before_the_model_loads(tiny_bu
         out = subprocess.run([sys.executable, "-m", "acousticsense.cli", "serve", "--port", str(port), "--model", str(tiny_bundle)],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and out.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in use)\n"
+
+
+def test_a_stalled_upload_is_let_go(tiny_bundle, monkeypatch):
+    """A client that sends headers and a few bytes, then nothing, held its connection and partial upload for ever
+    (uploads count towards --max-queue only once they have arrived): after UPLOAD_IDLE_SECONDS it gets 408."""
+    from urllib.parse import urlsplit
+
+    from acousticsense import api
+
+    monkeypatch.setattr(api, "UPLOAD_IDLE_SECONDS", 1.0)
+    with running(create_app(tiny_bundle, max_seconds=5)) as base:
+        where = urlsplit(base)
+        for route in ("/api/v1/classify", "/gradio_api/upload"):  # the page's uploads too
+            with socket.create_connection((where.hostname, where.port), timeout=10) as s:
+                s.sendall(f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                          "Content-Length: 100000\r\n\r\n--b\r\n".encode())
+                start, answer = time.monotonic(), b""
+                while b"}" not in answer and (more := s.recv(4096)):  # headers and the JSON body may come apart
+                    answer += more
+            answer = answer.decode(errors="replace")
+            assert answer.startswith("HTTP/1.1 408") and "upload stalled: nothing arrived for 1 s" in answer, (route, answer)
+            assert time.monotonic() - start < 5, route
+        assert httpx.get(f"{base}/api/v1/health").status_code == 200
