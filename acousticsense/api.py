@@ -27,6 +27,8 @@ from .results import Result
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
 EXPLAIN_BANDS, EXPLAIN_COLUMNS = 32, 256  # ?explain=true: the map summed into at most this many mel bands × time columns
 LOG = logging.getLogger("uvicorn.error")  # the server's log: one line per event, next to uvicorn's own
+# a malformed multipart body is the client's 400 (its reason in the answer), not an unprefixed warning line in our log
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 
 class ClientGone(Exception):

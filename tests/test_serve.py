@@ -312,3 +312,10 @@ def test_a_stalled_upload_is_let_go(tiny_bundle, monkeypatch):
             assert answer.startswith("HTTP/1.1 408") and "upload stalled: nothing arrived for 1 s" in answer, (route, answer)
             assert time.monotonic() - start < 5, route
         assert httpx.get(f"{base}/api/v1/health").status_code == 200
+
+
+def test_a_malformed_form_is_a_400_and_no_log_noise(url, caplog):
+    body = b"--garbage\r\n\r\n--garbage--\r\n"  # another boundary than the header's
+    r = httpx.post(f"{url}/api/v1/classify", content=body, headers={"content-type": "multipart/form-data; boundary=--b"}, timeout=30)
+    assert r.status_code in (400, 422) and "\n" not in r.json()["detail"]
+    assert not [r for r in caplog.records if r.name.startswith("python_multipart")]  # its warning was an unprefixed line in the server log
