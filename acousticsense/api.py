@@ -149,6 +149,8 @@ def _query_options(dependant: Dependant) -> set[str]:
     return {param.alias for param in dependant.query_params}.union(*(_query_options(d) for d in dependant.dependencies))
 
 
+UPLOAD_RESPONSES = {408: {"description": "The upload stopped arriving"}, 413: {"description": "The upload is over --max-upload-mb"},
+                    503: {"description": "Too many requests running or waiting"}}
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 HOW_TO_POST = "POST the audio as the form field 'file'"
 
@@ -187,7 +189,7 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         responses={
             400: {"description": "An option out of range"},
             422: {"description": "A file that cannot be analysed"},
-            503: {"description": "Too many requests waiting"},
+            **UPLOAD_RESPONSES,
         },
     )
     async def classify(
@@ -213,7 +215,8 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         "/explain.png",
         summary="Where the model looked: the spectrogram with the relevance map over it, as a PNG",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}}, 400: {"description": "An unknown genre"}, 422: {"description": "A file that cannot be analysed"}},
+        responses={200: {"content": {"image/png": {}}}, 400: {"description": "An unknown genre"}, 422: {"description": "A file that cannot be analysed"},
+                   **UPLOAD_RESPONSES},
     )
     async def explain_png(
         request: Request,

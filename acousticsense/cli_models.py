@@ -112,6 +112,9 @@ def export(
     if db is not None:
         from .cli_library import export_library
 
+        model_options = [name for name, given in (("BUNDLE", bundle is not None), ("--int8", int8), ("--format", fmt != "onnx")) if given]
+        if model_options:
+            fail(f"{', '.join(model_options)}: export a model, not a library: leave out --db or {' and '.join(model_options)}")
         if as_csv == as_json:
             fail("with --db choose one of --csv and --json")
         file = None if out in (None, "-") else Path(out)  # -: standard output, as elsewhere (./- is a file)

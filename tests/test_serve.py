@@ -172,6 +172,8 @@ def test_docs_and_ui_page(url):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     paths = httpx.get(f"{url}/openapi.json").json()["paths"]
     assert {"/api/v1/classify", "/api/v1/health", "/api/v1/model"} <= set(paths)
+    for route in ("/api/v1/classify", "/api/v1/explain.png"):  # every answer an upload can get is documented
+        assert {"200", "400", "408", "413", "422", "503"} <= set(paths[route]["post"]["responses"]), route
     page = httpx.get(f"{url}/")
     assert page.status_code == 200 and "gradio" in page.text.lower()
 
