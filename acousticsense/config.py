@@ -207,8 +207,9 @@ class BundleConfig:
 
         The bundle owns ``window_seconds``: the model was trained on windows of that length, and another
         length squeezes a different span of audio into the same image. A different ``window`` is refused
-        unless ``override_window`` is set, and then every result carries a ``window_override`` warning.
-        ``hop`` may change freely within :data:`HOP_RANGE`.
+        unless ``override_window`` is set, and then every result carries a ``window_override`` warning (and,
+        with no ``hop`` given, windows follow each other where the model's hop would skip audio). ``hop`` may
+        change freely within :data:`HOP_RANGE`; one longer than the window adds a ``gaps`` warning.
         """
         pre = self.preprocessing
         if not is_whole(top_k, 1, math.inf):
@@ -228,7 +229,15 @@ class BundleConfig:
                     "other lengths give spectrograms it has never seen (override_window / --override-window forces it)"
                 )
             changes["window_seconds"] = float(window)
-            notes.append({"code": "window_override", "message": f"windows of {window:g} s instead of the model's {pre.window_seconds:g} s: expect less accurate results"})
+            shorter = hop is None and pre.hop_seconds > window  # the model's hop would leave audio between windows
+            if shorter:
+                changes["hop_seconds"] = float(window)
+            notes.append({"code": "window_override", "message": f"windows of {window:g} s instead of the model's {pre.window_seconds:g} s"
+                          + (f", every {window:g} s so that none is skipped" if shorter else "") + ": expect less accurate results"})
+        span, step = changes.get("window_seconds", pre.window_seconds), changes.get("hop_seconds", pre.hop_seconds)
+        if step > span:
+            notes.append({"code": "gaps", "message": f"the hop ({step:g} s) is longer than the window ({span:g} s): "
+                          f"{(step - span) / step:.0%} of the track falls between windows and is not analysed"})
         return Options(pre.replace(**changes) if changes else pre, min(int(top_k), len(self.labels)), max_seconds, tuple(notes))
 
     def to_dict(self) -> dict[str, Any]:

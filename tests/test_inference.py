@@ -95,14 +95,18 @@ def test_silent_windows_are_left_out_of_the_track_result(clf):
 
 
 def test_hop_is_free_but_the_bundle_owns_the_window(clf, clip_mp3):
-    r = clf.classify(clip_mp3, hop=3.0)
+    r = clf.classify(clip_mp3, hop=3.0)  # a hop longer than the window: allowed, and the audio left out is said
     assert [(w.start, w.end) for w in r.timeline] == [(0, 2), (3, 5), (pytest.approx(5.0, abs=0.05), pytest.approx(7.0, abs=0.05))]
-    assert r.warnings == [] and clf.classify(clip_mp3, window=2.0).warnings == []  # the model's own window is fine
+    assert r.warnings == [{"code": "gaps", "message": "the hop (3 s) is longer than the window (2 s): 33% of the track falls between windows and is not analysed"}]
+    assert clf.classify(clip_mp3, hop=2.0).warnings == [] and clf.classify(clip_mp3, window=2.0).warnings == []  # the model's own window is fine
     with pytest.raises(ParameterError, match="window 3 s differs from the 2 s this model was trained on"):
         clf.classify(clip_mp3, window=3.0)
     forced = clf.classify(clip_mp3, window=3.0, hop=3.0, override_window=True)
     assert [(w.start, w.end) for w in forced.timeline] == [(0, 3), (3, 6), (pytest.approx(4.0, abs=0.05), pytest.approx(7.0, abs=0.05))]
     assert [w["code"] for w in forced.warnings] == ["window_override"]
+    short = clf.classify(clip_mp3, window=0.5, override_window=True)  # shorter than the model's hop (1 s): none skipped
+    assert [w.start for w in short.timeline][:4] == [0.0, 0.5, 1.0, 1.5] and [w["code"] for w in short.warnings] == ["window_override"]
+    assert "every 0.5 s so that none is skipped" in short.warnings[0]["message"]
 
 
 BAD_OPTIONS = [
