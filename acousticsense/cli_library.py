@@ -166,6 +166,9 @@ def _written(out: Path, fmt: str) -> Iterator[TextIO]:
         fail(f"--out {out}: cannot be written ({e.strerror or e})")
     if taken:
         fail(f"--out {out}: exists and is not a .{fmt} file; not overwritten (choose a new name)")
+    other = {"csv": "json", "json": "csv"}[fmt]
+    if out.suffix.lower() == f".{other}":  # JSON in a .csv file would be read as CSV by the next program
+        fail(f"--out {out}: a .{other} name for --{fmt} output; name it .{fmt} or use --{other}")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         f = open(tmp, "x", newline="")  # noqa: SIM115 - closed below; "x": never through a file or link already there

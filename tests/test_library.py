@@ -495,6 +495,9 @@ def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(librar
     (tmp_path / "old.csv").write_text("old export\n")
     again = run("export", "--db", str(db), "--csv", "--out", str(tmp_path / "old.csv"))
     assert again.returncode == 0 and (tmp_path / "old.csv").read_text().startswith("path,status,genre")
+    mislabelled = run("export", "--db", str(db), "--json", "--out", str(tmp_path / "new.csv"))
+    assert mislabelled.returncode == 2 and "a .csv name for --json output; name it .json or use --csv" in mislabelled.stderr
+    assert not (tmp_path / "new.csv").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
     huge = run("similar", "99999999999999999999", "--db", str(db))
     assert huge.returncode == 2 and "no track 99999999999999999999" in huge.stderr and "Traceback" not in huge.stderr
