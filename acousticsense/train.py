@@ -75,26 +75,25 @@ class TrainConfig:
     workers: int | None = None  # decoding threads (default: up to 8)
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.window is None or (is_number(self.window) and WINDOW_RANGE[0] <= self.window <= WINDOW_RANGE[1]),
-             f"window must be from {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} seconds, as predict allows"),
-            (self.hop is None or (is_number(self.hop) and HOP_RANGE[0] <= self.hop <= HOP_RANGE[1]),
-             f"hop must be from {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} seconds, as predict allows"),
-            (is_whole(self.epochs, 1, MAX_EPOCHS), f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"),
-            (is_whole(self.batch_size, 1, MAX_BATCH_SIZE), f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE:,}"),
-            (is_number(self.lr) and 0 < self.lr <= 1, "lr must be a number above 0 and at most 1"),
-            (all(is_number(v) and v >= 0 for v in (self.weight_decay, self.warmup_epochs, self.mixup)), "weight_decay, warmup_epochs and mixup must be numbers >= 0"),
-            (all(is_number(v) and 0 <= v < 1 for v in (self.freq_mask, self.time_mask)), "freq_mask and time_mask must be fractions in [0, 1)"),
-            (is_number(self.noise) and 0 <= self.noise <= 1, "noise must be a probability in [0, 1]"),
-            (is_whole(self.patience, 0, MAX_EPOCHS), "patience must be a whole number >= 0"),
-            (is_number(self.val_fraction) and 0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
-            (is_whole(self.seed, 0, 2**63 - 1), "seed must be a whole number >= 0"),
-            (self.arch is None or self.arch in ARCHITECTURES, f"unknown architecture {self.arch!r}; known: {', '.join(ARCHITECTURES)}"),
-            (self.workers is None or is_whole(self.workers, 1, MAX_WORKERS), f"workers must be a whole number from 1 to {MAX_WORKERS}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainError(message)
+        fraction = lambda v: is_number(v) and 0 <= v < 1  # noqa: E731
+        rules = {  # option: (test of its value, what it must be)
+            "window": (lambda v: v is None or (is_number(v) and WINDOW_RANGE[0] <= v <= WINDOW_RANGE[1]), f"from {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} seconds, as predict allows"),
+            "hop": (lambda v: v is None or (is_number(v) and HOP_RANGE[0] <= v <= HOP_RANGE[1]), f"from {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} seconds, as predict allows"),
+            "epochs": (lambda v: is_whole(v, 1, MAX_EPOCHS), f"a whole number from 1 to {MAX_EPOCHS:,}"),
+            "batch_size": (lambda v: is_whole(v, 1, MAX_BATCH_SIZE), f"a whole number from 1 to {MAX_BATCH_SIZE:,}"),
+            "lr": (lambda v: is_number(v) and 0 < v <= 1, "a number above 0 and at most 1"),
+            **{name: (lambda v: is_number(v) and v >= 0, "a number >= 0") for name in ("weight_decay", "warmup_epochs", "mixup")},
+            **{name: (fraction, "a fraction in [0, 1)") for name in ("freq_mask", "time_mask", "val_fraction")},
+            "noise": (lambda v: is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+            "patience": (lambda v: is_whole(v, 0, MAX_EPOCHS), "a whole number >= 0"),
+            "seed": (lambda v: is_whole(v, 0, 2**63 - 1), "a whole number >= 0"),
+            "workers": (lambda v: v is None or is_whole(v, 1, MAX_WORKERS), f"a whole number from 1 to {MAX_WORKERS}"),
+        }
+        for name, (ok, rule) in rules.items():
+            if not ok(value := getattr(self, name)):
+                raise TrainError(f"{name} must be {rule}, not {value!r}")
+        if self.arch is not None and self.arch not in ARCHITECTURES:
+            raise TrainError(f"unknown architecture {self.arch!r}; known: {', '.join(ARCHITECTURES)}")
 
 
 class Interrupted(KeyboardInterrupt):

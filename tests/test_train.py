@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from urllib.error import URLError
 
@@ -540,3 +541,15 @@ def test_init_imagenet_resizes_position_embeddings(monkeypatch):
     assert torch.equal(state["encoder.pos_embedding"][:, 0], published["encoder.pos_embedding"][:, 0])  # class token's
     assert torch.equal(state["conv_proj.weight"], published["conv_proj.weight"])
     assert config.preprocessing.mean == (0.485, 0.456, 0.406) and info == {"from": "imagenet"}
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(mixup=-1.0), "mixup must be a number >= 0, not -1.0"),
+    (dict(weight_decay=math.inf), "weight_decay must be a number >= 0, not inf"),
+    (dict(val_fraction=1.0), "val_fraction must be a fraction in [0, 1), not 1.0"),
+    (dict(epochs=2.5), "epochs must be a whole number from 1 to"),
+    (dict(arch="vit_zz"), "unknown architecture 'vit_zz'; known: "),
+])
+def test_a_bad_training_option_is_named_with_its_value(bad, message):
+    with pytest.raises(TrainError, match=re.escape(message)):
+        TrainConfig(**bad)
