@@ -131,7 +131,7 @@ def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: floa
         else:
             error = None
     if error is not None:
-        raise open_failure(name, error, logs, file.count) from None
+        raise open_failure(name, error, logs, file.count, head=file.head) from None
     warnings: list[tuple[str, str]] = []
     declared = wav_declared_seconds(file) if container.format.name == "wav" else 0.0
     unended = container.format.name == "ogg" and ogg_unended(file)

@@ -127,7 +127,7 @@ def _decoded(opener: Callable[[], Any], name: str, rate: int, file: Counted | No
                 check_interrupted()
                 if file is None and isinstance(e, stalled):  # a URL that sent nothing
                     raise AudioError(f"{name}: no data for {timeout:g} s") from None
-                raise open_failure(name, e, logs, file.count if file is not None else -1, "stream") from None
+                raise open_failure(name, e, logs, file.count if file is not None else -1, "stream", file.head if file is not None else b"") from None
         with container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: contains no audio stream")

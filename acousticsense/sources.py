@@ -84,10 +84,11 @@ def open_path(path: str | os.PathLike, name: str | None = None) -> BinaryIO:
 
 
 class Counted(io.RawIOBase):
-    """A read-only view of a file object that counts the bytes read (to tell an empty stream apart)."""
+    """A read-only view of a file object that counts the bytes read (to tell an empty stream apart) and keeps the
+    first few (to name a text playlist)."""
 
     def __init__(self, raw: BinaryIO, name: str):
-        self.raw, self.name, self.count = raw, name, 0
+        self.raw, self.name, self.count, self.head = raw, name, 0, b""
         try:
             self._seekable = bool(raw.seekable())
         except (AttributeError, OSError, ValueError):
@@ -103,6 +104,8 @@ class Counted(io.RawIOBase):
         data = self.raw.read(n)
         if not isinstance(data, (bytes, bytearray, memoryview)):  # a text or non-blocking stream
             raise AudioError(f"{self.name}: its read() gave {type(data).__name__}, not bytes (a blocking binary stream is needed)")
+        if not self.count:
+            self.head = bytes(data[:16])
         self.count += len(data)
         return data
 
@@ -116,15 +119,17 @@ class Counted(io.RawIOBase):
         return self.raw.tell()
 
 
-def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str]], count: int, what: str = "file") -> AudioError:
-    """Why FFmpeg could not open ``name`` (``count`` bytes read; ``logs`` captured while it tried): empty input,
-    a refused format (a playlist or other non-audio demuxer), or unreadable data."""
+def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str]], count: int, what: str = "file", head: bytes = b"") -> AudioError:
+    """Why FFmpeg could not open ``name`` (``count`` bytes read, the first of them ``head``; ``logs`` captured while
+    it tried): empty input, a refused format (a playlist or other non-audio demuxer), or unreadable data."""
     if count == 0:
         return AudioError(f"{name}: empty input (0 bytes)")
     fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
     if fmt:
         why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
         return AudioError(f"{name}: refused: it reads as '{fmt}', not an audio file format this tool reads{why}")
+    if head.removeprefix(b"\xef\xbb\xbf").lstrip().lower().startswith((b"#extm3u", b"[playlist]")):  # m3u, m3u8, pls
+        return AudioError(f"{name}: refused: a playlist (m3u/pls), not audio; its entries are not opened (give the audio files themselves)")
     return AudioError(f"{name}: not a readable audio {what} ({ffmpeg_reason(error)})")
 
 

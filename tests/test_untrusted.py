@@ -94,6 +94,8 @@ def make_corpus(d: Path, probe_url: str, secret: Path) -> dict[str, str | None]:
         "stream.sdp": (b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n", REFUSED.format("sdp")),
         "list.ffconcat": (f"ffconcat version 1.0\nfile {secret}\n".encode(), REFUSED.format("concat")),
         "list.wav": (f"ffconcat version 1.0\nfile {probe_url}/y.wav\n".encode(), REFUSED.format("concat")),
+        "plain.m3u": (f"#EXTM3U\n{secret}\n{probe_url}/z.mp3\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # no demuxer reads it
+        "media.m3u8": (f"\ufeff#EXTM3U\n#EXTINF:10,\n{secret}\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # too little for FFmpeg's hls probe
         # truncated and corrupt
         "half.mp3": (encoded[".mp3"][: len(encoded[".mp3"]) // 2], "truncated_input"),
         "half.ogg": (encoded[".ogg"][: len(encoded[".ogg"]) // 2], "truncated_input"),
