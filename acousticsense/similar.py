@@ -100,7 +100,7 @@ def resolve(
         path = Path(query).expanduser()
         row = catalog.db.execute("SELECT * FROM tracks WHERE path = ?", (stored_text(str(path.resolve()), "the file's name"),)).fetchone()
         if row is None and not path.is_file():
-            raise LibraryError(f"{query}: neither a track of {catalog.path} nor an audio file")
+            raise AudioError(f"{query}: neither a track of {catalog.path} nor an existing file")
     if row is not None:
         if row["embedding"] is None:
             raise AudioError(f"{row['path']}: no embedding to compare ({row['status']}{': ' + row['error'] if row['error'] else ''})")

@@ -240,7 +240,7 @@ def test_similar_puts_the_query_first_and_its_copy_next(own_library):
         assert len(outside) == 3 and outside[0]["path"].endswith("metal-0.wav") and outside[0]["similarity"] > 0.99
         same = similar(c, resolve(c, folder / "a" / "blues-0.wav"), k=5, same_genre=True)
         assert {t["genre"] for t in same} == {"Blues"}
-        with pytest.raises(LibraryError, match="neither a track"):
+        with pytest.raises(AudioError, match="neither a track"):
             resolve(c, "/no/such/file.wav")
         with pytest.raises(LibraryError, match="no track"):
             resolve(c, "/etc/passwd", files=False)  # the server's way: never reads a file the library does not list
@@ -501,6 +501,8 @@ def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(librar
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
     huge = run("similar", "99999999999999999999", "--db", str(db))
     assert huge.returncode == 2 and "no track 99999999999999999999" in huge.stderr and "Traceback" not in huge.stderr
+    missing = run("similar", str(tmp_path / "nope.ogg"), "--db", str(db))  # an input that cannot be analysed: 1, as in predict
+    assert missing.returncode == 1 and f"nope.ogg: neither a track of {db} nor an existing file" in missing.stderr
     assert json.loads(run("search", "--db", str(db), "--genre", "metal", "--json").stdout)["tracks"]  # any case
 
 
