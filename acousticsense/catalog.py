@@ -126,6 +126,8 @@ class Catalog:
 
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise LibraryError(f"{self.path}: is a folder, not a library database file (--db names a file, e.g. library.db)")
         if not create and not self.path.is_file():
             raise LibraryError(f"{self.path}: no such library database (make one with: acousticsense scan DIR --db {self.path})")
         if create and not self.path.parent.is_dir():

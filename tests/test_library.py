@@ -304,6 +304,9 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     bad = run("search", "--db", str(tmp_path / "missing.db"), "--genre", "Jazz")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no such library database" in bad.stderr
     assert not (tmp_path / "missing.db").exists()
+    for command in (("scan", str(tmp_path)), ("search", "--genre", "Jazz")):  # --db naming a folder: said so
+        folder_db = run(*command, "--db", str(tmp_path))
+        assert folder_db.returncode == 2 and folder_db.stderr == f"error: {tmp_path}: is a folder, not a library database file (--db names a file, e.g. library.db)\n", command
     mixed = run("export", "--int8", "--db", str(db), "--json")  # a model's option beside --db: said, not a CSV/JSON complaint
     assert mixed.returncode == 2 and mixed.stderr == "error: --int8: export a model, not a library: leave out --db or --int8\n"
 
