@@ -108,15 +108,15 @@ def load_classifier(model: Path | None, device: str | None, **kwargs):
         fail(f"cannot use device {device!r}: {e}")
 
 
-def _sources(files: list[str]) -> tuple[list, bool]:
+def _sources(files: list[str]) -> tuple[list, bool, dict[str, str]]:
     """Paths as given, a folder being its audio files (as ``scan`` finds them); ``-`` is standard input (once).
-    Also whether that makes several inputs (a folder does, whatever it holds)."""
+    Also whether that makes several inputs (a folder does, whatever it holds), and why each folder with none fails."""
     if files.count("-") > 1:
         fail("'-' (standard input) can be given only once")
     if "-" in files and sys.stdin is None:
         fail("'-': standard input is closed")
     sources: list = []
-    several = len(files) > 1
+    several, empty = len(files) > 1, {}
     for f in files:
         if f != "-" and os.path.isdir(f):
             from .audio import AUDIO_EXTENSIONS
@@ -126,13 +126,13 @@ def _sources(files: list[str]) -> tuple[list, bool]:
             found = [state.path for state in walk(Path(f), notes)]
             for note in notes.unreadable + notes.skipped:
                 typer.echo(f"warning: {printable(note)}", err=True)
-            if not found:  # the folder stays an input of its own, which fails: every input is answered
-                typer.echo(f"warning: {printable(f)}: a folder with no audio files in it (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))}; symbolic links are not followed)", err=True)
+            if not found:  # the folder stays an input of its own, which fails with this reason: every input is answered
+                empty[f] = f"{f}: a folder with no audio files in it (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))}; symbolic links are not followed)"
             sources += found or [f]
             several = True
         else:
             sources.append(sys.stdin.buffer if f == "-" else f)
-    return sources, several
+    return sources, several, empty
 
 
 @app.command()
@@ -162,7 +162,7 @@ def predict(
 
     if as_json and as_csv:
         fail("choose one of --json and --csv")
-    sources, several = _sources(files)
+    sources, several, empty = _sources(files)
     if several:
         share_cores_with_decoders()
     # torch-free: the options are checked against the bundle's config, then the files decode while torch loads
@@ -177,6 +177,7 @@ def predict(
                 with tqdm(total=len(sources), unit="file", disable=None if several else True, file=sys.stderr) as bar:
                     for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
                         if isinstance(r, Failure):
+                            r = Failure(r.source, empty.get(r.source, r.error))  # a folder's reason, not "is a directory"
                             tqdm.write(f"error: {printable(r.error)}", file=sys.stderr)
                             failed += 1
                         out.write(r)

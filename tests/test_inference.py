@@ -215,9 +215,9 @@ def test_cli_predict_of_a_folder_takes_its_audio_files(tiny_bundle, clip_mp3, tm
     assert [d["source"] for d in json.loads(out.stdout)] == [str(album / n) for n in ("a.mp3", "b.mp3", "disc2/c.mp3")]
     (tmp_path / "empty").mkdir()  # an input of its own, which fails (as a file would): the others are still answered
     bad = _cli("predict", tmp_path / "empty", album / "a.mp3", "--model", tiny_bundle, "--json")
-    assert bad.returncode == 1 and bad.stderr.startswith(f"warning: {tmp_path / 'empty'}: a folder with no audio files in it")
-    assert f"error: {tmp_path / 'empty'}: is a directory, not an audio file" in bad.stderr
-    assert [d.get("error", "ok")[:10] for d in json.loads(bad.stdout)] == [f"{tmp_path / 'empty'}"[:10], "ok"]
+    assert bad.returncode == 1 and bad.stderr.startswith(f"error: {tmp_path / 'empty'}: a folder with no audio files in it (by extension: ")
+    assert bad.stderr.count("\n") == 1  # one line: the reason, not also "is a directory"
+    assert [d.get("error", "ok")[:40] for d in json.loads(bad.stdout)] == [f"{tmp_path / 'empty'}: a folder with no audio"[:40], "ok"]
 
 
 def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
