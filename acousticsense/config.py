@@ -353,7 +353,8 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
     path = bundle_path(path)
     config_path = path / CONFIG_NAME
     if not path.is_dir():
-        raise BundleError(f"{path}: not a model bundle directory (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside)")
+        what = "not a model bundle directory" if os.path.lexists(path) else "no such model bundle directory"
+        raise BundleError(f"{path}: {what} (expected {CONFIG_NAME} and {WEIGHTS_NAME} inside)")
     if not os.path.lexists(config_path):
         raise BundleError(f"{path}: missing {CONFIG_NAME}")
     data = read_json(config_path, BundleError)

@@ -174,8 +174,11 @@ def test_damaged_bundles(saved, damage, message):
 
 
 def test_not_a_directory(tmp_path):
-    with pytest.raises(BundleError, match="not a model bundle directory"):
+    with pytest.raises(BundleError, match="nothing: no such model bundle directory"):
         load_bundle(tmp_path / "nothing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="file: not a model bundle directory"):
+        load_bundle(tmp_path / "file")
 
 
 def test_a_refused_save_leaves_the_bundle_there_as_it_was(tmp_path):
