@@ -214,7 +214,7 @@ def corpus(tmp_path_factory, probe, secret) -> tuple[Path, dict[str, str | None]
     (d / "folder.mp3").mkdir()
     (d / "loop.mp3").symlink_to(d / "loop.mp3")
     (d / "device.wav").symlink_to("/dev/zero")
-    expected |= {"folder.mp3": "is a directory", "loop.mp3": "symbolic links", "device.wav": "is a device"}
+    expected |= {"folder.mp3": "a folder with no audio files in it", "loop.mp3": "symbolic links", "device.wav": "is a device"}
     return d, expected
 
 
