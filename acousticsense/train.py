@@ -75,7 +75,6 @@ class TrainConfig:
     workers: int | None = None  # decoding threads (default: up to 8)
 
     def __post_init__(self) -> None:
-        fraction = lambda v: is_number(v) and 0 <= v < 1  # noqa: E731
         rules = {  # option: (test of its value, what it must be)
             "window": (lambda v: v is None or (is_number(v) and WINDOW_RANGE[0] <= v <= WINDOW_RANGE[1]), f"from {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} seconds, as predict allows"),
             "hop": (lambda v: v is None or (is_number(v) and HOP_RANGE[0] <= v <= HOP_RANGE[1]), f"from {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} seconds, as predict allows"),
@@ -83,7 +82,7 @@ class TrainConfig:
             "batch_size": (lambda v: is_whole(v, 1, MAX_BATCH_SIZE), f"a whole number from 1 to {MAX_BATCH_SIZE:,}"),
             "lr": (lambda v: is_number(v) and 0 < v <= 1, "a number above 0 and at most 1"),
             **{name: (lambda v: is_number(v) and v >= 0, "a number >= 0") for name in ("weight_decay", "warmup_epochs", "mixup")},
-            **{name: (fraction, "a fraction in [0, 1)") for name in ("freq_mask", "time_mask", "val_fraction")},
+            **{name: (lambda v: is_number(v) and 0 <= v < 1, "a fraction in [0, 1)") for name in ("freq_mask", "time_mask", "val_fraction")},
             "noise": (lambda v: is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
             "patience": (lambda v: is_whole(v, 0, MAX_EPOCHS), "a whole number >= 0"),
             "seed": (lambda v: is_whole(v, 0, 2**63 - 1), "a whole number >= 0"),
