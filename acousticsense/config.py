@@ -209,7 +209,8 @@ class BundleConfig:
         length squeezes a different span of audio into the same image. A different ``window`` is refused
         unless ``override_window`` is set, and then every result carries a ``window_override`` warning (and,
         with no ``hop`` given, windows follow each other where the model's hop would skip audio). ``hop`` may
-        change freely within :data:`HOP_RANGE`; one longer than the window adds a ``gaps`` warning.
+        change freely within :data:`HOP_RANGE`; one longer than the window may leave audio between windows, which
+        the result's ``gaps`` warning measures.
         """
         pre = self.preprocessing
         if not is_whole(top_k, 1, math.inf):
@@ -234,10 +235,6 @@ class BundleConfig:
                 changes["hop_seconds"] = float(window)
             notes.append({"code": "window_override", "message": f"windows of {window:g} s instead of the model's {pre.window_seconds:g} s"
                           + (f", every {window:g} s so that none is skipped" if shorter else "") + ": expect less accurate results"})
-        span, step = changes.get("window_seconds", pre.window_seconds), changes.get("hop_seconds", pre.hop_seconds)
-        if step > span:
-            notes.append({"code": "gaps", "message": f"the hop ({step:g} s) is longer than the window ({span:g} s): "
-                          f"{(step - span) / step:.0%} of the track falls between windows and is not analysed"})
         return Options(pre.replace(**changes) if changes else pre, min(int(top_k), len(self.labels)), max_seconds, tuple(notes))
 
     def to_dict(self) -> dict[str, Any]:

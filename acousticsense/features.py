@@ -49,6 +49,16 @@ def window_starts(n: int, pre: Preprocessing) -> torch.Tensor:
     return torch.tensor(starts, dtype=torch.long)
 
 
+def uncovered_share(starts: list[int], n: int, win: int) -> float:
+    """The share of ``n`` samples that no window ``[start, start + win)`` covers (a hop longer than the window)."""
+    covered = end = 0
+    for start in sorted(starts):
+        lo, hi = max(start, end), min(start + win, n)
+        covered += max(hi - lo, 0)
+        end = max(end, hi)
+    return 1.0 - covered / n if n > 0 else 0.0
+
+
 def window_count(n: int, pre: Preprocessing) -> int:
     """How many windows :func:`place_windows` places over ``n >= window_samples`` samples (without listing them)."""
     if pre.chunking == "centred":

@@ -7,6 +7,7 @@ training validation): :meth:`~Classifier.preprocess` (decode, mel, windows, sile
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .features import (
     power_to_db,
     short_audio,
     track_mel,
+    uncovered_share,
     window_count,
     window_levels_db,
 )
@@ -246,7 +248,8 @@ class Classifier:
         if count > limits.MAX_WINDOWS:
             raise ParameterError(
                 f"{name}: {audio.duration:.0f} s with a hop of {pre.hop_seconds:g} s makes {count} windows, "
-                f"more than the {limits.MAX_WINDOWS} analysed per track; use a longer hop or analyse less of the track"
+                f"more than the {limits.MAX_WINDOWS} analysed per track; use a hop of at least "
+                f"{math.ceil(10 * (len(audio.samples) - pre.window_samples) / (limits.MAX_WINDOWS - 1) / pre.sample_rate) / 10:g} s"
             )
         samples = fit_to_window(torch.from_numpy(audio.samples), pre)
         if self.device.type == "cuda":  # one pinned, asynchronous copy of the track
@@ -354,6 +357,10 @@ class Classifier:
         if duration < pre.window_seconds:
             code, message = short_audio(duration, pre)
             warnings.append({"code": code, "message": message})
+        missed = uncovered_share(features.starts.tolist(), round(duration * pre.sample_rate), pre.window_samples)
+        if missed >= 0.005:
+            warnings.append({"code": "gaps", "message": f"the hop ({pre.hop_seconds:g} s) is longer than the window ({pre.window_seconds:g} s): "
+                             f"{missed:.0%} of the track falls between windows and is not analysed"})
         silent = features.silent
         all_probs = torch.zeros(len(silent), len(labels))
         all_probs[~silent] = probs

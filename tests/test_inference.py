@@ -97,7 +97,9 @@ def test_silent_windows_are_left_out_of_the_track_result(clf):
 def test_hop_is_free_but_the_bundle_owns_the_window(clf, clip_mp3):
     r = clf.classify(clip_mp3, hop=3.0)  # a hop longer than the window: allowed, and the audio left out is said
     assert [(w.start, w.end) for w in r.timeline] == [(0, 2), (3, 5), (pytest.approx(5.0, abs=0.05), pytest.approx(7.0, abs=0.05))]
-    assert r.warnings == [{"code": "gaps", "message": "the hop (3 s) is longer than the window (2 s): 33% of the track falls between windows and is not analysed"}]
+    assert r.warnings == [{"code": "gaps", "message": "the hop (3 s) is longer than the window (2 s): 14% of the track falls between windows and is not analysed"}]
+    whole = clf.classify(music_like(3.0, SR)[0], hop=3600)  # the window aligned with the end leaves nothing out: no warning
+    assert [(w.start, w.end) for w in whole.timeline] == [(0, 2), (1, 3)] and whole.warnings == []
     assert clf.classify(clip_mp3, hop=2.0).warnings == [] and clf.classify(clip_mp3, window=2.0).warnings == []  # the model's own window is fine
     with pytest.raises(ParameterError, match="window 3 s differs from the 2 s this model was trained on"):
         clf.classify(clip_mp3, window=3.0)
@@ -136,7 +138,7 @@ def test_window_cap_bounds_the_work_of_one_track(clf, monkeypatch):
     monkeypatch.setattr(options, "MAX_WINDOWS", 10)
     ok = clf.classify(music_like(11.0, SR)[0], hop=1.0)  # (11 - 2) / 1 + 1 = 10 windows
     assert len(ok.timeline) == 10
-    with pytest.raises(ParameterError, match="<array>: 11 s with a hop of 0.5 s makes 19 windows, more than the 10"):
+    with pytest.raises(ParameterError, match="<array>: 11 s with a hop of 0.5 s makes 19 windows, more than the 10 analysed per track; use a hop of at least 1 s$"):
         clf.classify(music_like(11.0, SR)[0], hop=0.5)
 
 
