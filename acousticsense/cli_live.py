@@ -21,7 +21,7 @@ TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="Genres per r
 HopOpt = Annotated[Optional[float], typer.Option("--hop", help=f"Seconds between rankings, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default: the model's hop).")]
 ThreadsOpt = Annotated[
     Optional[int],
-    typer.Option("--threads", min=1, help="CPU threads for the model (default 1: one window at a time gains little from more, and they slow it down on a busy machine)."),
+    typer.Option("--threads", min=1, max=256, help="CPU threads for the model, 1 to 256 (default 1: one window at a time gains little from more, and they slow it down on a busy machine)."),
 ]
 SmoothingOpt = Annotated[
     float, typer.Option("--smoothing", help="Weight of the newest window (above 0, at most 1) in the moving average the smoothed ranking shows; 1: no smoothing.")

@@ -47,8 +47,7 @@ class _Arriving(Counted):
         except KeyboardInterrupt:
             self.interrupted = True
             return b""
-        self.count += len(data)
-        return data
+        return self.note(data)
 
 
 class _Mono:

@@ -104,6 +104,10 @@ class Counted(io.RawIOBase):
         data = self.raw.read(n)
         if not isinstance(data, (bytes, bytearray, memoryview)):  # a text or non-blocking stream
             raise AudioError(f"{self.name}: its read() gave {type(data).__name__}, not bytes (a blocking binary stream is needed)")
+        return self.note(data)
+
+    def note(self, data: bytes) -> bytes:
+        """Count ``data``, just read, and keep the first bytes of the input; returns ``data``."""
         if not self.count:
             self.head = bytes(data[:16])
         self.count += len(data)

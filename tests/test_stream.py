@@ -258,6 +258,30 @@ def test_cli_undecodable_input_is_one_error_line(tiny_bundle):
     assert ran.exit_code == 1 and ran.stdout == "" and ran.stderr.startswith("error: <") and ": not a readable audio stream (" in ran.stderr and len(ran.stderr.splitlines()) == 1
 
 
+def test_a_playlist_is_refused_as_offline(tiny_bundle, tmp_path):
+    """stream said 'Invalid data' where predict says what the file is (its entries are never opened)."""
+    from typer.testing import CliRunner
+
+    from acousticsense import cli_live
+
+    playlist = tmp_path / "list.m3u"
+    playlist.write_bytes(b"#EXTM3U\n/etc/passwd\n")
+    refused = "refused: a playlist (m3u/pls), not audio; its entries are not opened"
+    for args, given in ((["stream", str(playlist)], None), (["stream", "-"], playlist.read_bytes())):
+        ran = CliRunner().invoke(cli_live.app, [*args, "--model", str(tiny_bundle)], input=given)
+        assert ran.exit_code == 1 and refused in ran.stderr and len(ran.stderr.splitlines()) == 1
+
+
+def test_cli_threads_out_of_range_is_a_usage_error(tiny_bundle):
+    """--threads 100000 made torch's thread pool fail to load a shared object (a 54-line traceback)."""
+    from typer.testing import CliRunner
+
+    from acousticsense import cli_live
+
+    ran = CliRunner().invoke(cli_live.app, ["stream", "-", "--model", str(tiny_bundle), "--threads", "100000"])
+    assert ran.exit_code == 2 and "Traceback" not in ran.output and ran.output == "error: Invalid value for '--threads': Input should be less than or equal to 256\n"
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # SIGTERM: systemd's, docker's stop (was a silent kill)
 def test_cli_ctrl_c_stops_cleanly(tiny_bundle, clip, stop):
     proc = _cli("stream", "-", "--model", str(tiny_bundle), "--hop", "0.5")
