@@ -77,8 +77,7 @@ def evaluate(
 
     try:
         report = run_evaluation(bundle, data, out, device=device, batch_size=batch_size, progress=True, held_out=record)
-        if record:
-            record_metrics(bundle, report)
+        replaced = record_metrics(bundle, report) if record else None
     except RuntimeError as e:
         fail(f"cannot use device {device!r}: {e}")
     t = report["tracks"]
@@ -104,6 +103,17 @@ def evaluate(
                    "training tracks score high; these are not held-out figures", err=True)
     if out is not None:
         typer.echo(f"  report: {out / 'report.json'}, {out / 'confusion.png'}, {out / 'reliability.png'}")
+    if record:
+        typer.echo(f"recorded as {printable(bundle)}'s held-out figures (metrics.held_out){_replaced(replaced)}")
+
+
+def _replaced(figures: dict | None) -> str:
+    """What ``evaluate --record`` replaced: the figures of how many tracks of which corpus (a bundle's own words)."""
+    if figures is None:
+        return ""
+    data, n = figures.get("data"), figures.get("tracks")
+    source = data.get("source") if isinstance(data, dict) else None
+    return ", replacing those" + (f" of {n} track{'' if n == 1 else 's'}" if isinstance(n, int) else "") + (f" of {printable(source)}" if isinstance(source, str) else "")
 
 
 @app.command()

@@ -82,7 +82,8 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
     not_music = [t for t in tracks if t.label == NOT_MUSIC]
     tracks = [t for t in tracks if t.label != NOT_MUSIC]
     if not tracks:
-        found = f" (only {len(not_music)} {NOT_MUSIC} tracks, which have no genre)" if not_music else ""
+        found = f" (only {len(not_music)} {NOT_MUSIC} tracks, which have no genre)" if not_music else (
+            " (expected a folder per genre, e.g. DATA/Jazz/take1.wav, or a manifest.csv)" if kind == "folders" else "")
         raise DataError(f"{root}: no labelled music tracks found{found}")
     found = {t.label for t in tracks}
     listed = meta.get("genres") or meta.get("labels")

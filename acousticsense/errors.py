@@ -34,6 +34,8 @@ def output_folder(path: Path) -> Path:
     (read-only, a file in the way) is an :class:`AcousticSenseError` naming it, not a traceback after the work."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise AcousticSenseError(f"{path}: exists and is a file, not a folder") from None
     except OSError as e:
         raise AcousticSenseError(f"{path}: cannot create this folder ({e.strerror or e})") from None
     return path

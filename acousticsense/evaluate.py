@@ -20,7 +20,7 @@ from .calibrate import ECE_BINS, ece, plot_reliability, reliability
 from .data import DataError, read_corpus
 from .errors import output_folder
 from .inference import Classifier
-from .options import DEFAULT_BATCH_SIZE
+from .options import DEFAULT_BATCH_SIZE, spelled_as
 from .results import FLAGS, Failure
 
 if TYPE_CHECKING:
@@ -57,12 +57,14 @@ def evaluate(
     training_corpus = trained_on(clf.config.provenance, corpus.info)
     if held_out and training_corpus:
         raise _not_held_out(corpus.info)
-    out = None if out_dir is None else output_folder(Path(out_dir))
     labels = clf.labels
-    unknown = sorted(set(corpus.labels) - set(labels))
+    spelled = {x: spelled_as(x, labels) for x in corpus.labels}  # a GTZAN folder "hiphop" is the model's Hip-Hop
+    unknown = sorted(x for x, label in spelled.items() if label is None)
     if unknown:
-        raise DataError(f"{data}: label(s) unknown to model {clf.config.model_id}: {', '.join(unknown)} (it knows {', '.join(labels)})")
-    truth = {str(t.path): t.label for t in corpus.tracks}
+        raise DataError(f"{data}: label(s) unknown to model {clf.config.model_id}: {', '.join(unknown)} "
+                        f"(it knows {', '.join(labels)}; in any case, with or without punctuation)")
+    out = None if out_dir is None else output_folder(Path(out_dir))
+    truth = {str(t.path): spelled[t.label] for t in corpus.tracks}
     tracks: dict[str, list] = {"true": [], "ranked": []}
     windows: dict[str, list] = {"true": [], "ranked": []}
     predictions, failures, silent, flagged = [], [], [], {}
@@ -97,7 +99,7 @@ def evaluate(
         "bundle": str(bundle) if bundle is not None else "(built-in default)",
         "data": corpus.info,
         "tracks": {"listed": len(corpus.tracks), "scored": len(predictions), "failed": len(failures), "silent": len(silent)},
-        "unscored_labels": [x for x in corpus.labels if x not in set(tracks["true"])],  # every track failed or was silent
+        "unscored_labels": [spelled[x] for x in corpus.labels if spelled[x] not in set(tracks["true"])],  # every track failed or was silent
         "training_corpus": training_corpus,  # its figures are not held-out ones
         "track": scores(tracks["true"], tracks["ranked"], labels),
         "window": scores(windows["true"], windows["ranked"], labels),
@@ -151,15 +153,16 @@ def _not_held_out(info: dict[str, Any]) -> DataError:
     return DataError(f"{info['source']}: the corpus this model was trained on; its figures are not recorded as held-out ones")
 
 
-def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str = "held_out") -> None:
+def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str = "held_out") -> dict[str, Any] | None:
     """Store a report's headline figures in the bundle's config (``metrics[key]``); not those of the corpus the
-    bundle was trained on as ``held_out`` (a :class:`DataError`)."""
+    bundle was trained on as ``held_out`` (a :class:`DataError`). Returns the figures they replace, if any."""
     from .config import read_config, write_config
 
     if key == "held_out" and report.get("training_corpus"):
         raise _not_held_out(report["data"])
 
     config = read_config(bundle)
+    replaced = config.metrics.get(key)
     config.metrics[key] = {
         "data": report["data"],
         "tracks": report["tracks"]["scored"],
@@ -168,6 +171,7 @@ def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str =
         **{k: report["not_music"][k] for k in ("music_flagged", "not_music_flagged") if report["not_music"][k] is not None},
     }
     write_config(bundle, config)
+    return replaced if isinstance(replaced, dict) else None
 
 
 def scores(true: list[str], ranked: list[list[str]], labels: list[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Free of heavy imports, so the CLI shows its help at once.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
@@ -63,10 +64,24 @@ def echoed(value: Any, limit: int = 60) -> str:
     return repr(value) if len(text) <= limit else repr(text[:limit]) + "…"
 
 
+def spelled_as(name: str, labels: Sequence[str]) -> str | None:
+    """The label of ``labels`` that ``name`` means, in any case and with or without punctuation ("jazz" is Jazz,
+    GTZAN's "hiphop" is Hip-Hop), or None where none does (or, without punctuation, more than one)."""
+    for key in (str.casefold, _letters):
+        found = [label for label in labels if key(label) == key(name)]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def _letters(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.casefold())
+
+
 def label_in(genre: Any, labels: Sequence[str], unknown: str) -> str:
-    """``genre`` as ``labels`` spell it (any case: "jazz" is Jazz). Anything else is a :class:`ParameterError`, the
+    """``genre`` as ``labels`` spell it (see :func:`spelled_as`). Anything else is a :class:`ParameterError`, the
     message ``unknown`` with ``{genre}`` (the value, cut at 60 characters) and ``{labels}`` filled in."""
-    known = {label.casefold(): label for label in labels}
-    if isinstance(genre, str) and genre.casefold() in known:
-        return known[genre.casefold()]
-    raise ParameterError(unknown.format(genre=echoed(genre), labels=", ".join(labels)))
+    label = spelled_as(genre, labels) if isinstance(genre, str) else None
+    if label is None:
+        raise ParameterError(unknown.format(genre=echoed(genre), labels=", ".join(labels)))
+    return label

@@ -19,6 +19,7 @@ from acousticsense.config import Options, Preprocessing
 from acousticsense.errors import AudioError, ParameterError
 from acousticsense.features import db_to_image, power_to_db
 from acousticsense.inference import Classifier, Failure, aggregate
+from acousticsense.options import spelled_as
 
 SR = 22050
 
@@ -132,6 +133,12 @@ def test_options_out_of_range_are_refused_before_any_work(clf, options, message)
         clf.classify(np.zeros(10, np.float32), **options)
     with pytest.raises(ParameterError, match=message):
         next(clf.classify_many([], **options))
+
+
+def test_a_genre_is_matched_in_any_case_and_without_punctuation():
+    labels = ["Hip-Hop", "R&B", "Rock", "Jazz"]
+    assert [spelled_as(x, labels) for x in ("hiphop", "HIP-HOP", "r&b", "rb", "jazz", "Polka")] == ["Hip-Hop", "Hip-Hop", "R&B", "R&B", "Jazz", None]
+    assert spelled_as("ab", ["A-B", "AB!"]) is None  # two labels without punctuation: neither is guessed
 
 
 def test_window_cap_bounds_the_work_of_one_track(clf, monkeypatch):

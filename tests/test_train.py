@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from urllib.error import URLError
 
@@ -25,7 +26,7 @@ from acousticsense.augment import NoiseBank, spec_augment
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
 from acousticsense.data import DataError, Track, read_corpus, split_tracks
-from acousticsense.errors import AcousticSenseError
+from acousticsense.errors import AcousticSenseError, output_folder
 from acousticsense.evaluate import evaluate, record_metrics, trained_on
 from acousticsense.features import Preprocessing, db_to_image, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
 from acousticsense.inference import Classifier
@@ -137,6 +138,12 @@ def test_read_corpus_formats(tmp_path):
     (tmp_path / "speech.csv").write_text("path,label\ntree/Rock/1.wav,_not_music\n")
     with pytest.raises(DataError, match=r"no labelled music tracks found \(only 1 _not_music tracks"):
         read_corpus(tmp_path / "speech.csv")
+    (tmp_path / "flat").mkdir()  # clips with no genre folders: the layout is said
+    (tmp_path / "flat" / "take1.wav").write_bytes(b"RIFF")
+    with pytest.raises(DataError, match=r"flat: no labelled music tracks found \(expected a folder per genre, e.g. DATA/Jazz/take1.wav"):
+        read_corpus(tmp_path / "flat")
+    with pytest.raises(AcousticSenseError, match="take1.wav: exists and is a file, not a folder$"):
+        output_folder(tmp_path / "flat" / "take1.wav")  # evaluate --out naming a file said 'cannot create this folder (File exists)'
 
 
 def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):
@@ -350,7 +357,10 @@ def test_evaluate_on_the_held_out_tracks(trained, corpus, tmp_path):
 
     manifest.write_text(f"path,label\n{val[0].path},Polka\n{val[1].path},Bass\n")
     with pytest.raises(DataError, match="unknown to model bands: Polka"):
-        evaluate(trained, manifest)
+        evaluate(trained, manifest, out_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # refused before its output folder is made
+    manifest.write_text("path,label\n" + "".join(f"{t.path},{t.label.upper()}\n" for t in val))  # GTZAN spells genres its own way
+    assert evaluate(trained, manifest)["track"] == report["track"]
 
     assert report["training_corpus"] is False
     own = evaluate(trained, corpus)  # the corpus it was trained on: said so, and not recorded as held-out figures
@@ -413,6 +423,11 @@ def test_cli_evaluate_and_train_errors(trained, corpus, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["evaluate", str(trained), str(half), "--device", "cpu"])
     assert result.exit_code == 0 and "1 tracks scored (1 failed" in result.output
     assert "warning: no track of Mid could be scored (each failed or was silent)" in result.output
+
+    copy = shutil.copytree(trained, tmp_path / "copy")  # --record says what it writes and whose figures it replaces
+    for said in ("(metrics.held_out)\n", "(metrics.held_out), replacing those of 1 track of half\n"):
+        result = CliRunner().invoke(app, ["evaluate", str(copy), str(half), "--device", "cpu", "--record"])
+        assert result.exit_code == 0 and result.output.endswith(said) and read_config(copy).metrics["held_out"]["tracks"] == 1
 
     result = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "error:" in result.output and "no such file" in result.output
