@@ -121,7 +121,7 @@ def _read_weights(path: Path, config: BundleConfig, expected: dict[str, torch.Te
             state = {k: f.get_tensor(k).float() for k in slices}
     except (SafetensorError, OSError) as e:
         raise BundleError(f"{path}: unreadable weights ({e})") from None
-    _check_finite(state, str(path))
+    check_finite(state, str(path))
     return state
 
 
@@ -185,7 +185,7 @@ class OnnxModel(nn.Module):
 def _check_weights(config: BundleConfig, state: dict[str, torch.Tensor], where: str) -> None:
     """Raise a BundleError listing missing/unexpected keys and shape mismatches, or naming non-finite weights."""
     _check_shapes(config, state, where, config.build_model().state_dict())
-    _check_finite(state, where)
+    check_finite(state, where)
 
 
 def _check_shapes(config: BundleConfig, state: dict[str, torch.Tensor], where: str, expected: dict[str, torch.Tensor]) -> None:
@@ -193,7 +193,8 @@ def _check_shapes(config: BundleConfig, state: dict[str, torch.Tensor], where: s
         raise BundleError(f"{where}: weights do not match {config.architecture} with {len(config.labels)} labels:\n{report}")
 
 
-def _check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """A :class:`BundleError` from ``where`` naming the weights that hold NaN or infinite values, if any."""
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""

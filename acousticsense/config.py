@@ -171,6 +171,21 @@ ONNX_NAME = "model.onnx"
 AGGREGATIONS = ("mean", "vote")
 
 
+def check_labels(labels: Any, where: str) -> list[str]:
+    """``labels`` if they can name a model's outputs (non-empty distinct names, case aside, no control characters,
+    at most :data:`MAX_LABELS`); else a :class:`BundleError` from ``where``."""
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
+    if controlled := [x for x in labels if has_control_characters(x)]:
+        raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape) or lone surrogates: {controlled[:3]}")
+    if len({x.casefold() for x in labels}) != len(labels):
+        twice = sorted({x for x in labels if sum(y.casefold() == x.casefold() for y in labels) > 1})
+        raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(twice)}")
+    if len(labels) > MAX_LABELS:
+        raise BundleError(f"{where}: 'labels' has {len(labels)} names; at most {MAX_LABELS}")
+    return labels
+
+
 @dataclass
 class BundleConfig:
     """What a bundle's ``config.json`` holds."""
@@ -259,16 +274,7 @@ class BundleConfig:
         missing = [k for k in ("model_id", "architecture", "labels", "preprocessing") if k not in d]
         if missing:
             raise BundleError(f"{where}: missing {', '.join(missing)}")
-        labels = d["labels"]
-        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-            raise BundleError(f"{where}: 'labels' must be a non-empty list of names")
-        if controlled := [x for x in labels if has_control_characters(x)]:
-            raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape) or lone surrogates: {controlled[:3]}")
-        if len({x.casefold() for x in labels}) != len(labels):
-            twice = sorted({x for x in labels if sum(y.casefold() == x.casefold() for y in labels) > 1})
-            raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(twice)}")
-        if len(labels) > MAX_LABELS:
-            raise BundleError(f"{where}: 'labels' has {len(labels)} names; at most {MAX_LABELS}")
+        labels = check_labels(d["labels"], where)
         arch = d["architecture"]
         if not isinstance(arch, dict) or "name" not in arch or "image_size" not in arch:
             raise BundleError(f"{where}: 'architecture' needs 'name' and 'image_size'")

@@ -19,9 +19,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 
-from .bundle import BundleConfig, check_new_bundle_folder, save_bundle, weights_mismatch
-from .config import Preprocessing
+from .bundle import BundleConfig, check_finite, check_new_bundle_folder, save_bundle, weights_mismatch
+from .config import Preprocessing, check_labels
 from .errors import AcousticSenseError
 from .files import parse_json, read_small_text
 from .model import ARCHITECTURES, build_model
@@ -129,9 +130,9 @@ def import_torchvision(
             raise CheckpointError(f"{name}: {layers} layers of width {head.shape[1]} match none of {', '.join(ARCHITECTURES)}")
     if image_size is None:
         image_size = round((pos.shape[1] - 1) ** 0.5) * ARCHITECTURES.get(arch, {}).get("patch_size", 16)
-    names = labels if isinstance(labels, list) else read_labels(labels)
+    where = "labels" if isinstance(labels, list) else Path(labels).name
+    names = check_labels(labels if isinstance(labels, list) else read_labels(labels), where)
     if len(names) != head.shape[0]:
-        where = "labels" if isinstance(labels, list) else Path(labels).name
         raise CheckpointError(f"{where}: {len(names)} labels, but the checkpoint's head has {head.shape[0]} outputs")
     config = BundleConfig(
         model_id=Path(state_dict_path).stem,
@@ -179,8 +180,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():  # e.g. about a foreign file's pickle protocol: the error below says it all
             warnings.simplefilter("ignore")
             obj = torch.load(path, weights_only=True, map_location="cpu")
+    except SafetensorError as e:  # torch.load reads safetensors too
+        raise CheckpointError(f"{name}: unreadable safetensors file ({e})") from None
     except Exception as e:  # torch raises many types for foreign files
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(e))
         if found:
             raise CheckpointError(f"{name}: a pickled {found[1]}, not a state dict; not unpickled, as that would run its code (save model.state_dict())") from None
         raise CheckpointError(f"{name}: not a PyTorch checkpoint of tensors (weights-only torch.load failed)") from None
@@ -224,6 +227,7 @@ def _bundle(config: BundleConfig, state: dict[str, torch.Tensor], path: str | os
     if report:
         lines = " | ".join(line.strip() for line in report.splitlines())
         raise CheckpointError(f"{Path(path).name}: does not fit {arch['name']} with a {arch['head']['type']} head{hint}: {lines}")
+    check_finite(state, Path(path).name)
     model.to_empty(device="cpu").load_state_dict(state, strict=True)  # sets every tensor: a ViT has no non-persistent buffers
     return save_bundle(out, model.eval(), config)
 

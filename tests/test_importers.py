@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torchvision.models import vit_b_16
 from torchvision.models.vision_transformer import VisionTransformer
@@ -185,6 +186,30 @@ def test_non_checkpoints_are_refused(tmp_path):
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"w": Evil()}))
     with pytest.raises(CheckpointError, match=r"^evil.pt: not a PyTorch checkpoint"):  # never unpickled
         load_state_dict(tmp_path / "evil.pt")
+
+
+def test_bad_inputs_of_an_import_are_named(tmp_path):
+    """The checkpoint or labels file at fault is named, not the output folder; safetensors say their own reason."""
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    torch.save({"w": Evil()}, tmp_path / "evil_zip.pt")  # torch.save's own format, which named no culprit
+    with pytest.raises(CheckpointError, match=r"^evil_zip.pt: a pickled \S*system, not a state dict; not unpickled, as that would run its code"):
+        load_state_dict(tmp_path / "evil_zip.pt")
+    state = vit_ti(2).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"^cut.safetensors: unreadable safetensors file \(Error while deserializing header"):
+        load_state_dict(tmp_path / "cut.safetensors")
+    (tmp_path / "dup.txt").write_text("Jazz\njazz\n")
+    with pytest.raises(BundleError, match=r"^dup.txt: 'labels' names a genre twice \(case aside\): Jazz, jazz$"):
+        import_torchvision(tmp_path / "w.safetensors", tmp_path / "dup.txt", tmp_path / "out")
+    torch.save(state | {"class_token": torch.full_like(state["class_token"], float("nan"))}, tmp_path / "nan.pt")
+    with pytest.raises(BundleError, match=r"^nan.pt: weights hold NaN or infinite values \(class_token\)"):
+        import_torchvision(tmp_path / "nan.pt", ["a", "b"], tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "pwned").exists()
 
 
 def test_an_import_never_writes_into_a_folder_that_holds_something(tmp_path):
