@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +172,8 @@ def failed(message: str, level: int = logging.INFO) -> tuple[Any, ...]:
     return cleared(f"⚠️ {message}")
 
 
+# pydub's, each time the microphone's stream is sent a file that is not WAV: the log's line for it says so
+warnings.filterwarnings("ignore", "Couldn't find ffprobe or avprobe", RuntimeWarning)
 FILE_INPUTS = (gr.Audio, gr.File, gr.Image, gr.Video, gr.UploadButton, gr.Gallery, gr.Model3D)  # inputs a request can name a path for
 
 
@@ -223,6 +226,19 @@ def only_uploads(component: gr.components.Component, allowed_dir: Path) -> gr.co
         return await async_move(path)
 
     component.move_resource_to_block_cache, component.async_move_resource_to_block_cache = guarded_move, guarded_async_move
+    preprocess = component.preprocess
+
+    def answered_preprocess(payload: Any) -> Any:  # e.g. the microphone's stream reading an upload that is not WAV
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as e:  # Gradio's own reason may be install advice for the server: logged, not sent
+            name = Path(str(getattr(payload, "path", "") or "")).name or "input"
+            LOG.info("ui: %s: not readable by %s: %s", name, type(component).__name__, " ".join(f"{type(e).__name__}: {e}".split()))
+            raise gr.Error(f"{name}: not audio this input can read (the page sends its recordings as WAV)", print_exception=False) from None
+
+    component.preprocess = answered_preprocess
     return component
 
 

@@ -357,6 +357,9 @@ def test_the_web_page_reads_only_what_was_uploaded_to_it(tiny_bundle, probe, sec
         uploaded = httpx.post(f"{base}/gradio_api/upload", files={"files": ("clip.mp3", clip_mp3.read_bytes())}, timeout=30).json()[0]
         text = gradio_call(base, {"path": uploaded, "meta": {"_type": "gradio.FileData"}})
         assert "event: complete" in text and "clip.mp3" in text and "analysed in" in text, text
+        text_file = httpx.post(f"{base}/gradio_api/upload", files={"files": ("notes.mp3", b"not audio\n" * 50)}, timeout=30).json()[0]
+        text = gradio_call(base, {"path": text_file, "meta": {"_type": "gradio.FileData"}}, "on_chunk")  # Gradio's decoder fails: said, no traceback
+        assert "event: error" in text and "notes.mp3: not audio this input can read" in text, text
         # a Live stream holds its slot until it stops: another visitor's recording is still heard meanwhile
         chunk = httpx.post(f"{base}/gradio_api/upload", files={"files": ("chunk.wav", wav(SR, pcm16(music_like(10.0, SR)[0])))}, timeout=30).json()[0]
         for _ in range(2):
