@@ -21,11 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from .errors import AcousticSenseError, ParameterError
 from .explain import Explanation, explain, known_genre, relevance_png
 from .inference import Classifier
-from .options import DEFAULT_TOP_K, SERVER_MAX_EXPLAINED, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB, echoed
+from .options import DEFAULT_TOP_K, HOP_RANGE, SERVER_MAX_EXPLAINED, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB, WINDOW_RANGE, echoed
 from .results import Result
 
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
 EXPLAIN_BANDS, EXPLAIN_COLUMNS = 32, 256  # ?explain=true: the map summed into at most this many mel bands × time columns
+RETRY_AFTER_SECONDS = 2  # what a 503 (busy) asks a client to wait before it tries again
 LOG = logging.getLogger("uvicorn.error")  # the server's log: one line per event, next to uvicorn's own
 # a malformed multipart body is the client's 400 (its reason in the answer), not an unprefixed warning line in our log
 logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
@@ -196,8 +197,8 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         request: Request,
         file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
         top_k: Annotated[int, Query(ge=1, description="Genres to report")] = DEFAULT_TOP_K,
-        window: Annotated[Optional[float], Query(allow_inf_nan=False, description="Window length in seconds (default: the model's; another needs override_window)")] = None,
-        hop: Annotated[Optional[float], Query(allow_inf_nan=False, description="Hop between windows in seconds (default: the model's)")] = None,
+        window: Annotated[Optional[float], Query(allow_inf_nan=False, description=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default: the model's; another needs override_window)")] = None,
+        hop: Annotated[Optional[float], Query(allow_inf_nan=False, description=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default: the model's)")] = None,
         override_window: Annotated[bool, Query(description="Allow a window other than the model's (flagged `window_override`)")] = False,
         explain: Annotated[bool, Query(description=f"Also return `explanation`: where the model looked, summed into ≤ {EXPLAIN_BANDS} mel bands × ≤ {EXPLAIN_COLUMNS} time columns")] = False,
         genre: Annotated[Optional[str], Query(description="With explain: the genre to explain (default: the top one)")] = None,
@@ -250,7 +251,8 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         A request whose client hangs up while it waits for the model is dropped, not analysed for nobody."""
         nonlocal busy
         if busy >= capacity:
-            raise HTTPException(503, f"server busy: {busy} requests running or waiting (at most {capacity}), try again shortly")
+            raise HTTPException(503, f"server busy: {busy} requests running or waiting (at most {capacity}), try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         busy += 1
         name = file.filename or "upload"
         gone = threading.Event()
@@ -294,7 +296,10 @@ async def one_line_errors(request: Request, exc: RequestValidationError) -> JSON
     """A request FastAPI cannot parse: 400 for a bad option (query or path), 422 for a bad or missing file, one line of detail."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
-    message = "send the audio as a file upload (multipart/form-data)" if "UploadFile" in first["msg"] else first["msg"]
+    if where == "file" and first["type"] == "missing":  # -F audio=@x, or a raw body
+        message = f"missing: {HOW_TO_POST} of a multipart/form-data upload (curl -F file=@song.mp3)"
+    else:
+        message = "send the audio as a file upload (multipart/form-data)" if "UploadFile" in first["msg"] else first["msg"]
     return JSONResponse({"detail": f"{where}: {message}"}, 400 if first["loc"][0] in ("query", "path") else 422)
 
 

@@ -104,7 +104,9 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
     r = classify(url, clip_bytes, top_k=0)
     assert r.status_code == 400 and r.json() == {"detail": "top_k: Input should be greater than or equal to 1"}
     r = httpx.post(f"{url}/api/v1/classify", data={"x": "1"})
-    assert r.status_code == 422 and r.json() == {"detail": "file: Field required"}
+    assert r.status_code == 422 and r.json() == {"detail": "file: missing: POST the audio as the form field 'file' of a multipart/form-data upload (curl -F file=@song.mp3)"}
+    r = httpx.post(f"{url}/api/v1/classify", files={"audio": ("a.mp3", clip_bytes)})  # another field name: the same answer
+    assert r.status_code == 422 and r.json()["detail"].startswith("file: missing: POST the audio as the form field 'file'")
     r = httpx.post(f"{url}/api/v1/classify", data={"file": "hello"})  # text, not a file: was "Expected UploadFile, received: <class 'str'>"
     assert r.status_code == 422 and r.json() == {"detail": "file: send the audio as a file upload (multipart/form-data)"}
     r = classify(url, clip_bytes, genre="Jazz")  # a genre means nothing without explain: not silently ignored
@@ -191,8 +193,10 @@ def test_20_concurrent_requests_are_all_answered(url, clip_bytes):
 
 def test_a_full_queue_answers_503(tiny_bundle, clip_bytes):
     with running(create_app(tiny_bundle, max_queue=0)) as base:
-        codes = [r.status_code for r in asyncio.run(_post_many(base, clip_bytes, 20))]
+        answers = asyncio.run(_post_many(base, clip_bytes, 20))
+        codes = [r.status_code for r in answers]
         assert set(codes) == {200, 503} and codes.count(200) >= 1
+        assert all(r.headers["retry-after"] == "2" for r in answers if r.status_code == 503)  # when to try again
         r = httpx.get(f"{base}/api/v1/health").json()
         assert (r["busy"], r["capacity"]) == (0, 1)
 
