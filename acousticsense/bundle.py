@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, read_config, write_config  # noqa: F401 - part of this module's interface
+from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, model_file, read_config, write_config  # noqa: F401 - part of this module's interface
 from .errors import BundleError, ParameterError, output_folder
 from .files import fresh_temp
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
@@ -97,13 +97,9 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
     device = checked_device(device)
     path = bundle_path(path) if path is not None else DEFAULT_BUNDLE
     config = read_config(path)
-    weights_path = path / WEIGHTS_NAME
-    if (path / ONNX_NAME).is_file():
-        if weights_path.exists():
-            raise BundleError(f"{path}: holds both {WEIGHTS_NAME} and {ONNX_NAME}; a bundle has one model: remove the other")
-        return Bundle(config, OnnxModel(path / ONNX_NAME, len(config.labels), config.architecture["image_size"]), path)
-    if not weights_path.is_file():
-        raise BundleError(f"{path}: missing {WEIGHTS_NAME}")
+    weights_path = model_file(path)
+    if weights_path.name == ONNX_NAME:
+        return Bundle(config, OnnxModel(weights_path, len(config.labels), config.architecture["image_size"]), path)
     model = config.build_model()  # of bounded size, whatever the config asks (model.build_model)
     model.load_state_dict(_read_weights(weights_path, config, model.state_dict()), strict=True, assign=True)
     return Bundle(config, model.to(device).eval(), path)

@@ -364,3 +364,25 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
     if not isinstance(data, dict):
         raise BundleError(f"{config_path}: expected a JSON object")
     return BundleConfig.from_dict(data, where=str(config_path))
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """The bundle's one model file, ``model.onnx`` (an export) or ``model.safetensors``; the latter's header is read
+    (without torch) to be sure it is whole. A :class:`BundleError` says what is missing, cut short or one too many;
+    the weights' names and shapes are checked against the config when they load."""
+    path = bundle_path(path)
+    weights, onnx = path / WEIGHTS_NAME, path / ONNX_NAME
+    if onnx.is_file():
+        if weights.exists():
+            raise BundleError(f"{path}: holds both {WEIGHTS_NAME} and {ONNX_NAME}; a bundle has one model: remove the other")
+        return onnx
+    if not weights.is_file():
+        raise BundleError(f"{path}: missing {WEIGHTS_NAME}")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), "numpy"):
+            pass
+    except (SafetensorError, OSError) as e:
+        raise BundleError(f"{weights}: unreadable weights ({e})") from None
+    return weights

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -236,6 +237,11 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing config.json" in bad.stderr
     info = _cli("info", tiny_bundle)
     assert info.returncode == 0 and json.loads(info.stdout)["labels"] == TINY_LABELS
+    cut = shutil.copytree(tiny_bundle, tmp_path / "cut")  # weights cut short: info says so (it exited 0), as predict does
+    (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:4000])
+    for command in (("info", cut), ("predict", clip_mp3, "--model", cut)):
+        bad = _cli(*command)
+        assert bad.returncode == 2 and bad.stderr.startswith(f"error: {cut / 'model.safetensors'}: unreadable weights (Error while deserializing header"), bad.stderr
     closed = subprocess.run([sys.executable, "-m", "acousticsense.cli", "predict", str(clip_mp3), "--json", "--model", str(tiny_bundle)],
                             stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))  # started with stdout closed (>&-)
     assert closed.returncode == 1 and closed.stderr == "error: cannot write the output (standard output is closed)\n"  # was an AttributeError
