@@ -144,7 +144,7 @@ def _clock(seconds: float) -> str:
 @app.command()
 def explain(
     file: Annotated[str, typer.Argument(help="Audio file (wav, flac, mp3, ogg, ...); - reads standard input.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write: the spectrogram with the relevance map over it.")] = Path("map.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write (an existing one is replaced): the spectrogram with the relevance map over it.")] = Path("map.png"),
     genre: Annotated[Optional[str], typer.Option("--genre", "-g", help="Genre to explain (default: the track's top genre).")] = None,
     method: Annotated[str, typer.Option("--method", help="grad_rollout (the most faithful, measured), rollout or input_x_grad.")] = "grad_rollout",
     as_json: Annotated[bool, typer.Option("--json", help="Also print the map as JSON (full resolution: about 0.6 MB per 10 s).")] = False,
