@@ -79,9 +79,7 @@ def load_audio(
     if resampler not in RESAMPLERS:
         raise ParameterError(f"resampler must be one of {', '.join(RESAMPLERS)}, not {resampler!r}")
     if isinstance(source, np.ndarray):
-        if source.ndim != 1:
-            raise AudioError(f"{name}: expected a mono waveform (1-D), got shape {source.shape}")
-        check_float(source, name)
+        check_waveform(source, name)
         kept = source if max_seconds is None else source[: int(max_seconds * sample_rate) + 1]  # one past the cap: _finish tells it was cut
         return _finish(kept.astype(np.float32), name, sample_rate, sample_rate, 1, max_seconds, [])
     if isinstance(source, (bytes, bytearray)):
@@ -112,9 +110,11 @@ def load_audio(
     return _finish(samples, name, sample_rate, src_rate, channels, max_seconds, warnings)
 
 
-def check_float(samples: np.ndarray, name: str) -> None:
-    """An :class:`AudioError` unless ``samples`` are floats: integers would be taken as samples far beyond full
-    scale, and complex numbers or text would be cast away silently."""
+def check_waveform(samples: np.ndarray, name: str) -> None:
+    """An :class:`AudioError` unless ``samples`` are a mono waveform of floats: a 2-D array (channels) would be read
+    as one channel, integers as samples far beyond full scale; complex numbers or text would be cast away silently."""
+    if samples.ndim != 1:
+        raise AudioError(f"{name}: expected a mono waveform (1-D), got shape {samples.shape}")
     if samples.dtype.kind != "f":
         scale = f" (divide by {-np.iinfo(samples.dtype).min} for full scale)" if samples.dtype.kind == "i" else ""
         raise AudioError(f"{name}: expected float samples in [-1, 1], got {samples.dtype} values{scale}")

@@ -16,7 +16,7 @@ import typer
 from .cli import DeviceOpt, ModelOpt, app, fail, load_classifier, printable
 from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K, HOP_RANGE
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="JSON Lines: one object per window (time, start, end, top_k, smoothed, silent, latency_ms).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON Lines: one object per window (time, start, end, top_k, smoothed, silent, latency_ms, flag).")]
 TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="Genres per ranking.")]
 HopOpt = Annotated[Optional[float], typer.Option("--hop", help=f"Seconds between rankings, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default: the model's hop).")]
 ThreadsOpt = Annotated[

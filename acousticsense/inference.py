@@ -113,7 +113,13 @@ class Classifier:
 
     @property
     def labels(self) -> list[str]:
+        """The genres this model tells apart, in the order of its outputs."""
         return self.config.labels
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate (Hz) a waveform given as an array must be at: the bundle's (files are resampled to it)."""
+        return self.config.preprocessing.sample_rate
 
     def options(
         self,

@@ -20,6 +20,8 @@ FLAGS = ("not_music", "low_confidence")  # the warnings that say "do not trust t
 
 @dataclass
 class Genre:
+    """One genre of a ranking and its probability."""
+
     label: str
     probability: float
 

@@ -45,7 +45,7 @@ if av.logging.get_level() is None:  # FFmpeg's own reason then reaches the excep
 def source_name(source: AudioSource) -> str:
     """A short human name for an input: its path, or '<bytes>' / '<stream>'."""
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        return str(source) or "'' (an empty path)"
     if isinstance(source, (bytes, bytearray)):
         return "<bytes>"
     if isinstance(source, np.ndarray):

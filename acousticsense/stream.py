@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import MAX_PEAK, check_float, extreme_level, sample_peak
+from .audio import MAX_PEAK, check_waveform, extreme_level, sample_peak
 from .errors import AcousticSenseError, ParameterError
 from .features import fit_to_window, frames_per_window, short_audio, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
@@ -128,10 +128,10 @@ class LiveClassifier:
         offline analysis scales a whole track: a stream at such a level ranks as offline (spectrograms are relative to
         each window's peak). The gain never rises again, and windows ranked before it fell were ranked at the old level:
         after a lone spike, quieter windows may count as silent (offline, the whole track would be scaled alike)."""
-        if isinstance(samples, np.ndarray):
-            check_float(samples, self.source)
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
-            x = np.asarray(samples, dtype=np.float32).reshape(-1)
+            given = samples if isinstance(samples, np.ndarray) else np.asarray(samples, dtype=np.float32)
+            check_waveform(given, self.source)  # a stereo block was flattened into one channel twice as long
+            x = given.astype(np.float32, copy=False)
         if not len(x):
             return x
         peak = sample_peak(x, self.source, self.total, self.pre.sample_rate) * self.gain

@@ -149,6 +149,7 @@ def _file(path, data: bytes):
 
 BAD_INPUTS = {
     "missing": (lambda d: d / "nope.mp3", "nope.mp3: file not found"),
+    "empty_path": (lambda d: "", "'' (an empty path): file not found"),  # was ": file not found"
     "empty": (lambda d: _file(d / "empty.wav", b""), "empty.wav: empty input (0 bytes)"),
     "text_as_mp3": (lambda d: _file(d / "notes.mp3", b"hello, I am not music\n" * 20), "notes.mp3: not a readable audio file"),
     "directory": (lambda d: d, "is a directory"),

@@ -151,6 +151,7 @@ def test_window_cap_bounds_the_work_of_one_track(clf, monkeypatch):
 
 
 def test_top_k_beyond_the_labels_gives_every_label(clf):
+    assert clf.sample_rate == SR == clf.config.preprocessing.sample_rate  # the rate an array must be at
     assert len(clf.classify(music_like(3.0, SR)[0], top_k=100).top_k) == len(TINY_LABELS)
 
 

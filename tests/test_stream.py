@@ -165,6 +165,10 @@ def test_extreme_levels_are_scaled_and_non_finite_samples_refused_as_offline(tin
         y[SR + 5] = bad
         with pytest.raises(AudioError, match=r"^odd.wav: contains 1 NaN or infinite samples from 1.00 s"):
             list(classify_stream(tiny, [y[:SR // 2], y[SR // 2 :]], top_k=4, source="odd.wav"))
+    stereo = music_like(3.0, SR, seed=2, channels=2)  # refused as offline: it was flattened into one channel twice as long
+    for block in (stereo, stereo.T, stereo.tolist()):
+        with pytest.raises(AudioError, match=r"^two.wav: expected a mono waveform \(1-D\), got shape \((2, 66150|66150, 2)\)$"):
+            LiveClassifier(tiny, source="two.wav").push(block)
 
 
 def test_a_level_jump_mid_window_rescales_what_is_held(tmp_path):
