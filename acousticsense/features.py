@@ -49,6 +49,12 @@ def window_starts(n: int, pre: Preprocessing) -> torch.Tensor:
     return torch.tensor(starts, dtype=torch.long)
 
 
+def gaps(missed: float, pre: Preprocessing, what: str = "track") -> tuple[str, str]:
+    """The ``gaps`` warning of a hop longer than the window, which leaves the share ``missed`` of the ``what`` unanalysed."""
+    return "gaps", (f"the hop ({pre.hop_seconds:g} s) is longer than the window ({pre.window_seconds:g} s): "
+                    f"{missed:.0%} of the {what} falls between windows and is not analysed")
+
+
 def uncovered_share(starts: list[int], n: int, win: int) -> float:
     """The share of ``n`` samples that no window ``[start, start + win)`` covers (a hop longer than the window)."""
     covered = end = 0

@@ -26,6 +26,7 @@ from .errors import AcousticSenseError, ParameterError
 from .features import (
     db_to_image,
     fit_to_window,
+    gaps,
     place_windows,
     power_to_db,
     short_audio,
@@ -365,8 +366,8 @@ class Classifier:
             warnings.append({"code": code, "message": message})
         missed = uncovered_share(features.starts.tolist(), round(duration * pre.sample_rate), pre.window_samples)
         if missed >= 0.005:
-            warnings.append({"code": "gaps", "message": f"the hop ({pre.hop_seconds:g} s) is longer than the window ({pre.window_seconds:g} s): "
-                             f"{missed:.0%} of the track falls between windows and is not analysed"})
+            code, message = gaps(missed, pre)
+            warnings.append({"code": code, "message": message})
         silent = features.silent
         all_probs = torch.zeros(len(silent), len(labels))
         all_probs[~silent] = probs

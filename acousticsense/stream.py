@@ -35,7 +35,7 @@ import torch
 
 from .audio import MAX_PEAK, check_waveform, extreme_level, sample_peak
 from .errors import AcousticSenseError, ParameterError
-from .features import fit_to_window, frames_per_window, short_audio, track_mel, window_frames, window_levels_db
+from .features import fit_to_window, frames_per_window, gaps, short_audio, track_mel, window_frames, window_levels_db
 from .inference import Classifier, Features
 from .options import DEFAULT_SMOOTHING, DEFAULT_TOP_K, is_number
 from .results import FLAGS, Genre
@@ -79,7 +79,7 @@ class LiveClassifier:
         if not is_number(smoothing) or not 0 < smoothing <= 1:
             raise ParameterError(f"smoothing must be a number above 0 and at most 1, not {smoothing!r}")
         self.clf, self.options, self.smoothing, self.source = clf, clf.options(top_k, hop=hop), float(smoothing), source
-        self.on_warning = on_warning  # called with (code, message): the first time a stream is scaled down (``extreme_level``), a stream shorter than one window (``short_audio``)
+        self.on_warning = on_warning  # called with (code, message): a hop longer than the window (``gaps``), the first time a stream is scaled down (``extreme_level``), a stream shorter than one window (``short_audio``)
         self.gain = 1.0  # applied to what arrives: below 1 once samples came far above full scale
         pre = self.pre = self.options.pre
         self._hl, self._width, self._context = pre.hop_length, frames_per_window(pre), -(-(pre.n_fft // 2) // pre.hop_length)
@@ -91,6 +91,9 @@ class LiveClassifier:
         self._ema: np.ndarray | None = None
         self._peak: torch.Tensor | None = None
         self._done = False
+        if pre.hop_samples > pre.window_samples and on_warning is not None:  # as offline: said once, at the start
+            code, message = gaps(1 - pre.window_samples / pre.hop_samples, pre, "stream")
+            on_warning(code, f"{source}: {message}")
 
     @property
     def buffered(self) -> int:

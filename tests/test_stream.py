@@ -171,6 +171,16 @@ def test_extreme_levels_are_scaled_and_non_finite_samples_refused_as_offline(tin
             LiveClassifier(tiny, source="two.wav").push(block)
 
 
+def test_a_hop_longer_than_the_window_is_said_as_offline(tiny):
+    """stream --hop 3600 skipped audio without a word where predict warns of the gaps."""
+    warned, x = [], music_like(6.0, SR, seed=2)[0]
+    updates = list(classify_stream(tiny, [x], top_k=4, hop=3.0, source="s.wav", on_warning=lambda *w: warned.append(w)))
+    assert warned == [("gaps", "s.wav: the hop (3 s) is longer than the window (2 s): 33% of the stream falls between windows and is not analysed")]
+    offline_result = tiny.classify(x, hop=3.0, top_k=4)
+    assert_matches_offline(updates, offline_result)
+    assert [w["code"] for w in offline_result.warnings] == ["gaps"]
+
+
 def test_a_level_jump_mid_window_rescales_what_is_held(tmp_path):
     """A ``db_scope="track"`` stream: 1.5 s at 500x full scale (kept), then 1e6x (scaled down, and the held samples and
     the running peak with it): every window ranks as offline, which scales the whole track by its peak."""
