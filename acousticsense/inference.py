@@ -30,6 +30,7 @@ from .features import (
     place_windows,
     power_to_db,
     short_audio,
+    too_short,
     track_mel,
     uncovered_share,
     window_count,
@@ -37,7 +38,7 @@ from .features import (
 )
 from .model import inference_model
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, MAX_BATCH_SIZE, whole_in_range
-from .results import Failure, Genre, Result, Window, aggregate, guarded, one_line, track_embedding
+from .results import FLAGS, Failure, Genre, Result, Window, aggregate, guarded, one_line, track_embedding
 
 __all__ = ["Classifier", "Features", "Options", "Result", "Failure", "Genre", "Window", "aggregate", "default_device"]
 
@@ -387,6 +388,8 @@ class Classifier:
             warnings.append({"code": "silent_windows", "message": f"{int(silent.sum())} of {len(silent)} windows are silent and were left out"})
         track = aggregate(probs, self.config.aggregation)
         warnings += warnings_for(probs, track, self.config.ood_threshold)
+        if (short := too_short(duration, pre)) and not any(w["code"] in FLAGS for w in warnings):
+            warnings.append({"code": short[0], "message": short[1]})
         order = track.argsort(descending=True)[: opts.top_k].tolist()
         top = [Genre(labels[i], round(float(track[i]), 6)) for i in order]
         embedding = None if pooled is None else track_embedding(pooled, probs)

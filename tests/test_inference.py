@@ -73,8 +73,10 @@ def test_short_clip_is_classified_with_a_warning(clf):
     r = clf.classify(music_like(0.2, SR)[0])
     assert len(r.timeline) == 1 and len(r.top_k) == 4 and not r.silent
     assert r.timeline[0].end == pytest.approx(0.2)
-    assert [w["code"] for w in r.warnings] == ["short_audio"]
+    assert [w["code"] for w in r.warnings] == ["short_audio", "low_confidence"]  # under a third of the window: not trusted
     assert "0.20 s" in r.warnings[0]["message"]
+    assert r.warnings[1]["message"] == "only 0.20 s of audio, under a third of the 2 s window: too little to trust the genre"
+    assert [w["code"] for w in clf.classify(music_like(1.0, SR)[0]).warnings] == ["short_audio"]  # half a window: filled, not flagged
 
 
 def test_silence(clf):
