@@ -365,10 +365,11 @@ class Classifier:
         if duration < pre.window_seconds:
             code, message = short_audio(duration, pre)
             warnings.append({"code": code, "message": message})
-        missed = uncovered_share(features.starts.tolist(), round(duration * pre.sample_rate), pre.window_samples)
-        if missed >= 0.005:
-            code, message = gaps(missed, pre)
-            warnings.append({"code": code, "message": message})
+        if pre.hop_samples > pre.window_samples:  # only such a hop leaves audio between windows
+            missed = uncovered_share(features.starts.tolist(), round(duration * pre.sample_rate), pre.window_samples)
+            if missed >= 0.005:
+                code, message = gaps(missed, pre)
+                warnings.append({"code": code, "message": message})
         silent = features.silent
         all_probs = torch.zeros(len(silent), len(labels))
         all_probs[~silent] = probs
