@@ -11,7 +11,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -66,7 +66,8 @@ class DecodeAhead(Iterator[tuple[str, "Audio | Failure"]]):
             return name, _decode(source, *self.params)
         try:
             return name, decoding.result()
-        except BrokenProcessPool:  # a worker died on this file or on another one in flight
+        except (BrokenProcessPool, CancelledError):  # a worker died on this file or on one in flight with it; or
+            # its pool, broken by such a file and dropped, had cancelled it unstarted: decoded again, alone
             self._drop_pool()
             return name, _decode_alone(source, self.params)
 
