@@ -273,6 +273,11 @@ class Catalog:
         """``genre`` was written into the file, which now has this size, mtime and hash."""
         self.db.execute("UPDATE tracks SET tag = ?, size = ?, mtime_ns = ?, hash = ? WHERE id = ?", (genre, state.size, state.mtime_ns, state.hash, track))
 
+    def count_under(self, root: str) -> int:
+        """How many tracks lie under the folder ``root``."""
+        prefix = root.rstrip("/") + "/"
+        return self.db.execute("SELECT count(*) FROM tracks WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)).fetchone()[0]
+
     def forget_unseen(self, root: str, scan: int) -> int:
         """Delete the tracks under ``root`` that this scan did not find and whose file is gone (or is now a link, or
         lies under one: the scan follows none); returns how many.
@@ -432,6 +437,12 @@ def stored_text(value: str, what: str) -> str:
         shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         raise ParameterError(f"{shown}: {what} is not valid UTF-8 (the library stores UTF-8 text)") from None
     return value
+
+
+def changed_since_scan(row: sqlite3.Row) -> bool:
+    """Whether a track's file is gone, or is no longer the file its scan read (another size or mtime, or now a link)."""
+    st = listed_file(row["path"])
+    return st is None or (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"])
 
 
 def listed_file(path: str | Path) -> os.stat_result | None:

@@ -28,10 +28,11 @@ def scan(
     rescan_model: Annotated[bool, typer.Option("--rescan-model", help="Classify again the tracks another model classified.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the files that failed before again.")] = False,
     write_tags: Annotated[bool, typer.Option("--write-tags", help="Write each track's top genre into its file's metadata (safely: a verified copy replaces it).")] = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Remove the tracks of a LIBRARY that holds no audio file now (refused otherwise: an unmounted drive looks empty).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="local, or ray (Ray Data; pip install 'acousticsense\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address for --engine ray (default: a local Ray).")] = None,
     device: DeviceOpt = None,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s.")] = DEFAULT_MAX_SECONDS,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help=f"Analyse at most this much of each track, {MAX_SECONDS_RANGE[0]:g} to {MAX_SECONDS_RANGE[1]:g} s (raised, it analyses again the tracks a lower one cut short).")] = DEFAULT_MAX_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify a music library into a database; rerun it to pick up changes (only new or changed files are read).
@@ -51,7 +52,7 @@ def scan(
 
     try:
         report = run_scan(
-            library, db, model, rescan_model=rescan_model, retry_failed=retry_failed, write_tags=write_tags, engine=engine,
+            library, db, model, rescan_model=rescan_model, retry_failed=retry_failed, write_tags=write_tags, allow_empty=allow_empty, engine=engine,
             address=address, device=device, max_seconds=max_seconds, progress=bar.update, on_total=total,
         )
     except KeyboardInterrupt:
@@ -62,7 +63,7 @@ def scan(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         c = report.counts
-        done = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in ("classified", "unchanged", "moved", "copied", "failed", "silent", "removed", "tagged", "tag_failed", "not_tagged") if c[k])
+        done = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in ("classified", "unchanged", "moved", "copied", "failed", "silent", "removed", "retried", "skipped", "tagged", "tag_failed", "not_tagged") if c[k])
         typer.echo(f"{report.db}: {c['found']} audio file{'s' * (c['found'] != 1)} under {report.root} in {report.seconds:.1f} s ({done or 'nothing to do'})")
         if c["other_model"]:
             typer.echo(f"  {c['other_model']} tracks were classified by another model than {report.model}; --rescan-model redoes them")
@@ -108,7 +109,7 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Tracks that sound most like TRACK (cosine similarity of the model's embeddings); the query comes first."""
-    from .catalog import Catalog
+    from .catalog import Catalog, changed_since_scan
     from .similar import resolve
     from .similar import similar as nearest
 
@@ -118,15 +119,17 @@ def similar(
         key: Any = sys.stdin.buffer if track == "-" else int(track) if track.isascii() and track.isdigit() and not Path(track).exists() else track
         query = resolve(catalog, key, model, device)
         tracks = nearest(catalog, query, k, same_genre)
+        if query.id is not None and changed_since_scan(catalog.track(query.id)):
+            typer.echo(f"warning: {printable(query.track['path'])} is gone or changed since it was scanned: these are its "
+                       "results from then (scan again to update them)", err=True)
     if as_json:
         typer.echo(json.dumps({"query": query.track, "tracks": tracks}, indent=2))
         return
-    if query.id is None:
-        typer.echo(f"query  {printable(query.track['path'])} ({query.genre}; not in the library)")
-    if len(tracks) == (query.id is not None):
+    if len(tracks) == 1:
         typer.echo(f"no other track{' of ' + str(query.genre) if same_genre else ''} in {db} to compare with", err=True)
-    for rank, t in enumerate(tracks, start=0 if query.id is not None else 1):
-        typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {printable(t['path'])}")
+    for rank, t in enumerate(tracks):
+        outside = " (not in the library)" if t["query"] and t["id"] is None else ""
+        typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {printable(t['path'])}{outside}")
 
 
 def export_library(db: Path, fmt: str, out: Path | None) -> int:
@@ -139,7 +142,7 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
     with Catalog(db, create=False) as catalog, (_written(Path(out), fmt) if out else contextlib.nullcontext(sys.stdout)) as f:
         if fmt == "csv":
             w = csv.writer(f)
-            w.writerow(["path", "status", "genre", "probability", "top_k", "duration", "model", "error", "warnings"])
+            w.writerow(["id", "path", "status", "genre", "probability", "top_k", "duration", "model", "error", "warnings"])
         else:
             f.write("[")
         for row in catalog.rows():
@@ -147,7 +150,7 @@ def export_library(db: Path, fmt: str, out: Path | None) -> int:
             if fmt == "csv":  # warnings as predict --csv gives them: their codes (not_music, truncated, ...)
                 top = ";".join(f"{g}:{p:.4f}" for g, p in t["top_k"])
                 codes = ";".join(w["code"] for w in t["warnings"])
-                w.writerow([t["path"], t["status"], t["genre"] or "", "" if t["probability"] is None else f"{t['probability']:.6f}", top, t["duration"] or "", t["model"], t["error"] or "", codes])
+                w.writerow([t["id"], t["path"], t["status"], t["genre"] or "", "" if t["probability"] is None else f"{t['probability']:.6f}", top, t["duration"] or "", t["model"], t["error"] or "", codes])
             else:
                 f.write(("\n  " if not count else ",\n  ") + json.dumps(t))
             count += 1

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse
 from starlette.responses import MalformedRangeHeader
 
 from .api import options_once, other_methods_405
-from .catalog import MAX_ID, Catalog, LibraryError, listed_file, track_summary
+from .catalog import MAX_ID, Catalog, LibraryError, changed_since_scan, track_summary
 from .errors import AcousticSenseError, ParameterError
 from .similar import MAX_K, resolve, similar
 
@@ -90,8 +90,7 @@ class Library:
         path = Path(row["path"])
         if row["status"] not in ("ok", "silent"):
             raise NotInLibrary(f"track {track}: not playable audio ({row['status']})")
-        st = listed_file(path)  # the scan follows no links; neither does the server (nor through a linked folder)
-        if st is None or (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):  # gone, or replaced since the scan: rescan to serve it again
+        if changed_since_scan(row):  # the scan follows no links; neither does the server. Rescan to serve it again
             raise NotInLibrary(f"track {track}: its file is gone or changed since the scan")
         return path
 

@@ -126,6 +126,7 @@ def library_tab(library: Library) -> None:
     internal = dict(queue=False, show_progress="hidden", api_visibility="private")  # page upkeep, not in the API docs
     tab.select(refresh, genre, [genre, chart], **internal)
     button.click(search, [genre, min_prob], [status, found], **free)
-    found.select(picked, outputs=current, **internal).then(more_like, [current, same], [similar_status, player, nearest], **free)
-    same.change(more_like, [current, same], [similar_status, player, nearest], **free)
-    nearest.select(play, outputs=player, **free)
+    clicks = dict(free, api_visibility="private")  # driven by the page's own state and clicks: the REST API has /similar
+    found.select(picked, outputs=current, **internal).then(more_like, [current, same], [similar_status, player, nearest], **clicks)
+    same.change(more_like, [current, same], [similar_status, player, nearest], **clicks)
+    nearest.select(play, outputs=player, **clicks)

@@ -65,6 +65,7 @@ def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max
         import ray
     except ImportError:
         raise ParameterError("--engine ray needs Ray: pip install 'acousticsense[ray]'") from None
+    _check_reachable(address)
     bundle_dir = None if bundle is None else str(Path(bundle).expanduser().resolve())
 
     def run(paths: Iterator[str]) -> Iterator[Outcome]:
@@ -73,7 +74,6 @@ def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max
             return
         started = not ray.is_initialized()
         if started:  # no dashboard, nothing of the workers' output: the CLI's stdout is JSON
-            _check_reachable(address)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
             except ConnectionError as e:

@@ -1,8 +1,8 @@
 """Scan a music library into its database: walk → decide what changed → classify only that → store, committing as it goes.
 
 A file whose size and mtime match its row is not read at all. Otherwise its bytes are hashed: the same bytes
-under a new path are a moved (or copied) file and keep their results; new bytes are classified through the
-engine (:meth:`Classifier.classify_many`, or Ray Data with ``engine="ray"``). Every classified file is committed
+under a new path are a moved (or copied) file and keep their results (copies found in the same scan are classified
+once); new bytes are classified through the engine (:meth:`Classifier.classify_many`, or Ray Data with ``engine="ray"``). Every classified file is committed
 at once, so a scan killed at any moment (``kill -9`` included) loses nothing and the next run finishes the job.
 
 This module imports no torch until a file actually needs the model: an unchanged library rescans in a moment.
@@ -189,6 +189,7 @@ def scan(
     rescan_model: bool = False,
     retry_failed: bool = False,
     write_tags: bool = False,
+    allow_empty: bool = False,
     engine: str = "local",
     address: str | None = None,
     device: str | None = None,
@@ -200,7 +201,9 @@ def scan(
 
     ``rescan_model``: re-classify tracks that another model classified (kept otherwise). ``retry_failed``: try
     files that failed before again. ``write_tags``: write each track's top genre into its file (see
-    :mod:`acousticsense.tags`). ``engine``: ``"local"`` or ``"ray"`` (``address``: a Ray cluster; default a local one).
+    :mod:`acousticsense.tags`). ``allow_empty``: a ``root`` with no audio file left removes its tracks (otherwise
+    :class:`LibraryError`: an unmounted drive looks empty). A track cut short by an earlier, lower ``max_seconds``
+    is analysed again. ``engine``: ``"local"`` or ``"ray"`` (``address``: a Ray cluster; default a local one).
     ``on_total(n)`` is called once the files are counted, ``progress(n)`` as each is settled.
     """
     started = time.perf_counter()
@@ -209,6 +212,8 @@ def scan(
         raise ParameterError(f"{root}: not a folder")
     if engine not in ENGINES:
         raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if address is not None and engine != "ray":
+        raise ParameterError("--address is a Ray cluster's: it needs --engine ray")
     in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
     key = model_key(bundle)
     if (Path(bundle or DEFAULT_BUNDLE) / "model.onnx").is_file():
@@ -224,11 +229,18 @@ def scan(
     tagger = write_genre if write_tags else None
 
     with Catalog(db) as catalog:
+        if not allow_empty and next(walk(root_path), None) is None and (held := catalog.count_under(str(root_path))):
+            raise LibraryError(
+                f"{root}: no audio file found, but {db} holds {held} track{'s' * (held != 1)} under it (an unmounted drive "
+                "or an emptied folder?); they are kept. Scan with --allow-empty to remove them"
+            )
         report = ScanReport(str(catalog.path.resolve()), str(root_path), key)
         counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed", "not_tagged", "skipped"), 0)
         scan_id = catalog.begin_scan(str(root_path), key, engine)
         writer = _Writer(catalog)
         queue: deque[FileState] = deque()
+        first_of: dict[str, str] = {}  # hash -> the path queued with those bytes in this scan
+        twins: list[FileState] = []  # new paths with the same bytes as one queued: they take its results after
         walked = WalkNotes()
 
         def note(error: str) -> None:
@@ -255,7 +267,7 @@ def scan(
         def keep(row: Any, state: FileState | None) -> bool:
             """Keep ``row``'s results for this file (marking it found); False: classify the file again."""
             redo = (row["status"] == "failed" and retry_failed) or (row["status"] != "failed" and row["model"] != key and rescan_model)
-            if redo:
+            if redo or cut_short(row):
                 return False
             writer.begin()
             catalog.mark_seen(row["id"], scan_id, state)
@@ -263,6 +275,11 @@ def scan(
             if tagger and row["status"] == "ok" and row["tag"] != row["genre"]:
                 tag(row["id"], row["genre"], state or FileState(row["path"], row["size"], row["mtime_ns"], row["hash"]), row["warnings"])
             return True
+
+        def cut_short(row: Any) -> bool:
+            """Analysed only up to an earlier, lower ``max_seconds``: this scan reads more of it."""
+            truncated = any(w.get("code") == "truncated" for w in json.loads(row["warnings"] or "[]"))
+            return truncated and row["duration"] is not None and row["duration"] < max_seconds - 0.01
 
         def plan() -> Iterator[str]:
             """Settle each file found; yield the paths the engine must classify (their states queue up in order)."""
@@ -301,8 +318,12 @@ def scan(
                         writer.tick()
                         _advance(progress)
                         continue
+                if row is None and state.hash in first_of:
+                    twins.append(state)
+                    continue
                 if row is not None and row["status"] == "failed":
                     counts["retried"] += 1
+                first_of.setdefault(state.hash, state.path)
                 queue.append(state)
                 writer.commit()  # the engine may take a while: no lock held meanwhile
                 yield state.path
@@ -315,6 +336,19 @@ def scan(
             track = writer.store(state, key, outcome, scan_id)
             if tagger and outcome.status == "ok":
                 tag(track, outcome.genres[0][0], state, outcome.warnings)
+            _advance(progress)
+        for state in twins:
+            first = catalog.lookup(first_of[state.hash])
+            if first is None or first["status"] == "failed":
+                counts["failed"] += 1
+                writer.store(state, key, Outcome("failed", f"{state.path}: the same bytes as {first_of[state.hash]}, which could not be classified"), scan_id)
+            else:
+                writer.begin()
+                track = catalog.copy_track(first["id"], state, scan_id)
+                writer.commit()
+                counts["copied"] += 1
+                if tagger and first["status"] == "ok":  # the first copy's file is tagged (its hash changed): this one too
+                    tag(track, first["genre"], state, first["warnings"])
             _advance(progress)
         writer.commit()
         if tagger:  # copies a killed --write-tags left behind (the originals are intact)

@@ -99,6 +99,8 @@ def resolve(
     else:
         path = Path(query).expanduser()
         row = catalog.db.execute("SELECT * FROM tracks WHERE path = ?", (stored_text(str(path.resolve()), "the file's name"),)).fetchone()
+        if row is None and path.is_dir():
+            raise AudioError(f"{query}: a folder; give one audio file or a track of {catalog.path}")
         if row is None and not path.is_file():
             raise AudioError(f"{query}: neither a track of {catalog.path} nor an existing file")
     if row is not None:
@@ -123,7 +125,7 @@ def resolve(
 
 
 def similar(catalog: Catalog, query: Query, k: int = 10, same_genre: bool = False) -> list[dict[str, Any]]:
-    """The query's track first (when it is in the library, similarity 1), then its ``k`` nearest other tracks."""
+    """The query first (similarity 1; ``id`` None for a file outside the library), then its ``k`` nearest other tracks."""
     whole_in_range("k", k, 1, MAX_K)
     search_over, genres = neighbours(catalog, query.model)
     allowed = None
@@ -135,5 +137,4 @@ def similar(catalog: Catalog, query: Query, k: int = 10, same_genre: bool = Fals
             allowed &= genres == query.genre
     found = search_over.query(query.embedding, k, allowed)
     rows = {r["id"]: r for r in catalog.tracks([i for i, _ in found])}
-    out = [query.track | {"similarity": 1.0, "query": True}] if query.id is not None else []
-    return out + [track_summary(rows[i]) | {"similarity": round(s, 6), "query": False} for i, s in found if i in rows]
+    return [query.track | {"similarity": 1.0, "query": True}] + [track_summary(rows[i]) | {"similarity": round(s, 6), "query": False} for i, s in found if i in rows]

@@ -237,11 +237,14 @@ def test_similar_puts_the_query_first_and_its_copy_next(own_library):
         assert found[0]["query"] and found[1]["similarity"] == pytest.approx(1.0, abs=1e-5) and len(found) == 6
         assert [t["similarity"] for t in found] == sorted((t["similarity"] for t in found), reverse=True)
         outside = similar(c, resolve(c, EXAMPLES_DIR / "metal.ogg"), k=3)  # a file outside the library, embedded now
-        assert len(outside) == 3 and outside[0]["path"].endswith("metal-0.wav") and outside[0]["similarity"] > 0.99
+        assert len(outside) == 4 and outside[0]["query"] and outside[0]["id"] is None and outside[0]["path"].endswith("metal.ogg")
+        assert outside[1]["path"].endswith("metal-0.wav") and outside[1]["similarity"] > 0.99  # the query first, as for a track
         same = similar(c, resolve(c, folder / "a" / "blues-0.wav"), k=5, same_genre=True)
         assert {t["genre"] for t in same} == {"Blues"}
         with pytest.raises(AudioError, match="neither a track"):
             resolve(c, "/no/such/file.wav")
+        with pytest.raises(AudioError, match="a folder; give one audio file or a track of"):
+            resolve(c, folder)
         with pytest.raises(LibraryError, match="no track"):
             resolve(c, "/etc/passwd", files=False)  # the server's way: never reads a file the library does not list
         with pytest.raises(AudioError, match="no embedding"):
@@ -274,14 +277,22 @@ def test_the_cli_searches_finds_similar_and_exports(library, tmp_path):
     assert json.loads(run("similar", str(metal["id"]), "--db", str(db), "-k", "1", "--json").stdout)["tracks"][0]["id"] == metal["id"]
     piped = subprocess.run([*CLI, "similar", "-", "--db", str(db), "-k", "1", "--json"], input=Path(metal["path"]).read_bytes(), capture_output=True)
     doc = json.loads(piped.stdout)  # - reads standard input, as predict, explain and stream do: classified now
-    assert doc["query"]["path"] == "<stdin>" and doc["query"]["genre"] == "Metal" and doc["tracks"][0]["path"] == metal["path"], piped.stderr
+    assert doc["query"]["path"] == "<stdin>" and doc["query"]["genre"] == "Metal" and doc["tracks"][0] == doc["query"] | {"similarity": 1.0, "query": True}, piped.stderr
+    assert doc["tracks"][1]["path"] == metal["path"] and len(doc["tracks"]) == 2
+    changed = tmp_path / "changed.db"  # the query's file changed since the scan: its stored results, with a warning
+    shutil.copy(db, changed)
+    with Catalog(changed) as c:
+        c.db.execute("UPDATE tracks SET size = size + 1 WHERE id = ?", (metal["id"],))
+    stale = run("similar", str(metal["id"]), "--db", str(changed), "-k", "1")
+    assert stale.returncode == 0 and "is gone or changed since it was scanned" in stale.stderr and stale.stdout.startswith("query")
+    assert "changed since" not in run("similar", str(metal["id"]), "--db", str(db), "-k", "1").stderr
     flagged_db = tmp_path / "flagged.db"  # a track the model was unsure of: its warning codes are in the export
     shutil.copy(db, flagged_db)
     with Catalog(flagged_db) as c:
         unsure = [{"code": "low_confidence", "message": "unsure"}, {"code": "silent_windows", "message": "1 window"}]
         c.db.execute("UPDATE tracks SET warnings = ? WHERE id = ?", (json.dumps(unsure), metal["id"]))
     csv_out = run("export", "--db", str(flagged_db), "--csv").stdout.splitlines()
-    assert csv_out[0].startswith("path,status,genre") and csv_out[0].endswith(",error,warnings") and len(csv_out) == 18
+    assert csv_out[0].startswith("id,path,status,genre") and csv_out[0].endswith(",error,warnings") and len(csv_out) == 18
     flagged = {row["path"]: row["warnings"] for row in csv.DictReader(io.StringIO("\n".join(csv_out)))}  # the codes predict --csv gives
     assert flagged.pop(metal["path"]) == "low_confidence;silent_windows" and set(flagged.values()) <= {"", "not_music", "low_confidence"}, flagged
     exported = json.loads(run("export", "--db", str(db), "--json").stdout)
@@ -433,6 +444,7 @@ def test_a_ray_address_that_does_not_answer_is_refused_at_once(tmp_path):
     with pytest.raises(ParameterError, match="expected HOST:PORT"):
         scan(tmp_path / "lib", tmp_path / "library.db", engine="ray", address="nonsense")
     assert time.monotonic() - started < 10
+    assert not (tmp_path / "library.db").exists()  # refused before the database is made
 
 
 def test_processes_creating_one_database_at_once_all_succeed(tmp_path):
@@ -497,7 +509,7 @@ def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(librar
     assert onto_a_track.returncode == 2 and "exists and is not a .csv file; not overwritten" in onto_a_track.stderr and track.read_bytes() == audio
     (tmp_path / "old.csv").write_text("old export\n")
     again = run("export", "--db", str(db), "--csv", "--out", str(tmp_path / "old.csv"))
-    assert again.returncode == 0 and (tmp_path / "old.csv").read_text().startswith("path,status,genre")
+    assert again.returncode == 0 and (tmp_path / "old.csv").read_text().startswith("id,path,status,genre")
     mislabelled = run("export", "--db", str(db), "--json", "--out", str(tmp_path / "new.csv"))
     assert mislabelled.returncode == 2 and "a .csv name for --json output; name it .json or use --csv" in mislabelled.stderr
     assert not (tmp_path / "new.csv").exists()
@@ -521,3 +533,52 @@ def test_the_end_of_a_scan_forgets_only_files_that_are_gone(own_library):
         with c.transaction():
             assert c.forget_unseen(str(folder), first) == 1
         assert str(gone) not in {r["path"] for r in c.rows()} and len(list(c.rows())) == 16
+
+
+def test_copies_found_in_one_scan_are_classified_once_and_tagged_alike(tmp_path):
+    folder = tmp_path / "lib"
+    for i in range(3):
+        (folder / f"disc{i}").mkdir(parents=True)
+        shutil.copy(EXAMPLES_DIR / "jazz.ogg", folder / f"disc{i}" / "jazz.ogg")
+        (folder / f"disc{i}" / "broken.mp3").write_bytes(b"\x00" * 3000)
+    db = tmp_path / "library.db"
+    counts = scan(folder, db, write_tags=True).counts
+    assert (counts["classified"], counts["copied"], counts["failed"], counts["tagged"]) == (1, 2, 3, 3)
+    tracks = rows(db)
+    jazz = [tracks[str(folder / f"disc{i}" / "jazz.ogg")] for i in range(3)]
+    assert len({(r["genre"], r["embedding"], r["timeline"]) for r in jazz}) == 1
+    assert all(read_genre(r["path"]) == r["genre"] == r["tag"] for r in jazz)
+    broken = [tracks[str(folder / f"disc{i}" / "broken.mp3")] for i in range(3)]
+    assert "broken.mp3" in broken[0]["error"] and all(f"the same bytes as {broken[0]['path']}" in r["error"] for r in broken[1:])
+    assert scan(folder, db).counts["unchanged"] == 6
+
+
+def test_an_emptied_library_keeps_its_tracks_unless_allow_empty(own_library, tmp_path):
+    """An unmounted drive is an empty folder: scanning it must not wipe the library."""
+    folder, db = own_library
+    shutil.move(folder, tmp_path / "away")
+    folder.mkdir()
+    with pytest.raises(LibraryError, match=r"no audio file found, but .* holds 17 tracks under it .*--allow-empty"):
+        scan(folder, db)
+    assert len(rows(db)) == 17
+    run = subprocess.run([*CLI, "scan", str(folder), "--db", str(db)], capture_output=True, text=True)
+    assert run.returncode == 2 and "they are kept" in run.stderr and "Traceback" not in run.stderr
+    assert scan(folder, db, allow_empty=True).counts["removed"] == 17 and rows(db) == {}
+    (tmp_path / "empty").mkdir()
+    assert scan(tmp_path / "empty", db).counts["found"] == 0  # nothing held there: no refusal
+
+
+def test_a_higher_max_seconds_analyses_again_what_a_lower_one_cut_short(tmp_path):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    shutil.copy(EXAMPLES_DIR / "jazz.ogg", folder)
+    db = tmp_path / "library.db"
+    scan(folder, db, max_seconds=5)
+    assert rows(db)[str(folder / "jazz.ogg")]["duration"] == pytest.approx(5.0) and "truncated" in rows(db)[str(folder / "jazz.ogg")]["warnings"]
+    assert scan(folder, db, max_seconds=5).counts["unchanged"] == 1
+    assert scan(folder, db).counts["classified"] == 1
+    track = rows(db)[str(folder / "jazz.ogg")]
+    assert track["duration"] == pytest.approx(10.0, abs=0.05) and "truncated" not in track["warnings"]
+    assert scan(folder, db, max_seconds=5).counts["unchanged"] == 1  # a lower limit keeps what was analysed in full
+    with pytest.raises(ParameterError, match="--address .* needs --engine ray"):
+        scan(folder, db, address="127.0.0.1:1")

@@ -201,6 +201,8 @@ def test_genres_counts_the_top_genres(client, rows):
 def test_the_library_is_in_the_api_docs(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {f"{LIB}/search", f"{LIB}/similar", f"{LIB}/genres", f"{LIB}/tracks/{{track}}/audio", "/api/v1/classify"} <= set(paths)
+    named = set(client.get("/gradio_api/info").json()["named_endpoints"])  # the page's clicks are not an API of their own
+    assert "/search" in named and not named & {"/play", "/more_like", "/picked", "/refresh"}
 
 
 def test_a_bad_db_fails_at_start(tiny_bundle, tmp_path):
