@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, config_text, model_file, read_config, write_config  # noqa: F401 - part of this module's interface
+from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, check_onnx, config_text, model_file, read_config, write_config  # noqa: F401 - part of this module's interface
 from .errors import BundleError, ParameterError, output_folder
 from .files import fresh_temp
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
@@ -121,28 +121,6 @@ def _read_weights(path: Path, config: BundleConfig, expected: dict[str, torch.Te
     return state
 
 
-def _refuse_external_data(path: Path, data: bytes) -> None:
-    """A :class:`BundleError` if the graph in ``data`` (read from ``path``) keeps tensors in other files: ``export``
-    writes one self-contained file, and a bundle must not make ONNX Runtime read any file it names."""
-    try:
-        import onnx
-    except ImportError:
-        raise BundleError(f"{path}: running an ONNX bundle needs onnx and onnxruntime: pip install 'acousticsense[onnx]'") from None
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as e:  # noqa: BLE001 - protobuf's decode errors are untyped
-        raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
-    graphs, tensors = [model.graph], []
-    while graphs:
-        graph = graphs.pop()
-        tensors += list(graph.initializer) + [t for s in graph.sparse_initializer for t in (s.values, s.indices)]
-        for attribute in (a for node in graph.node for a in node.attribute):
-            tensors += [attribute.t, *attribute.tensors]
-            graphs += [attribute.g, *attribute.graphs]
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
-        raise BundleError(f"{path}: its tensors point to data in other files; a bundle's model.onnx must hold all its weights itself")
-
-
 class OnnxModel(nn.Module):
     """An exported model as a module: images (B, 3, S, S) in, logits (B, labels) out, computed by ONNX Runtime on the CPU."""
 
@@ -159,7 +137,7 @@ class OnnxModel(nn.Module):
             data = path.read_bytes()  # read once: checked, then handed to ONNX Runtime (no path it could resolve others from)
         except OSError as e:
             raise BundleError(f"{path}: cannot be read ({e.strerror or e})") from None
-        _refuse_external_data(path, data)
+        check_onnx(path, data)
         try:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file

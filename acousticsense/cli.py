@@ -54,6 +54,8 @@ class _Commands(TyperGroup):
             fail(" ".join(str(e).split()), code=1 if isinstance(e, AudioError) else 2)
         except UsageError as e:  # an option's value of the wrong type or out of range, an unknown option or command
             _usage(e)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the commands with more to say (predict, scan, train) say it first
+            fail("interrupted", code=130)
 
 
 def _usage(e: Exception) -> None:

@@ -18,7 +18,7 @@ def train(
     arch: Annotated[Optional[str], typer.Option("--arch", help="vit_ti_16 (default), vit_mini_16, vit_s_16 or vit_b_16.")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Model input size in pixels (default 128).")] = None,
     window: Annotated[Optional[float], typer.Option("--window", help=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default 8).")] = None,
-    hop: Annotated[Optional[float], typer.Option("--hop", help=f"Hop between validation/inference windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 4).")] = None,
+    hop: Annotated[Optional[float], typer.Option("--hop", help=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 4): validation and inference use it, and an epoch takes as many random crops of each track as it gives windows.")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="none (default), imagenet (vit_b_16; downloads torchvision's weights) or a bundle to fine-tune.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (default 30).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per batch and process (default 32).")] = None,
@@ -84,7 +84,8 @@ def evaluate(
     typer.echo(f"{report['model_id']} on {data}: {t['scored']} tracks scored ({t['failed']} failed, {t['silent']} silent)")
     for level in ("track", "window"):
         s = report[level]
-        typer.echo(f"  {level:<6}  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  (n={s['n']})")
+        top5 = f"  top-5 {s['top5_accuracy']:.3f}" if len(report["labels"]) > 5 else ""  # with 5 genres or fewer, always 1
+        typer.echo(f"  {level:<6}  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}{top5}  (n={s['n']})")
     c, n = report["calibration"], report["not_music"]
     typer.echo(f"  calibration (temperature {c['temperature']:.3g}): ECE {c['track_ece']:.3f} by track, {c['window_ece']:.3f} by window")
     if n["threshold"] is not None:

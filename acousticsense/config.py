@@ -377,7 +377,7 @@ def model_file(path: str | os.PathLike) -> Path:
             raise BundleError(f"{path}: holds both {WEIGHTS_NAME} and {ONNX_NAME}; a bundle has one model: remove the other")
         return onnx
     if not weights.is_file():
-        raise BundleError(f"{path}: missing {WEIGHTS_NAME}")
+        raise BundleError(f"{path}: missing {ONNX_NAME if 'export' in read_config(path).provenance else WEIGHTS_NAME}")
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -386,3 +386,26 @@ def model_file(path: str | os.PathLike) -> Path:
     except (SafetensorError, OSError) as e:
         raise BundleError(f"{weights}: unreadable weights ({e})") from None
     return weights
+
+
+def check_onnx(path: Path, data: bytes) -> None:
+    """A :class:`BundleError` if ``data`` (read from ``path``) is not a whole ONNX model, or its graph keeps tensors in
+    other files: ``export`` writes one self-contained file, and a bundle must not make ONNX Runtime read any file it
+    names. Torch-free (``info`` checks an export with it)."""
+    try:
+        import onnx
+    except ImportError:
+        raise BundleError(f"{path}: running an ONNX bundle needs onnx and onnxruntime: pip install 'acousticsense[onnx]'") from None
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf's decode errors are untyped
+        raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
+    graphs, tensors = [model.graph], []
+    while graphs:
+        graph = graphs.pop()
+        tensors += list(graph.initializer) + [t for s in graph.sparse_initializer for t in (s.values, s.indices)]
+        for attribute in (a for node in graph.node for a in node.attribute):
+            tensors += [attribute.t, *attribute.tensors]
+            graphs += [attribute.g, *attribute.graphs]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise BundleError(f"{path}: its tensors point to data in other files; a bundle's model.onnx must hold all its weights itself")

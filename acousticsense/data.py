@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
+from .config import check_labels
 from .errors import AcousticSenseError
 from .files import has_control_characters, read_json, read_small_text
+from .scan import walk
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -87,7 +89,7 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
         raise DataError(f"{root}: no labelled music tracks found{found}")
     found = {t.label for t in tracks}
     listed = meta.get("genres") or meta.get("labels")
-    labels = [x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found)
+    labels = check_labels([x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found), f"{root}'s genres")
     # the corpus by its name only: a bundle must not carry the build machine's folders
     info: dict[str, Any] = {"source": root.resolve().name, "format": kind, "tracks": len(tracks), "labels": len(labels),
                             "not_music": len(not_music)}
@@ -111,9 +113,9 @@ def _check_listed_once(tracks: list[Track], root: Path) -> None:
 
 def _read_folders(root: Path) -> list[Track]:
     tracks = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        # audio files by extension, as scan and predict read a folder: an album's cover.jpg or notes.txt is no track
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
+        # audio files by extension, found as scan and predict find them (no symbolic links): an album's cover.jpg is no track
+        files = sorted(p for p in (Path(s.path) for s in walk(folder)) if not p.name.startswith("."))
         if not files:
             raise DataError(f"{folder}: label folder has no audio files (by extension: {', '.join(sorted(AUDIO_EXTENSIONS))})")
         _check_label(folder.name, str(folder))

@@ -98,6 +98,7 @@ def evaluate(
         "model_id": clf.config.model_id,
         "bundle": str(bundle) if bundle is not None else "(built-in default)",
         "data": corpus.info,
+        "labels": labels,  # the model's, in its output order
         "tracks": {"listed": len(corpus.tracks), "scored": len(predictions), "failed": len(failures), "silent": len(silent)},
         "unscored_labels": [spelled[x] for x in corpus.labels if spelled[x] not in set(tracks["true"])],  # every track failed or was silent
         "training_corpus": training_corpus,  # its figures are not held-out ones

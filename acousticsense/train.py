@@ -28,14 +28,14 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import NoiseBank, spec_augment
-from .bundle import CONFIG_NAME, Bundle, BundleConfig, check_new_bundle_folder, load_bundle, save_bundle, write_config
+from .bundle import CONFIG_NAME, Bundle, BundleConfig, check_new_bundle_folder, checked_device, load_bundle, save_bundle, write_config
 from .calibrate import MIN_CALIBRATION_TRACKS, ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
-from .checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint, write_log
+from .checkpoint import CHECKPOINT_NAME, LOG_NAME, atomic_save, load_checkpoint, write_log
 from .config import Preprocessing, config_text
 from .data import Track, read_corpus, split_tracks
 from .errors import TrainError, output_folder
 from .features import db_to_image, power_to_db
-from .inference import Classifier, default_device
+from .inference import Classifier
 from .model import ARCHITECTURES, DEFAULT_ARCH
 from .options import HOP_RANGE, MAX_BATCH_SIZE, WINDOW_RANGE, is_number, is_whole
 from .pretrained import initial_model
@@ -155,10 +155,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         labels, pre, data_info = bundle_config.labels, bundle_config.preprocessing, corpus.info
         train_tracks, val_tracks = split_tracks(corpus.tracks + corpus.not_music, config.val_fraction, config.seed)
         ckpt = None
+    device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else checked_device(config.device)
     output_folder(out)  # before the tracks are decoded: a folder that cannot be made fails now
     torch.manual_seed(config.seed + rank)
 
-    device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else torch.device(config.device or default_device())
     validator = Classifier(Bundle(bundle_config, model), device, batch_size=config.batch_size)  # moves the model to device
     train_set, val_set, sizes = load_tracks(train_tracks, val_tracks, labels, validator, config.workers or min(8, os.cpu_count() or 1), progress)
     net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
@@ -174,9 +174,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):  # the schedule may have been stretched
-            group["lr"] = base_lr * schedule(scheduler.last_epoch)
         state = ckpt["state"]
+        # by epochs: fewer or more readable tracks now change the steps per epoch; --epochs may stretch the schedule
+        scheduler.last_epoch = state["epoch"] * steps
+        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base_lr * schedule(scheduler.last_epoch)
+        before = ckpt["bundle_config"].get("provenance", {}).get("split", {})
+        if changed := [f"{k.replace('_', ' ')} {before[k]} -> {sizes[k]}" for k in ("train_tracks", "val_tracks") if before.get(k, sizes[k]) != sizes[k]]:
+            tqdm.write(f"warning: the run's tracks are not all as readable as when it started ({', '.join(changed)}): validation figures "
+                       "from here on are not comparable with the earlier epochs', which chose the best epoch so far", file=sys.stderr)
         if state["best_epoch"] and "val_loss" in state["history"][state["best_epoch"] - 1]:  # a run saved when the rule differed
             state["best"] = list(selection_key(state["history"][state["best_epoch"] - 1]))
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -200,6 +206,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
     try:
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             if config.patience and state["since_best"] >= config.patience:
+                if rank == 0:
+                    tqdm.write(f"stopped early: no better validation result in the {config.patience} epochs since epoch {state['best_epoch']} "
+                               "(--patience; 0 = never)", file=sys.stderr)
                 break
             if world > 1:
                 sampler.set_epoch(epoch)
@@ -247,8 +256,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                 write_log(out, state["history"])
                 shown = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "seconds", "windows_per_s"))
                 tqdm.write(f"epoch {epoch}: {shown} ({seconds:.0f} s){' *' if improved else ''}", file=sys.stderr)
-    except KeyboardInterrupt as e:
-        raise Interrupted(saved_epoch) from e
+    except BaseException as e:
+        if saved_epoch == 0 and ckpt is None and rank == 0:  # nothing saved: the folder is left as new for the next try
+            (out / LOG_NAME).unlink(missing_ok=True)
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(saved_epoch) from e
+        raise
     finally:
         if world > 1:
             dist.destroy_process_group()

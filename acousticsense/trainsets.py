@@ -96,6 +96,9 @@ def load_tracks(
     train_set = TrainSet([r[0] for _, r in ok_train], [target[t.label] for t, _ in ok_train], [r[1] for _, r in ok_train], frames_per_window(pre))
     ok_val = [(t, r) for t, r in zip(val, results[len(train) :]) if isinstance(r, Features) and bool((~r.silent).any())]
     val_set = ValSet([r for _, r in ok_val], [target[t.label] for t, _ in ok_val])
+    if val and (unsplit := [label for label in labels if not any(t.label == label for t in val)]):
+        tqdm.write(f"warning: no validation track for {', '.join(unsplit)} (a genre needs 2 tracks to hold one out): "
+                   "the best epoch and the calibration are chosen without them", file=sys.stderr)
     unvalidated = [label for label in labels if any(t.label == label for t in val) and not any(t.label == label for t, _ in ok_val)]
     if unvalidated:  # the split was made before decoding: a genre whose held-out files all failed is validated on nothing
         tqdm.write(f"warning: no usable validation track left for {', '.join(unvalidated)} (each failed to decode or is silent): "

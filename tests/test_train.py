@@ -26,7 +26,7 @@ from acousticsense.augment import NoiseBank, spec_augment
 from acousticsense.bundle import load_bundle, read_config
 from acousticsense.cli import app
 from acousticsense.data import DataError, Track, read_corpus, split_tracks
-from acousticsense.errors import AcousticSenseError, output_folder
+from acousticsense.errors import AcousticSenseError, ParameterError, output_folder
 from acousticsense.evaluate import evaluate, record_metrics, trained_on
 from acousticsense.features import Preprocessing, db_to_image, frames_per_window, mel_power, power_to_db, window_count, windows_to_images
 from acousticsense.inference import Classifier
@@ -212,6 +212,10 @@ def test_a_folder_corpus_takes_audio_files_only(tmp_path):
     data = make_band_corpus(tmp_path / "data", per_label=2, labels=("Bass", "Treble"))
     (data / "Bass" / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
     (data / "Treble" / "notes.txt").write_text("liner notes")
+    assert sorted(t.path.name for t in read_corpus(data).tracks) == ["bass.00000.wav", "bass.00001.wav", "treble.00000.wav", "treble.00001.wav"]
+    (data / "Bass" / "linked.wav").symlink_to(data / "Treble" / "treble.00000.wav")  # links are not followed, as scan and predict
+    outside = make_band_corpus(tmp_path / "outside", per_label=2, labels=("Mid",))
+    (data / "Mid").symlink_to(outside / "Mid", target_is_directory=True)
     assert sorted(t.path.name for t in read_corpus(data).tracks) == ["bass.00000.wav", "bass.00001.wav", "treble.00000.wav", "treble.00001.wav"]
     (data / "Empty").mkdir()
     (data / "Empty" / "readme.txt").write_text("x")
@@ -456,6 +460,45 @@ def test_cli_evaluate_and_train_errors(trained, corpus, tmp_path, monkeypatch):
 
 
 # --- resume -----------------------------------------------------------------------------
+
+
+def test_a_run_stopped_before_its_first_epoch_leaves_its_folder_as_new(corpus, tmp_path, monkeypatch):
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ParameterError, match="device 'bogus'"):
+        train(corpus, tmp_path / "run", epochs=1, progress=False, **(FAST | {"device": "bogus"}))
+    assert not (tmp_path / "run").exists()  # refused before the folder is made
+    monkeypatch.setattr(train_module, "db_to_image", stop)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(corpus, tmp_path / "run", epochs=1, progress=False, **FAST)
+    assert stopped.value.epoch == 0 and list((tmp_path / "run").iterdir()) == []  # no empty log that refused the next try
+    monkeypatch.undo()
+    assert (train(corpus, tmp_path / "run", epochs=1, progress=False, **FAST) / "model.safetensors").is_file()
+
+
+def test_early_stopping_and_a_genre_without_validation_are_said(tmp_path, monkeypatch, capsys):
+    data = make_band_corpus(tmp_path / "data", per_label=3, labels=("Bass", "Treble"))
+    make_band_corpus(data, per_label=1, labels=("Mid",))
+    monkeypatch.setattr(train_module, "_validate", lambda clf, val: {"val_loss": 1.0, "val_window_acc": 0.5, "val_track_acc": 0.5})
+    train(data, tmp_path / "run", epochs=4, progress=False, **(FAST | {"patience": 1}))
+    err = capsys.readouterr().err
+    assert "warning: no validation track for Mid (a genre needs 2 tracks to hold one out)" in err
+    assert "stopped early: no better validation result in the 1 epochs since epoch 1 (--patience; 0 = never)" in err
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 2
+
+
+def test_resuming_with_fewer_readable_tracks_keeps_the_schedule_by_epochs(corpus, tmp_path, capsys):
+    data = shutil.copytree(corpus, tmp_path / "data")
+    run = train(data, tmp_path / "run", epochs=2, progress=False, **FAST)
+    one_per_genre = dict((label, Path(p)) for p, label in torch.load(run / "checkpoint.pt", weights_only=True)["split"]["train"])
+    for path in one_per_genre.values():
+        path.unlink()
+    train(data, run, resume=True, epochs=4, progress=False)
+    assert "warning: the run's tracks are not all as readable as when it started (train tracks 16 -> 12)" in capsys.readouterr().err
+    steps = 12 * 3 // FAST["batch_size"]  # 12 tracks of 4 s: 3 windows each (2 s, hop 1 s); it was 16 tracks, 6 steps
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert log[2]["lr"] == pytest.approx(FAST["lr"] * lr_factor(3 * steps, steps, 4 * steps))  # 3 epochs of 4 done: was off by a third
 
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(corpus, tmp_path, monkeypatch):
