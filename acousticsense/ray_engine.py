@@ -138,11 +138,15 @@ def _classify_chunk(ray: Any, chunk: list[str], bundle: str | None, max_seconds:
         )
     done: dict[int, str] = {}
     following = 0
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        done.update(zip(map(int, batch["index"]), map(str, batch["outcome"])))
-        while following in done:
-            yield Outcome.from_json(done.pop(following))
-            following += 1
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    try:
+        for batch in batches:
+            done.update(zip(map(int, batch["index"]), map(str, batch["outcome"])))
+            while following in done:
+                yield Outcome.from_json(done.pop(following))
+                following += 1
+    finally:  # stopped (Ctrl-C between batches too): its executor shuts down now, before Ray does, not at garbage collection
+        batches.close()
     for i in range(following, len(chunk)):
         text = done.pop(i, None)
         yield Outcome.from_json(text) if text else Outcome("failed", f"{chunk[i]}: the Ray worker classifying it died")
