@@ -77,8 +77,8 @@ def checked_device(device: str | torch.device | None) -> torch.device:
     anything else is a :class:`ParameterError`."""
     try:
         device = torch.device(device) if device is not None else default_device()
-    except (RuntimeError, TypeError) as e:
-        raise ParameterError(f"device {device!r}: {e}") from None
+    except (RuntimeError, TypeError):  # torch's message lists some twenty device types it knows of
+        raise ParameterError(f"device {device!r}: not a device name (cpu, cuda or cuda:N)") from None
     if device.type not in ("cpu", "cuda"):
         raise ParameterError(f"device {device}: the model runs on cpu or cuda")
     if device.type == "cuda":

@@ -301,6 +301,20 @@ def _check_listen(host: str, port: int) -> None:
         fail(f"cannot listen on {host}:{port} ({e.strerror or e})")
 
 
+def _ended(code: int) -> None:
+    """The command has ended with ``code``: a Ctrl-C or SIGTERM during the interpreter's teardown (unloading torch
+    takes a second or two) ends the process at once with that code; it made a finished command exit 130."""
+
+    def end(*_: object) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, end)
+    signal.signal(signal.SIGTERM, end)
+
+
 def main() -> None:
     """Console-script entry point. After a command that marked itself done (:func:`done_cleanly`), the process
     ends without the interpreter's teardown: unloading torch alone costs about 1.5 s on 2 cores."""
@@ -311,6 +325,7 @@ def main() -> None:
     try:
         app()
     except SystemExit as e:
+        _ended(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
         if _clean_exit:
             with contextlib.suppress(OSError):  # e.g. a closed pipe (`| head`)
                 sys.stdout.flush()

@@ -400,6 +400,8 @@ def check_onnx(path: Path, data: bytes) -> None:
         model = onnx.load_model_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf's decode errors are untyped
         raise BundleError(f"{path}: not a usable ONNX model ({' '.join(str(e).split())[:200]})") from None
+    if not model.graph.node:  # an empty file (or one cut before its graph) parses as an empty model
+        raise BundleError(f"{path}: not a usable ONNX model (it holds no graph)")
     graphs, tensors = [model.graph], []
     while graphs:
         graph = graphs.pop()

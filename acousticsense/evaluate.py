@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .calibrate import ECE_BINS, ece, plot_reliability, reliability
 from .data import DataError, read_corpus
 from .errors import output_folder
+from .files import write_whole
 from .inference import Classifier
 from .options import DEFAULT_BATCH_SIZE, spelled_as
 from .results import FLAGS, Failure
@@ -115,11 +116,11 @@ def evaluate(
         "failures": failures,
         "silent": silent,
     }
-    if out is not None:
-        (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    if out is not None:  # the figures first: a report.json says the set is whole
         plot_confusion(report, out / FIGURE_NAME)
         plot_reliability(report["calibration"]["track_reliability"], report["calibration"]["track_ece"], out / RELIABILITY_NAME,
                          f"{clf.config.model_id}: ")
+        write_whole(out / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
     return report
 
 

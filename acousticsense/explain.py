@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .audio import AudioSource
 from .errors import AudioError, ParameterError
 from .features import db_to_image, mel_filters, power_to_db
+from .files import write_whole
 from .inference import Classifier, Features
 from .options import is_number, label_in, whole_in_range
 from .plots import PLOT_STYLE, styled
@@ -314,8 +315,8 @@ def relevance_figure(explanation: Explanation, width: float | None = None) -> An
 
 
 def save_png(explanation: Explanation, path: str | os.PathLike) -> None:
-    """:func:`relevance_figure` saved as a PNG."""
-    relevance_figure(explanation).savefig(path, format="png")
+    """:func:`relevance_figure` saved as a PNG, whole or not at all (an interrupted save leaves what ``path`` held)."""
+    write_whole(path, relevance_png(explanation))
 
 
 def relevance_png(explanation: Explanation) -> bytes:

@@ -34,6 +34,19 @@ def fresh_temp(tmp: Path, error: type[AcousticSenseError]) -> Path:
     return tmp
 
 
+def write_whole(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` into ``path`` through a new temporary file beside it: an interrupted or failed write leaves whatever
+    ``path`` held (an ``OSError`` says why it could not be written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # "x": never through a file or link already there
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def read_small_text(path: Path, error: type[AcousticSenseError], limit: int = MAX_TEXT_BYTES) -> str:
     """The text of a small file that a bundle or a user names (a config, labels, preprocessing, a manifest): a regular file
     (never a FIFO or a device, which could block or never end), at most ``limit`` bytes, UTF-8 (a BOM is dropped).

@@ -229,10 +229,12 @@ def scan(
     tagger = write_genre if write_tags else None
 
     with Catalog(db) as catalog:
-        if not allow_empty and next(walk(root_path), None) is None and (held := catalog.count_under(str(root_path))):
+        probe = WalkNotes()
+        if not allow_empty and next(walk(root_path, probe), None) is None and (held := catalog.count_under(str(root_path))):
+            passed = "".join(f" ({u})" for u in (probe.unreadable + probe.skipped)[:3])
             raise LibraryError(
-                f"{root}: no audio file found, but {db} holds {held} track{'s' * (held != 1)} under it (an unmounted drive "
-                "or an emptied folder?); they are kept. Scan with --allow-empty to remove them"
+                f"{root}: no audio file found{passed}, but {db} holds {held} track{'s' * (held != 1)} under it (an unmounted "
+                "drive or an emptied folder?); they are kept. Scan with --allow-empty to remove them"
             )
         report = ScanReport(str(catalog.path.resolve()), str(root_path), key)
         counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed", "not_tagged", "skipped"), 0)
@@ -266,8 +268,7 @@ def scan(
 
         def keep(row: Any, state: FileState | None) -> bool:
             """Keep ``row``'s results for this file (marking it found); False: classify the file again."""
-            redo = (row["status"] == "failed" and retry_failed) or (row["status"] != "failed" and row["model"] != key and rescan_model)
-            if redo or cut_short(row):
+            if (row["status"] == "failed" and retry_failed) or stale(row):
                 return False
             writer.begin()
             catalog.mark_seen(row["id"], scan_id, state)
@@ -280,6 +281,10 @@ def scan(
             """Analysed only up to an earlier, lower ``max_seconds``: this scan reads more of it."""
             truncated = any(w.get("code") == "truncated" for w in json.loads(row["warnings"] or "[]"))
             return truncated and row["duration"] is not None and row["duration"] < max_seconds - 0.01
+
+        def stale(row: Any) -> bool:
+            """Results this scan classifies again (cut short, or another model's under ``rescan_model``): not to be copied."""
+            return cut_short(row) or (rescan_model and row["status"] != "failed" and row["model"] != key)
 
         def plan() -> Iterator[str]:
             """Settle each file found; yield the paths the engine must classify (their states queue up in order)."""
@@ -306,7 +311,7 @@ def scan(
                         writer.tick()
                         _advance(progress)
                         continue
-                    if row is None and (donor := _donor(catalog, state.hash)) is not None:
+                    if row is None and (donor := _donor(catalog, state.hash)) is not None and not stale(donor):
                         moved = not os.path.exists(donor["path"])
                         writer.begin()
                         if moved:
@@ -328,7 +333,8 @@ def scan(
                 writer.commit()  # the engine may take a while: no lock held meanwhile
                 yield state.path
 
-        for outcome in classify(plan()):
+        def settle(outcome: Outcome) -> None:
+            """Store what the engine said of the next queued file."""
             state = queue.popleft()
             counts[{"ok": "classified", "silent": "silent", "failed": "failed"}[outcome.status]] += 1
             if outcome.error:
@@ -337,19 +343,25 @@ def scan(
             if tagger and outcome.status == "ok":
                 tag(track, outcome.genres[0][0], state, outcome.warnings)
             _advance(progress)
+
+        for outcome in classify(plan()):
+            settle(outcome)
+        alone = []  # copies whose first failed: it may have been its file (gone, unreadable), not the bytes
         for state in twins:
             first = catalog.lookup(first_of[state.hash])
             if first is None or first["status"] == "failed":
-                counts["failed"] += 1
-                writer.store(state, key, Outcome("failed", f"{state.path}: the same bytes as {first_of[state.hash]}, which could not be classified"), scan_id)
-            else:
-                writer.begin()
-                track = catalog.copy_track(first["id"], state, scan_id)
-                writer.commit()
-                counts["copied"] += 1
-                if tagger and first["status"] == "ok":  # the first copy's file is tagged (its hash changed): this one too
-                    tag(track, first["genre"], state, first["warnings"])
+                alone.append(state)
+                continue
+            writer.begin()
+            track = catalog.copy_track(first["id"], state, scan_id)
+            writer.commit()
+            counts["copied"] += 1
+            if tagger and first["status"] == "ok":  # the first copy's file is tagged (its hash changed): this one too
+                tag(track, first["genre"], state, first["warnings"])
             _advance(progress)
+        queue.extend(alone)
+        for outcome in classify(state.path for state in alone):
+            settle(outcome)
         writer.commit()
         if tagger:  # copies a killed --write-tags left behind (the originals are intact)
             for temp in walked.temps:

@@ -423,6 +423,16 @@ def test_ctrl_c_keeps_the_results_written_so_far(tiny_bundle, clip_mp3, tmp_path
     assert not leftovers.strip()
 
 
+def test_a_ctrl_c_after_the_command_ended_keeps_its_exit_code(tiny_bundle):
+    """A Ctrl-C while the interpreter tore down (unloading torch) made a finished command exit 130, saying nothing."""
+    code = ("import os, signal, sys, time; from acousticsense import cli\n"
+            "sys.argv = ['acousticsense', *sys.argv[1:]]\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n")  # fmt: skip
+    for args, status in ((("info", str(tiny_bundle)), 0), (("info", "/no/such/bundle"), 2)):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == status and "Traceback" not in out.stderr, out.stderr
+
+
 def test_ctrl_c_while_the_model_loads_still_closes_the_json_array(tiny_bundle, clip_mp3):
     """Ctrl-C during the seconds torch takes to load left stdout empty: not JSON."""
     code = ("import sys; from acousticsense import cli\n"
