@@ -275,8 +275,7 @@ class Catalog:
 
     def count_under(self, root: str) -> int:
         """How many tracks lie under the folder ``root``."""
-        prefix = root.rstrip("/") + "/"
-        return self.db.execute("SELECT count(*) FROM tracks WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)).fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM tracks WHERE substr(path, 1, ?) = ?", _under(root)).fetchone()[0]
 
     def forget_unseen(self, root: str, scan: int) -> int:
         """Delete the tracks under ``root`` that this scan did not find and whose file is gone (or is now a link, or
@@ -285,8 +284,7 @@ class Catalog:
         The file is checked too: a scan running beside this one (of the same folder or one inside it) marks
         the files it finds with its own id, and those must stay.
         """
-        prefix = root.rstrip("/") + "/"
-        unseen = self.db.execute("SELECT id, path FROM tracks WHERE substr(path, 1, ?) = ? AND seen != ?", (len(prefix), prefix, scan))
+        unseen = self.db.execute("SELECT id, path FROM tracks WHERE substr(path, 1, ?) = ? AND seen != ?", (*_under(root), scan))
         gone = [(track,) for track, path in unseen if listed_file(path) is None]
         self.db.executemany("DELETE FROM tracks WHERE id = ?", gone)
         return len(gone)
@@ -437,6 +435,12 @@ def stored_text(value: str, what: str) -> str:
         shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         raise ParameterError(f"{shown}: {what} is not valid UTF-8 (the library stores UTF-8 text)") from None
     return value
+
+
+def _under(root: str) -> tuple[int, str]:
+    """The parameters of ``substr(path, 1, ?) = ?`` for the paths under the folder ``root`` (not a sibling sharing its prefix)."""
+    prefix = root.rstrip("/") + "/"
+    return len(prefix), prefix
 
 
 def changed_since_scan(row: sqlite3.Row) -> bool:
