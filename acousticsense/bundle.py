@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import AGGREGATIONS, CONFIG_NAME, FORMAT_VERSION, ONNX_NAME, WEIGHTS_NAME, BundleConfig, bundle_path, check_onnx, config_text, model_file, read_config, write_config  # noqa: F401 - part of this module's interface
 from .errors import BundleError, ParameterError, output_folder
-from .files import fresh_temp
+from .files import replacing
 from .options import DEFAULT_BUNDLE, EXAMPLES_DIR  # noqa: F401 - part of this module's interface
 
 
@@ -46,10 +46,9 @@ def save_bundle(path: str | os.PathLike, model: nn.Module, config: BundleConfig)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _check_weights(config, state, str(path))
     output_folder(path)
-    tmp = fresh_temp(path / (WEIGHTS_NAME + ".tmp"), BundleError)
-    save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": str(config.model_id)})
-    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) & 0o666)  # safetensors writes 0600: readable as the folder is (a service may load it)
-    os.replace(tmp, path / WEIGHTS_NAME)
+    with replacing(path / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "model_id": str(config.model_id)})
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) & 0o666)  # safetensors writes 0600: readable as the folder is (a service may load it)
     (path / ONNX_NAME).unlink(missing_ok=True)  # a stale export would shadow these weights
     write_config(path, config)
     return path

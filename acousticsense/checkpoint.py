@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import TrainError
-from .files import fresh_temp
+from .files import replacing, write_whole
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.jsonl"
@@ -33,13 +32,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file: an interruption leaves the previous checkpoint whole."""
-    tmp = fresh_temp(path.with_name(path.name + ".tmp"), TrainError)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def write_log(out: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite ``train_log.jsonl`` (one JSON object per completed epoch) atomically."""
-    tmp = fresh_temp(out / (LOG_NAME + ".tmp"), TrainError)
-    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
-    os.replace(tmp, out / LOG_NAME)
+    write_whole(out / LOG_NAME, "".join(json.dumps(entry) + "\n" for entry in history).encode())

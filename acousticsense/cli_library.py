@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Annotated, Any, Optional, TextIO
 import typer
 
 from .cli import DeviceOpt, ModelOpt, app, fail, printable, share_cores_with_decoders
+from .files import replacing
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The library database (SQLite).")]
@@ -172,14 +172,10 @@ def _written(out: Path, fmt: str) -> Iterator[TextIO]:
     other = {"csv": "json", "json": "csv"}[fmt]
     if out.suffix.lower() == f".{other}":  # JSON in a .csv file would be read as CSV by the next program
         fail(f"--out {out}: a .{other} name for --{fmt} output; name it .{fmt} or use --{other}")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        f = open(tmp, "x", newline="")  # noqa: SIM115 - closed below; "x": never through a file or link already there
-    except OSError as e:
-        fail(f"--out {out}: cannot be written ({e.strerror or e})")
-    try:
+    with replacing(out) as tmp:
+        try:
+            f = open(tmp, "x", newline="")  # noqa: SIM115 - closed below; "x": never through a file or link that appeared meanwhile
+        except OSError as e:
+            fail(f"--out {out}: cannot be written ({e.strerror or e})")
         with f:
             yield f
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -13,10 +13,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import BundleError, ParameterError
-from .files import fresh_temp, has_control_characters, read_json
+from .files import has_control_characters, read_json, write_whole
 from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range, is_number, is_whole
 
 if TYPE_CHECKING:
@@ -171,6 +171,12 @@ ONNX_NAME = "model.onnx"
 AGGREGATIONS = ("mean", "vote")
 
 
+def case_clashes(names: Iterable[str]) -> list[str]:
+    """The names given more than once, case aside ("Jazz" and "jazz"), sorted: a model's genres must differ by more."""
+    names = list(names)
+    return sorted({x for x in names if sum(y.casefold() == x.casefold() for y in names) > 1})
+
+
 def check_labels(labels: Any, where: str) -> list[str]:
     """``labels`` if they can name a model's outputs (non-empty distinct names, case aside, no control characters,
     at most :data:`MAX_LABELS`); else a :class:`BundleError` from ``where``."""
@@ -179,8 +185,7 @@ def check_labels(labels: Any, where: str) -> list[str]:
     if controlled := [x for x in labels if has_control_characters(x)]:
         raise BundleError(f"{where}: 'labels' holds control characters (a newline, a terminal escape) or lone surrogates: {controlled[:3]}")
     if len({x.casefold() for x in labels}) != len(labels):
-        twice = sorted({x for x in labels if sum(y.casefold() == x.casefold() for y in labels) > 1})
-        raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(twice)}")
+        raise BundleError(f"{where}: 'labels' names a genre twice (case aside): {', '.join(case_clashes(labels))}")
     if len(labels) > MAX_LABELS:
         raise BundleError(f"{where}: 'labels' has {len(labels)} names; at most {MAX_LABELS}")
     return labels
@@ -344,11 +349,7 @@ def config_text(config: BundleConfig) -> str:
 
 def write_config(path: str | os.PathLike, config: BundleConfig) -> None:
     """(Re)write a bundle's ``config.json`` atomically, e.g. to record metrics."""
-    text = config_text(config)
-    tmp = fresh_temp(Path(path) / (CONFIG_NAME + ".tmp"), BundleError)
-    with open(tmp, "x", encoding="utf-8") as f:  # exclusive: never through a file or symlink left there
-        f.write(text)
-    os.replace(tmp, Path(path) / CONFIG_NAME)
+    write_whole(Path(path) / CONFIG_NAME, config_text(config).encode())
 
 
 def read_config(path: str | os.PathLike) -> BundleConfig:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
+from .config import case_clashes
 from .errors import AcousticSenseError
 from .files import has_control_characters, read_json, read_small_text
 from .scan import walk
@@ -88,7 +89,7 @@ def read_corpus(data: str | os.PathLike) -> Corpus:
         raise DataError(f"{root}: no labelled music tracks found{found}")
     found = {t.label for t in tracks}
     listed = meta.get("genres") or meta.get("labels")
-    if clash := sorted(x for x in found if sum(y.casefold() == x.casefold() for y in found) > 1):
+    if clash := case_clashes(found):
         raise DataError(f"{root}: the genres {', '.join(clash)} differ only in case; a model's genres must differ by more (merge or rename them)")
     labels = [x for x in listed if x in found] if isinstance(listed, list) and found <= set(listed) else sorted(found)
     # the corpus by its name only: a bundle must not carry the build machine's folders

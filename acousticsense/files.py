@@ -1,6 +1,6 @@
-"""Files a bundle, a run or a user names, read and written safely: small texts and JSON read with a size limit
-from regular files only, temporary files that are never written through a planted link. Errors are the caller's
-:class:`~.errors.AcousticSenseError` subclass, naming the file and the reason."""
+"""Files a bundle, a run or a user names, read and written safely: small texts and JSON read with a size limit from
+regular files only (errors are the caller's :class:`~.errors.AcousticSenseError` subclass, naming the file and the
+reason); files written whole or not at all, through temporary files that are never written through a planted link."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 import os
 import stat
 import unicodedata
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import AcousticSenseError
 
@@ -22,29 +23,26 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
 
 
-def fresh_temp(tmp: Path, error: type[AcousticSenseError]) -> Path:
-    """``tmp`` with whatever was there removed: a symlink planted in a bundle or run folder must not be written through.
-    What cannot be removed (a folder of that name) is ``error``."""
-    try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise error(f"{tmp}: cannot replace it ({e.strerror or e})") from None
-    return tmp
-
-
-def write_whole(path: str | os.PathLike, data: bytes) -> None:
-    """``data`` into ``path`` through a new temporary file beside it: an interrupted or failed write leaves whatever
-    ``path`` held (an ``OSError`` says why it could not be written)."""
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """A new temporary name beside ``path`` to write to; when the block ends without an error the file written there
+    replaces ``path`` in one step. Anything under that name is removed first (a link planted there is never written
+    through), and the temporary file is removed however the block ends: an interrupted or failed write leaves whatever
+    ``path`` held. Errors are ``OSError``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: two writers never share one
+    tmp.unlink(missing_ok=True)
     try:
-        with open(tmp, "xb") as f:  # "x": never through a file or link already there
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_whole(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` into ``path`` through :func:`replacing`."""
+    with replacing(path) as tmp, open(tmp, "xb") as f:  # "x": never through a file or link that appeared meanwhile
+        f.write(data)
 
 
 def read_small_text(path: Path, error: type[AcousticSenseError], limit: int = MAX_TEXT_BYTES) -> str:

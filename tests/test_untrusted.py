@@ -371,7 +371,7 @@ def test_the_web_page_reads_only_what_was_uploaded_to_it(tiny_bundle, probe, sec
 
 
 def test_a_planted_temp_symlink_is_not_written_through(tmp_path):
-    """Rewriting config.json went through config.json.tmp: a symlink planted there overwrote the file it named."""
+    """Rewriting config.json went through a temporary file: a symlink planted under its name overwrote the file it named."""
     from acousticsense.bundle import write_config
     from acousticsense.config import CONFIG_NAME, read_config
     from acousticsense.options import DEFAULT_BUNDLE
@@ -381,10 +381,26 @@ def test_a_planted_temp_symlink_is_not_written_through(tmp_path):
     (bundle / CONFIG_NAME).write_text((DEFAULT_BUNDLE / CONFIG_NAME).read_text())
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    (bundle / (CONFIG_NAME + ".tmp")).symlink_to(victim)
+    (bundle / f".{CONFIG_NAME}.{os.getpid()}.tmp").symlink_to(victim)
     write_config(bundle, read_config(bundle))
     assert victim.read_text() == "precious"
     assert not (bundle / CONFIG_NAME).is_symlink() and read_config(bundle).labels == read_config(DEFAULT_BUNDLE).labels
+
+
+def test_a_failed_or_interrupted_write_leaves_the_file_as_it_was(tmp_path):
+    """Every file the tool rewrites (a bundle's config and weights, a checkpoint, a log, a report, an export) goes
+    through files.replacing: what fails or is interrupted mid-write leaves the old file and no temporary one."""
+    from acousticsense.files import replacing, write_whole
+
+    path = tmp_path / "report.json"
+    write_whole(path, b"old")
+    for stop in (OSError("disk full"), KeyboardInterrupt()):
+        with pytest.raises(type(stop)), replacing(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise stop
+        assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["report.json"]
+    write_whole(path, b"new")
+    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["report.json"]
 
 
 def test_an_onnx_model_naming_external_data_is_refused(tmp_path):

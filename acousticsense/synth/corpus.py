@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..data import NOT_MUSIC
 from ..errors import ParameterError, output_folder
+from ..files import replacing, write_whole
 from ..speech import have_espeak
 from .arrange import SAMPLE_RATE, SYNTH_VERSION, clip_params, clip_seed
 from .not_music import KINDS, not_music_seed, render_not_music
@@ -30,16 +31,11 @@ MANIFEST_COLUMNS = ("path", "label", "index", "seed", "rng_seed", "tempo", "mete
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM WAV written under a temporary name and moved into place, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with wave.open(str(tmp), "wb") as f:
-            f.setnchannels(1)
-            f.setsampwidth(2)
-            f.setframerate(sample_rate)
-            f.writeframes(np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path) as tmp, wave.open(str(tmp), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(np.round(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def _is_complete(path: Path, frames: int, sample_rate: int) -> bool:
@@ -58,12 +54,6 @@ def _write_clip(job: tuple, path: Path) -> dict:
         audio, params = render_clip(job[0], job[1], job[2], SAMPLE_RATE, job[3])
     _write_wav(path, audio, SAMPLE_RATE)
     return params
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _manifest_row(rel: str, params: dict, seed: int, index: int) -> dict:
@@ -123,7 +113,7 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
         raise ParameterError(f"{out}: holds files synth did not make (no manifest.json of its own); use a new or empty folder")
     output_folder(out)
     header = {**config, "per_genre": per_genre, "not_music": not_music, "genres": list(names)}
-    _write_text(manifest_json, json.dumps({**header, "complete": False, "clips": []}, indent=1))
+    write_whole(manifest_json, json.dumps({**header, "complete": False, "clips": []}, indent=1).encode())
 
     frames, params, todo = round(seconds * SAMPLE_RATE), {}, {}
     rels = []
@@ -163,11 +153,10 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
 
     manifest_csv = out / "manifest.csv"
     rows = [_manifest_row(rel, params[rel], seed, i) for rel, i in rels]
-    with open(manifest_csv.with_name(".manifest.csv.tmp"), "w", newline="", encoding="utf-8") as f:
+    with replacing(manifest_csv) as tmp, open(tmp, "x", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(manifest_csv.with_name(".manifest.csv.tmp"), manifest_csv)
     clips = [{"path": rel, "index": i, **params[rel]} for rel, i in rels]
-    _write_text(manifest_json, json.dumps({**header, "complete": True, "clips": clips}, indent=1))
+    write_whole(manifest_json, json.dumps({**header, "complete": True, "clips": clips}, indent=1).encode())
     return manifest_csv
