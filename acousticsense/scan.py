@@ -203,7 +203,7 @@ def scan(
     files that failed before again. ``write_tags``: write each track's top genre into its file (see
     :mod:`acousticsense.tags`). ``allow_empty``: a ``root`` with no audio file left removes its tracks (otherwise
     :class:`LibraryError`: an unmounted drive looks empty). A track cut short by an earlier, lower ``max_seconds``
-    is analysed again. ``engine``: ``"local"`` or ``"ray"`` (``address``: a Ray cluster; default a local one).
+    is analysed again. ``engine``: ``"local"`` (on ``device``) or ``"ray"`` (``address``: a Ray cluster; default a local one).
     ``on_total(n)`` is called once the files are counted, ``progress(n)`` as each is settled.
     """
     started = time.perf_counter()
@@ -214,6 +214,12 @@ def scan(
         raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if address is not None and engine != "ray":
         raise ParameterError("--address is a Ray cluster's: it needs --engine ray")
+    if device is not None:  # checked before the database is made (the model itself loads with the first new file)
+        if engine == "ray":
+            raise ParameterError("--device is for --engine local: Ray places the model itself (one actor per GPU where the cluster has them)")
+        from .bundle import checked_device
+
+        checked_device(device)
     in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
     key = model_key(bundle)
     if (Path(bundle or DEFAULT_BUNDLE) / "model.onnx").is_file():

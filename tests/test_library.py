@@ -613,3 +613,17 @@ def test_a_higher_max_seconds_analyses_again_what_a_lower_one_cut_short(tmp_path
     assert scan(folder, db, max_seconds=5).counts["unchanged"] == 1  # a lower limit keeps what was analysed in full
     with pytest.raises(ParameterError, match="--address .* needs --engine ray"):
         scan(folder, db, address="127.0.0.1:1")
+
+
+@pytest.mark.parametrize(("engine", "device", "message"), [
+    ("local", "tpu", r"device 'tpu': not a device name \(cpu, cuda or cuda:N\)"),
+    ("ray", "cpu", "--device is for --engine local"),
+])
+def test_a_device_that_cannot_be_used_is_refused_before_the_database_is_made(tmp_path, engine, device, message):
+    """`scan --device tpu` left a new, empty database behind; under Ray the option was silently ignored."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    shutil.copy(EXAMPLES_DIR / "jazz.ogg", folder)
+    with pytest.raises(ParameterError, match=message):
+        scan(folder, tmp_path / "library.db", engine=engine, device=device)
+    assert not (tmp_path / "library.db").exists()
