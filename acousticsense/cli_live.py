@@ -165,6 +165,8 @@ def explain(
         fail(f"--out {out}: {'a folder' if folder else 'no such folder ' + str(out.parent)}; name the PNG file to write")
     if out.suffix.lower() != ".png":  # the map is written as PNG whatever the name says: m.jpg held PNG data
         fail(f"--out {out}: the map is a PNG; name the file .png")
+    if not os.access(out.parent, os.W_OK):  # said before the analysis, not after it
+        fail(f"--out {out}: cannot be written (no permission to write in {out.parent})")
     clf = load_classifier(model, device)
     e = explain_track(clf, sys.stdin.buffer if file == "-" else file, genre, method)
     try:
@@ -175,5 +177,5 @@ def explain(
         typer.echo(json.dumps(e.to_dict() | {"png": str(out)}))
     else:
         typer.echo(f"{e.genre} (p = {e.probability:.3f}, {e.method}): map written to {out}")
-        for code, message in e.warnings:
-            _warn(code, message)
+    for code, message in e.warnings:  # on stderr, as predict --json says them: JSON on stdout stays whole
+        _warn(code, message)

@@ -12,7 +12,7 @@ Methods (``method=``), all from one step-by-step forward pass that equals ``mode
 
 The default, ``grad_rollout``, is chosen by measurement (``benchmarks/bench_explain.py``, BENCHMARKS.md): on the
 16 example clips, deleting its most relevant 20 % of patches lowered the top genre's probability by 0.18 (random
-20 %: 0.002) with the model it was chosen on, on every clip (today's built-in model: 0.37 against 0.028); rollout does 0.21 on average but not on 3 clips, and as it ignores the genre, for a
+20 %: 0.002) with the model it was chosen on, on every clip (today's built-in model: 0.46 against 0.028); rollout does 0.21 on average but not on 3 clips, and as it ignores the genre, for a
 clip's second genre deleting its patches *raises* that genre's probability (median -82 %, where grad_rollout's
 lowers it by 73 %). input × gradient is barely better than random (0.009).
 """
@@ -30,11 +30,11 @@ import torch.nn.functional as F
 
 from .audio import AudioSource
 from .errors import AudioError, ParameterError
-from .features import db_to_image, mel_filters, power_to_db
+from .features import db_to_image, fill_word, mel_filters, power_to_db
 from .files import write_whole
 from .inference import Classifier, Features
 from .options import is_number, label_in, whole_in_range
-from .plots import PLOT_STYLE, styled
+from .plots import PLOT_STYLE, mark_filled, styled
 from .results import aggregate
 
 METHODS = ("grad_rollout", "rollout", "input_x_grad")
@@ -57,12 +57,14 @@ class Explanation:
     relevance: np.ndarray  # (n_mels, frames) float32
     mel_db: np.ndarray  # (n_mels, frames) the track's mel in dB (track reference), for drawing
     seconds_per_frame: float
+    duration: float  # seconds of audio heard: less than the frames cover when a short clip was filled to one window
     mel_hz: np.ndarray  # (n_mels,) each mel band's peak frequency in Hz
     window_frames: list[int]  # first frame of each window (width ``window_width``)
     window_width: int
     window_silent: list[bool]
     patch_maps: np.ndarray = field(repr=False)  # (non-silent windows, rows, cols): each sums to 1, image orientation (row 0: top = high frequencies)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message), as predict's: truncated, short_audio, not_music, ...
+    filled: str | None = None  # how a clip shorter than one window was filled ("repeated", "zero-padded"); None: it was not
 
     def to_dict(self, bands: int | None = None, columns: int | None = None) -> dict[str, Any]:
         """JSON-ready, the map as nested lists ``[band][frame]`` (4 significant digits). At full resolution that
@@ -84,6 +86,7 @@ class Explanation:
             "probability": round(self.probability, 6),
             "top_genre": self.top_genre,
             "method": self.method,
+            "duration": round(self.duration, 3),
             "shape": list(relevance.shape),
             "seconds_per_frame": seconds,
             "mel_hz": [round(float(h), 2) for h in mel_hz],
@@ -130,12 +133,14 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
         relevance=relevance,
         mel_db=power_to_db(features.mel[None], pre)[0].cpu().numpy(),
         seconds_per_frame=pre.hop_length / pre.sample_rate,
+        duration=features.duration,
         mel_hz=mel_filters(replace(pre, preemphasis=0.0)).argmax(-1).numpy() * pre.sample_rate / pre.n_fft,  # band centres
         window_frames=features.frames.tolist(),
         window_width=features.width,
         window_silent=features.silent.tolist(),
         patch_maps=scores.numpy().astype(np.float32),
         warnings=[(w["code"], w["message"]) for w in result.warnings],
+        filled=fill_word(pre) if any(w["code"] == "short_audio" for w in result.warnings) else None,
     )
 
 
@@ -287,8 +292,9 @@ def faithfulness(
 
 def relevance_figure(explanation: Explanation, width: float | None = None) -> Any:
     """The track's mel spectrogram (dB, grey) with the relevance map over it (colour, transparent where low);
-    time in seconds, frequency in Hz; ``width`` in inches (default: growing with the track, 6 to 16).
-    A :class:`matplotlib.figure.Figure` (no pyplot state)."""
+    time in seconds, frequency in Hz; ``width`` in inches (default: growing with the track, 6 to 16). The title
+    names the genre, its probability and the method, and says when the track was flagged not music or low
+    confidence; what filled a clip shorter than one window is shaded. A :class:`matplotlib.figure.Figure` (no pyplot state)."""
     if width is not None and not (is_number(width) and 1 <= width <= 100):
         raise ParameterError(f"width must be a number of inches from 1 to 100, not {width!r}")
     import matplotlib
@@ -308,10 +314,18 @@ def relevance_figure(explanation: Explanation, width: float | None = None) -> An
         ax.imshow(overlay, origin="lower", aspect="auto", extent=extent, interpolation="nearest")
         ticks = np.linspace(0, n_mels - 1, 5).round().astype(int)
         ax.set_yticks(ticks + 0.5, [f"{e.mel_hz[i]:,.0f}" for i in ticks])
-        ax.set(title=f"Where it heard {e.genre} (p = {e.probability:.2f})", xlabel="time (s)", ylabel="frequency (Hz)")
+        ax.set(title=relevance_title(e), xlabel="time (s)", ylabel="frequency (Hz)")
+        mark_filled(ax, e.duration, duration, e.filled)
         mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, 1), "inferno")
         fig.colorbar(mappable, ax=ax, label="relevance (1: the most)")
     return fig
+
+
+def relevance_title(e: Explanation) -> str:
+    """The figure's title: genre, probability and method, and the flag that says not to trust the genre."""
+    codes = {code for code, _ in e.warnings}
+    flag = "\nflagged not music: no genre is named" if "not_music" in codes else "\nflagged low confidence" if "low_confidence" in codes else ""
+    return f"Where it heard {e.genre} (p = {e.probability:.2f}, {e.method}){flag}"
 
 
 def save_png(explanation: Explanation, path: str | os.PathLike) -> None:

@@ -30,10 +30,14 @@ def fit_to_window(samples: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return samples.repeat(-(-win // n))[:win] if pre.short_pad == "repeat" else F.pad(samples, (0, win - n))
 
 
+def fill_word(pre: Preprocessing) -> str:
+    """How :func:`fit_to_window` fills a clip shorter than one window: ``"repeated"`` or ``"zero-padded"``."""
+    return "repeated" if pre.short_pad == "repeat" else "zero-padded"
+
+
 def short_audio(duration: float, pre: Preprocessing) -> tuple[str, str]:
     """The ``short_audio`` warning of a clip of ``duration`` seconds, shorter than one window (see :func:`fit_to_window`)."""
-    fill = "repeated" if pre.short_pad == "repeat" else "zero-padded"
-    return "short_audio", f"clip is {duration:.2f} s, shorter than the {pre.window_seconds:g} s window; it was {fill} to fill one window"
+    return "short_audio", f"clip is {duration:.2f} s, shorter than the {pre.window_seconds:g} s window; it was {fill_word(pre)} to fill one window"
 
 
 def window_starts(n: int, pre: Preprocessing) -> torch.Tensor:

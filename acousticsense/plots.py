@@ -29,3 +29,15 @@ def styled(rc: dict[str, Any] | None = None) -> AbstractContextManager:
     import matplotlib
 
     return matplotlib.rc_context({**(rc or {}), "font.family": list(font_family())})
+
+
+def mark_filled(ax: Any, heard: float, drawn: float, fill: str | None) -> None:
+    """Shade a spectrogram's time axis from ``heard`` seconds (where a clip shorter than the model's window ended)
+    to ``drawn`` (that window's end) and say in the axis label how it was filled (``fill``: "repeated" or
+    "zero-padded"; ``None``: nothing was filled): no one should take it for audio the recording holds. Call it
+    after the axis label is set."""
+    if fill is None or heard >= drawn:
+        return
+    ax.axvspan(heard, drawn, color="white", alpha=0.55, linewidth=0)
+    ax.axvline(heard, color="white", linewidth=1.5)
+    ax.set_xlabel(f"{ax.get_xlabel()}; shaded: the clip {fill} to fill one window")

@@ -28,11 +28,11 @@ from .api import LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
 from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
 from .errors import AcousticSenseError
 from .explain import explain, relevance_figure
-from .features import mel_filters, power_to_db
+from .features import fill_word, mel_filters, power_to_db
 from .inference import Features
 from .model_card import model_card
 from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
-from .plots import PLOT_STYLE, styled
+from .plots import PLOT_STYLE, mark_filled, styled
 from .results import Result
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def is_not_music(result: Result) -> bool:
 
 
 def spectrogram_figure(features: Features) -> Figure:
-    """The whole track's mel spectrogram in dB (the one the model's windows are cut from), with time and frequency axes."""
+    """The whole track's mel spectrogram in dB (the one the model's windows are cut from), with time and frequency
+    axes; what filled a clip shorter than one window is shaded."""
     pre = features.options.pre
     db = power_to_db(features.mel[None], pre)[0].cpu().numpy()
     duration = db.shape[1] * pre.hop_length / pre.sample_rate
@@ -136,6 +137,7 @@ def spectrogram_figure(features: Features) -> Figure:
         ticks = np.linspace(0, pre.n_mels - 1, 5).round().astype(int)
         ax.set_yticks(ticks + 0.5, [f"{band_hz[i]:,.0f}" for i in ticks])
         ax.set(title="Mel spectrogram: what the model sees", xlabel="time (s)", ylabel="frequency (Hz)")
+        mark_filled(ax, features.duration, duration, fill_word(pre) if features.duration < pre.window_seconds else None)
         fig.colorbar(image, ax=ax, label="dB")
     return fig
 
@@ -252,15 +254,16 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
     builtin = default_id in (clf.config.model_id, clf.config.provenance.get("export", {}).get("from"))  # or its ONNX export
     examples = examples_in(examples_dir, clf.labels)
 
-    def classify_and_draw(data: bytes, name: str) -> tuple[Result, Figure, Figure | None]:
+    def classify_and_draw(data: bytes, name: str) -> tuple[Result, Figure, Figure | str]:
         """One pass through the classifier's stages; the spectrogram and the relevance map (where the model
-        looked for the top genre) come from the same features. No map for a silent clip or an ONNX bundle."""
+        looked for the top genre) come from the same features. Instead of a map, why there is none (a silent
+        clip, an ONNX bundle)."""
         features = clf.preprocess(named_bytes(data, name), clf.options(UI_TOP_K, max_seconds=engine.max_seconds))
         result = clf.postprocess(features, clf.forward([features])[0])
         try:
-            relevance = relevance_figure(explain(clf, features), PLOT_WIDTH)
-        except AcousticSenseError:
-            relevance = None
+            relevance: Figure | str = relevance_figure(explain(clf, features), PLOT_WIDTH)
+        except AcousticSenseError as e:
+            relevance = str(e)
         return result, spectrogram_figure(features), relevance
 
     def analyse(path: str | None) -> tuple[Any, ...]:
@@ -274,13 +277,15 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
         except Exception as e:  # noqa: BLE001 - an unforeseen failure on one clip: one line, never a traceback
             return failed(f"could not analyse {name}: {failure_reason(e)}", logging.ERROR)
         report = save_bytes_to_cache(json.dumps(result.to_dict(), indent=1).encode(), f"{Path(name).stem}.genres.json", download.GRADIO_CACHE)
+        drawn = not isinstance(relevance, str)
+        unmapped = [] if drawn or result.silent else [f"No picture of where it looked: {relevance}"]  # silent: said above
         return (
-            summary_text(result, examples.get(hashlib.sha256(data).hexdigest()), builtin),
+            "\n\n".join([summary_text(result, examples.get(hashlib.sha256(data).hexdigest()), builtin), *unmapped]),
             NOT_MUSIC_LABEL if is_not_music(result) else {g.label: g.probability for g in result.top_k} or None,
             gr.DownloadButton(value=report, visible=True),
             gr.Plot(value=spectrogram, visible=True),
             gr.Plot(value=timeline_figure(result, clf.labels), visible=True),
-            gr.Plot(value=relevance, visible=relevance is not None),
+            gr.Plot(value=relevance if drawn else None, visible=drawn),
         )
 
     def api_help(request: gr.Request) -> str:

@@ -145,6 +145,29 @@ def test_figure_is_labelled_and_saved(clf: Classifier, blues, tmp_path: Path) ->
     assert cut.to_dict()["warnings"][0]["code"] == "truncated"
 
 
+def test_the_figure_shows_what_was_heard_and_whether_to_trust_it(clf: Classifier, blues) -> None:
+    """A 0.3 s clip was drawn as 8 s of music titled "Where it heard Metal (p = 1.00)"; a not-music track's map
+    named a genre that the page said it would not name; the title did not say which method made the map."""
+    title = relevance_figure(explain(clf, blues, method="rollout")).axes[0].get_title()
+    assert title.startswith("Where it heard ") and "rollout)" in title and "\n" not in title  # clean music: no flag
+    short = explain(clf, load_audio(EXAMPLES[0], clf.config.preprocessing.sample_rate, max_seconds=1.0).samples)
+    assert short.filled == "repeated" and short.duration == pytest.approx(1.0) and short.to_dict()["duration"] == pytest.approx(1.0)
+    ax = relevance_figure(short).axes[0]
+    drawn = ax.get_xlim()[1]
+    assert drawn == pytest.approx(8.0, abs=0.05) and ax.get_title().endswith("\nflagged low confidence")  # shorter than a third of the window
+    shaded = [p.get_x() for p in ax.patches]  # the part after 1 s is marked as the fill, not as audio
+    assert shaded == [pytest.approx(1.0)] and ax.get_xlabel() == "time (s); shaded: the clip repeated to fill one window"
+    assert not relevance_figure(explain(clf, blues)).axes[0].patches  # a whole window: nothing shaded
+    from acousticsense.ui import spectrogram_figure  # the web page's spectrogram beside it: the same shading
+
+    page = spectrogram_figure(clf.preprocess(load_audio(EXAMPLES[0], clf.config.preprocessing.sample_rate, max_seconds=1.0).samples)).axes[0]
+    assert [p.get_x() for p in page.patches] == [pytest.approx(1.0)] and not spectrogram_figure(blues).axes[0].patches
+    noise = np.random.default_rng(0).standard_normal(22050 * 9).astype(np.float32) * 0.1
+    flagged = explain(clf, noise)
+    assert "not_music" in {c for c, _ in flagged.warnings}
+    assert relevance_figure(flagged).axes[0].get_title().endswith("\nflagged not music: no genre is named")
+
+
 def test_the_rest_api_explains_on_request_and_draws_the_map(tiny_bundle, clip_mp3):
     from fastapi.testclient import TestClient
 
@@ -186,3 +209,8 @@ def test_the_cli_writes_the_map_only_to_a_png_name(clip_mp3, tmp_path):
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and out.stderr == f"error: --out {tmp_path / 'm.jpg'}: the map is a PNG; name the file .png\n"
     assert not (tmp_path / "m.jpg").exists()
+    out = subprocess.run([sys.executable, "-m", "acousticsense.cli", "explain", str(clip_mp3), "--out", str(tmp_path / "m.png"), "--json"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    doc = json.loads(out.stdout)  # 7 s of an 8 s window: said on stderr as without --json (it said nothing)
+    assert out.returncode == 0 and doc["duration"] == pytest.approx(7.0, abs=0.05) and doc["warnings"][0]["code"] == "short_audio"
+    assert out.stderr.startswith("warning: clip is 7.0") and (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

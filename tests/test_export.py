@@ -155,3 +155,17 @@ def test_a_failed_export_into_an_empty_folder_leaves_it_empty(monkeypatch, tiny_
     with pytest.raises(KeyboardInterrupt):
         export.export_onnx(tiny_bundle, tmp_path / "out")
     assert (tmp_path / "out").is_dir() and not list((tmp_path / "out").iterdir())
+
+
+def test_the_web_page_says_why_an_onnx_bundle_draws_no_map(exported, clip_mp3):
+    """The page left the "what the model looked at" picture out for an ONNX bundle without a word."""
+    import httpx
+    from test_serve import running
+    from test_untrusted import gradio_call
+
+    from acousticsense.serve import create_app
+
+    with running(create_app(exported[0], max_seconds=5)) as base:
+        uploaded = httpx.post(f"{base}/gradio_api/upload", files={"files": ("clip.mp3", clip_mp3.read_bytes())}, timeout=30).json()[0]
+        text = gradio_call(base, {"path": uploaded, "meta": {"_type": "gradio.FileData"}})
+    assert "event: complete" in text and "No picture of where it looked: explanations need the torch model" in text, text
