@@ -68,7 +68,7 @@ class Engine:
             if len(features.starts) > SERVER_MAX_EXPLAINED:
                 raise ParameterError(
                     f"{name}: {len(features.starts)} windows to explain, more than the {SERVER_MAX_EXPLAINED} one request may "
-                    "have (each costs a backward pass); explain a shorter clip, use classify?explain=true with a longer hop, or the CLI's `explain` command"
+                    "have (each costs a backward pass); use a longer hop or a shorter clip, or the CLI's `explain` command"
                 )
             result = clf.postprocess(features, clf.forward([features])[0])
             return result, None if result.silent and silent_ok else explain(clf, features, genre)

@@ -125,7 +125,7 @@ class Catalog:
     """An open library database. Writes happen inside :meth:`transaction` blocks; readers never block a scan (WAL)."""
 
     def __init__(self, path: str | Path, create: bool = True):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # as scan takes the library folder: "~/library.db" from Python too
         if self.path.is_dir():
             raise LibraryError(f"{self.path}: is a folder, not a library database file (--db names a file, e.g. library.db)")
         if not create and not self.path.is_file():

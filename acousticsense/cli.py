@@ -174,7 +174,11 @@ def predict(
             out = _Output("json" if as_json else "csv" if as_csv else "table", several=several)
             failed = 0
             try:  # from here a JSON array is closed however the run ends: Ctrl-C while torch loads gives "[]", not nothing
-                clf = load_classifier(model, device, batch_size=batch_size)
+                try:
+                    clf = load_classifier(model, device, batch_size=batch_size)
+                except AcousticSenseError:  # a bad model or device: its one error line, and no output at all
+                    out.discard()
+                    raise
                 results = clf.classify_many(decoded, top_k, window, hop, max_seconds, override_window)  # checked again, by the model
                 with tqdm(total=len(sources), unit="file", disable=None if several else True, file=sys.stderr) as bar:
                     for r in results:  # each result is written as it comes: an interrupted run keeps what it has done
@@ -197,14 +201,13 @@ class _Output:
 
     def __init__(self, kind: str, several: bool):
         self.kind, self.several, self.count = kind, several, 0
-        if kind == "csv":
-            self.csv = csv.writer(sys.stdout)
-            self.csv.writerow(["source", "rank", "label", "probability", "duration", "warnings", "error"])
+        self.csv = csv.writer(sys.stdout)
 
     def write(self, r) -> None:
         from .results import Failure
 
         with _ctrl_c_deferred():  # a result is written whole or not at all
+            self._begin()
             if self.kind == "json":
                 doc = json.dumps(r.to_dict(), indent=2, allow_nan=False)
                 sys.stdout.write(("[\n" if not self.count else ",\n") + textwrap.indent(doc, "  ") if self.several else doc + "\n")
@@ -215,10 +218,20 @@ class _Output:
             sys.stdout.flush()
             self.count += 1
 
+    def _begin(self) -> None:
+        if self.kind == "csv" and not self.count:
+            self.csv.writerow(["source", "rank", "label", "probability", "duration", "warnings", "error"])
+
+    def discard(self) -> None:
+        """Nothing is written, not even an empty array or a header: the run failed before its first file."""
+        self.kind = "none"
+
     def close(self) -> None:
+        """Ends what was written: an interrupted CSV still has its header, a JSON array its bracket."""
+        self._begin()
         if self.kind == "json" and self.several:
             sys.stdout.write("\n]\n" if self.count else "[]\n")
-            sys.stdout.flush()
+        sys.stdout.flush()
 
 
 @contextlib.contextmanager

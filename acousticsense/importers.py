@@ -22,8 +22,8 @@ import torch
 from safetensors import SafetensorError
 
 from .bundle import BundleConfig, check_finite, check_new_bundle_folder, save_bundle, weights_mismatch
-from .config import Preprocessing, check_labels
-from .errors import AcousticSenseError
+from .config import AGGREGATIONS, Preprocessing, check_labels
+from .errors import AcousticSenseError, ParameterError
 from .files import parse_json, read_small_text
 from .model import ARCHITECTURES, build_model
 
@@ -69,6 +69,7 @@ class CheckpointError(AcousticSenseError):
 
 def import_ccmusic(save_pt: str | os.PathLike, out: str | os.PathLike, aggregation: str = "vote") -> Path:
     """Bundle ccmusic's ``vit_b_16_mel/save.pt`` with its 16 labels and its preprocessing."""
+    _check_aggregation(aggregation)
     check_new_bundle_folder(out)
     state = load_state_dict(save_pt)
     config = BundleConfig(
@@ -118,6 +119,7 @@ def import_torchvision(
     must be what the model was trained with; its ``image_size`` is set to the model's.
     """
     name = Path(state_dict_path).name
+    _check_aggregation(aggregation)
     check_new_bundle_folder(out)
     state = load_state_dict(state_dict_path)
     head, pos = state.get("heads.head.weight"), state.get("encoder.pos_embedding")
@@ -168,11 +170,17 @@ def pull(name: str, out: str | os.PathLike | None = None) -> Path:
     return entry.importer(path, out)
 
 
+def _check_aggregation(aggregation: str) -> None:
+    """Said as the option's fault before any file is read (the bundle's config would blame the output folder)."""
+    if aggregation not in AGGREGATIONS:
+        raise ParameterError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}")
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict safely: bare, or wrapped under a common key; a DataParallel ``module.`` prefix is dropped."""
     name = Path(path).name
     if not Path(path).is_file():
-        raise CheckpointError(f"{name}: no such file")
+        raise CheckpointError(f"{name}: {'a folder, not a checkpoint file' if Path(path).is_dir() else 'no such file'}")
     unpacked = _unpacked_bytes(path)
     if unpacked > MAX_CHECKPOINT_BYTES:  # a small compressed file may unpack to gigabytes
         raise CheckpointError(f"{name}: unpacks to {unpacked / 2**30:.1f} GiB; a checkpoint of these models holds at most {MAX_CHECKPOINT_BYTES / 2**30:g} GiB")

@@ -31,6 +31,7 @@ CONTAINER_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_wh
 # PyAV before 19 decodes a file's tags strictly when it opens it (a tag that is not UTF-8 failed the file) unless
 # told to ignore errors; 19 dropped that argument.
 _OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+PLAYLIST_EXTENSIONS = (".m3u", ".m3u8", ".pls")
 _REFUSED = "Format not on whitelist"  # FFmpeg's log message, from the demuxer it refused
 av.logging.set_skip_repeated(False)  # PyAV would drop a log equal to the previous one: two refused files in a row
 _REFERENCES = {  # refused formats whose whole content is a pointer elsewhere
@@ -128,11 +129,12 @@ def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str
     it tried): empty input, a refused format (a playlist or other non-audio demuxer), or unreadable data."""
     if count == 0:
         return AudioError(f"{name}: empty input (0 bytes)")
+    listed = head.removeprefix(b"\xef\xbb\xbf").lstrip().lower().startswith((b"#extm3u", b"[playlist]"))  # m3u, m3u8, pls
     fmt = next((demuxer for _, demuxer, message in logs if message.startswith(_REFUSED)), None)
-    if fmt:
+    if fmt and (fmt in _REFERENCES or not listed):  # a pls is no lyrics file, though FFmpeg's probe reads it as lrc
         why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
         return AudioError(f"{name}: refused: it reads as '{fmt}', not an audio file format this tool reads{why}")
-    if head.removeprefix(b"\xef\xbb\xbf").lstrip().lower().startswith((b"#extm3u", b"[playlist]")):  # m3u, m3u8, pls
+    if listed or (name.lower().endswith(PLAYLIST_EXTENSIONS) and b"\0" not in head):  # a bare m3u: text, a name a line
         return AudioError(f"{name}: refused: a playlist (m3u/pls), not audio; its entries are not opened (give the audio files themselves)")
     return AudioError(f"{name}: not a readable audio {what} ({ffmpeg_reason(error)})")
 

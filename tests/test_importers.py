@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from acousticsense.bundle import BundleError, load_bundle, read_config
 from acousticsense.cli import app
+from acousticsense.errors import ParameterError
 from acousticsense.features import windows_to_images
 from acousticsense.inference import Classifier
 from acousticsense.importers import (
@@ -178,6 +179,9 @@ def test_non_checkpoints_are_refused(tmp_path):
         load_state_dict(tmp_path / "whole.pt")
     with pytest.raises(CheckpointError, match=r"^missing.pt: no such file"):
         load_state_dict(tmp_path / "missing.pt")
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(CheckpointError, match=r"^folder.pt: a folder, not a checkpoint file$"):
+        load_state_dict(tmp_path / "folder.pt")
 
     class Evil:
         def __reduce__(self):
@@ -209,6 +213,8 @@ def test_bad_inputs_of_an_import_are_named(tmp_path):
     torch.save(state | {"class_token": torch.full_like(state["class_token"], float("nan"))}, tmp_path / "nan.pt")
     with pytest.raises(BundleError, match=r"^nan.pt: weights hold NaN or infinite values \(class_token\)"):
         import_torchvision(tmp_path / "nan.pt", ["a", "b"], tmp_path / "out")
+    with pytest.raises(ParameterError, match=r"^aggregation must be one of mean, vote, not 'median'$"):  # blamed the output folder
+        import_torchvision(tmp_path / "w.safetensors", ["a", "b"], tmp_path / "out", aggregation="median")
     assert not (tmp_path / "out").exists() and not (tmp_path / "pwned").exists()
 
 

@@ -216,6 +216,19 @@ def test_cli_failures_are_one_line_and_others_still_run(tiny_bundle, clip_mp3, t
     assert rows[0]["error"].startswith(str(text))
 
 
+def test_cli_a_model_that_fails_to_load_writes_no_output(tiny_bundle, clip_mp3, tmp_path):
+    """`--csv` had written its header before the model was refused (and `--json` of several files "[]")."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for fmt in ("--csv", "--json"):
+        out = _cli("predict", clip_mp3, clip_mp3, "--model", broken, fmt)
+        assert out.returncode == 2 and out.stdout == "" and out.stderr.startswith("error:") and "Traceback" not in out.stderr, out
+
+
 def test_cli_predict_of_a_folder_takes_its_audio_files(tiny_bundle, clip_mp3, tmp_path):
     """A folder stands for its audio files (by extension, sorted, sub-folders too, as `scan` walks); one with none is an error."""
     album = tmp_path / "album"

@@ -627,3 +627,11 @@ def test_a_device_that_cannot_be_used_is_refused_before_the_database_is_made(tmp
     with pytest.raises(ParameterError, match=message):
         scan(folder, tmp_path / "library.db", engine=engine, device=device)
     assert not (tmp_path / "library.db").exists()
+
+
+def test_a_database_under_home_is_found_as_the_library_folder_is(tmp_path, monkeypatch):
+    """From Python, scan("~/Music", "~/library.db") expanded the folder's "~" but not the database's."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "lib").mkdir()
+    shutil.copy(EXAMPLES_DIR / "jazz.ogg", tmp_path / "lib")
+    assert scan("~/lib", "~/library.db").counts["classified"] == 1 and (tmp_path / "library.db").is_file()

@@ -96,6 +96,8 @@ def make_corpus(d: Path, probe_url: str, secret: Path) -> dict[str, str | None]:
         "list.wav": (f"ffconcat version 1.0\nfile {probe_url}/y.wav\n".encode(), REFUSED.format("concat")),
         "plain.m3u": (f"#EXTM3U\n{secret}\n{probe_url}/z.mp3\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # no demuxer reads it
         "media.m3u8": (f"\ufeff#EXTM3U\n#EXTINF:10,\n{secret}\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # too little for FFmpeg's hls probe
+        "radio.pls": (f"[playlist]\nFile1={probe_url}/s.mp3\nFile2={secret}\nNumberOfEntries=2\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # FFmpeg reads it as lrc
+        "bare.m3u": (f"{probe_url}/a.mp3\n{secret}\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # no #EXTM3U line: a name a line
         # truncated and corrupt
         "half.mp3": (encoded[".mp3"][: len(encoded[".mp3"]) // 2], "truncated_input"),
         "half.ogg": (encoded[".ogg"][: len(encoded[".ogg"]) // 2], "truncated_input"),
