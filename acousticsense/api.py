@@ -196,9 +196,9 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
     async def classify(
         request: Request,
         file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
-        top_k: Annotated[int, Query(ge=1, description="Genres to report")] = DEFAULT_TOP_K,
-        window: Annotated[Optional[float], Query(allow_inf_nan=False, description=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default: the model's; another needs override_window)")] = None,
-        hop: Annotated[Optional[float], Query(allow_inf_nan=False, description=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default: the model's)")] = None,
+        top_k: Annotated[int, Query(description="Genres to report (at least 1)")] = DEFAULT_TOP_K,
+        window: Annotated[Optional[float], Query(description=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default: the model's; another needs override_window)")] = None,
+        hop: Annotated[Optional[float], Query(description=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default: the model's)")] = None,
         override_window: Annotated[bool, Query(description="Allow a window other than the model's (flagged `window_override`)")] = False,
         explain: Annotated[bool, Query(description=f"Also return `explanation`: where the model looked, summed into ≤ {EXPLAIN_BANDS} mel bands × ≤ {EXPLAIN_COLUMNS} time columns")] = False,
         genre: Annotated[Optional[str], Query(description="With explain: the genre to explain (default: the top one)")] = None,
@@ -207,6 +207,10 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         if genre is not None and not explain:
             raise HTTPException(400, "genre: only used with explain=true (the genre to explain)")
         options = dict(top_k=top_k, window=window, hop=hop, override_window=override_window)
+        try:  # before the upload queues, in the words the command line uses for the same value
+            engine.classifier.config.options(max_seconds=engine.max_seconds, **options)
+        except ParameterError as e:
+            raise HTTPException(400, str(e)) from None
         if not explain:
             return (await guarded(request, file, engine.classify, **options)).to_dict()
         result, explanation = await guarded(request, file, engine.explained, genre=checked_genre(genre), silent_ok=True, **options)

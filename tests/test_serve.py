@@ -102,7 +102,9 @@ def test_bad_input_gets_a_one_line_422(url, clip_bytes):
     assert r.status_code == 422
     assert r.json()["detail"].startswith("notes.txt: not a readable audio file") and "\n" not in r.json()["detail"]
     r = classify(url, clip_bytes, top_k=0)
-    assert r.status_code == 400 and r.json() == {"detail": "top_k: Input should be greater than or equal to 1"}
+    assert r.status_code == 400 and r.json() == {"detail": "top_k must be a whole number of at least 1, not 0"}  # the CLI's words
+    r = classify(url, clip_bytes, hop="nan")
+    assert r.status_code == 400 and r.json() == {"detail": "hop must be a number from 0.1 to 3600 s, not nan"}
     r = httpx.post(f"{url}/api/v1/classify", data={"x": "1"})
     assert r.status_code == 422 and r.json() == {"detail": "file: missing: POST the audio as the form field 'file' of a multipart/form-data upload (curl -F file=@song.mp3)"}
     r = httpx.post(f"{url}/api/v1/classify", files={"audio": ("a.mp3", clip_bytes)})  # another field name: the same answer
