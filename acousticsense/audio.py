@@ -20,7 +20,7 @@ import av.logging
 import numpy as np
 
 from .config import RESAMPLERS
-from .containers import announced_seconds, ogg_unended, wav_declared_seconds
+from .containers import Length
 from .errors import AudioError, ParameterError
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range, is_whole, whole_in_range
 from .sources import CONTAINER_OPTIONS, AudioSource, Counted, ffmpeg_reason, open_container, open_failure, open_path, source_name
@@ -30,7 +30,6 @@ __all__ = ["AUDIO_EXTENSIONS", "Audio", "AudioError", "AudioSource", "check_rate
 MIN_SOURCE_RATE = 1000  # Hz; a header claiming less is lying (and would cost a huge resampled output)
 MAX_SOURCE_RATE = 768_000  # Hz
 MAX_PEAK = 1e3  # float samples beyond +60 dBFS are scaled down to full scale (they overflow float32 powers)
-TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
 CORRUPT_RUN = 100  # corrupt packets in a row after which decoding gives up (one is skipped and decoding goes on)
 CORRUPT_PEAK = 16.0  # after corrupt data, a decoded float frame beyond this (+24 dBFS) is garbage: skipped too
 AUDIO_EXTENSIONS = frozenset(".mp3 .m4a .aac .mp4 .ogg .oga .opus .flac .wav .aif .aiff .wma .webm .mka".split())  # what a folder is read for (scan, predict, train)
@@ -133,8 +132,6 @@ def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: floa
     if error is not None:
         raise open_failure(name, error, logs, file.count, head=file.head) from None
     warnings: list[tuple[str, str]] = []
-    declared = wav_declared_seconds(file) if container.format.name == "wav" else 0.0
-    unended = container.format.name == "ogg" and ogg_unended(file)
     with container, av.logging.Capture(local=True):
         if not container.streams.audio:
             raise AudioError(f"{name}: contains no audio stream")
@@ -146,7 +143,8 @@ def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: floa
         if src_rate:  # 0: the header does not say; each frame's rate is checked
             check_rate(src_rate, name)
         native, sample_rate = sample_rate is None, sample_rate or src_rate
-        announced = max(declared, announced_seconds(container, stream))
+        length = Length(container, stream, file)
+        announced = length.announced
         limit = math.inf if max_seconds is None else int(max_seconds * sample_rate)
         out = _Samples(None if max_seconds is None else limit + 1)  # one past the cap: _finish then knows it was cut
         setup, convert, blocks, skipped = None, False, None, []
@@ -186,10 +184,8 @@ def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: floa
             of = f" of the {announced:.1f} s announced" if announced > decoded else ""
             if out.size <= limit and skipped:  # what is missing is what they held, whatever a header says
                 warnings.append(("decode_error", f"skipped {_count(skipped)} ({skipped[0]}) and decoded the rest: {decoded:.1f} s{of}"))
-            elif out.size <= limit and announced and announced - decoded > max(1.0, TRUNCATION_TOLERANCE * announced):
-                warnings.append(("truncated_input", f"the file announces {announced:.1f} s but only {decoded:.1f} s decode: it is cut short (an incomplete download?)"))
-            elif out.size <= limit and unended:
-                warnings.append(("truncated_input", f"the Ogg stream stops after {decoded:.1f} s without its end-of-stream page: it is cut short (an incomplete download?)"))
+            elif out.size <= limit and (cut := length.cut_short(decoded)):
+                warnings.append(cut)
     samples = out.samples()
     return samples, src_rate, channels, warnings
 

@@ -11,6 +11,25 @@ import av
 
 OGG_TAIL = 65_307 + 27  # bytes read from an Ogg file's end: its largest possible page, and the next header
 WAV_HEADER_CHUNKS = 64  # chunks (LIST, fact, ...) read before a WAV's data chunk, looking for its declared size
+TRUNCATION_TOLERANCE = 0.02  # announced vs decoded: a shortfall above 2 % (and 1 s) is reported
+
+
+class Length:
+    """What an opened file says of its length, read before it is decoded: seconds announced (a WAV's declared data
+    size or the header's or index's duration; 0 when unknown) and whether an Ogg file lacks its end."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.audio.stream.AudioStream, file: BinaryIO):
+        declared = wav_declared_seconds(file) if container.format.name == "wav" else 0.0
+        self.announced = max(declared, announced_seconds(container, stream))
+        self.unended = container.format.name == "ogg" and ogg_unended(file)
+
+    def cut_short(self, decoded: float) -> tuple[str, str] | None:
+        """The ``truncated_input`` warning when ``decoded`` seconds (the whole file decoded cleanly) fall short of it."""
+        if self.announced and self.announced - decoded > max(1.0, TRUNCATION_TOLERANCE * self.announced):
+            return "truncated_input", f"the file announces {self.announced:.1f} s but only {decoded:.1f} s decode: it is cut short (an incomplete download?)"
+        if self.unended:
+            return "truncated_input", f"the Ogg stream stops after {decoded:.1f} s without its end-of-stream page: it is cut short (an incomplete download?)"
+        return None
 
 
 def announced_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:

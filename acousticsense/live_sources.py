@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from .audio import average_channels, check_rate
+from .containers import Length
 from .errors import AudioError, ParameterError
 from .sources import CONTAINER_OPTIONS, AudioSource, Counted, ffmpeg_reason, open_container, open_failure, open_path, source_name
 
@@ -78,7 +79,9 @@ class _Mono:
         return out
 
 
-def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False, timeout: float = URL_TIMEOUT) -> Iterator[np.ndarray]:
+def decode_stream(
+    source: AudioSource, sample_rate: int, allow_url: bool = False, timeout: float = URL_TIMEOUT, on_warning: Callable[[str, str], None] | None = None
+) -> Iterator[np.ndarray]:
     """Decode ``source`` incrementally to chunks of mono float32 at ``sample_rate``, each as soon as its packet arrives.
 
     ``source``: a path, or a binary file object (a pipe, ``sys.stdin.buffer``), read with :mod:`~acousticsense.audio`'s
@@ -86,6 +89,8 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
     (the command line, for a URL its user typed; never a server on behalf of a client), an http, https, tcp or tls URL:
     only those protocols, the same demuxer allow-list (no HLS, DASH or other playlists), and ``timeout`` seconds
     without data end it with an :class:`AudioError`. Other schemes (``file:``, ``concat:``, ``subfile:``, ...) are refused.
+    ``on_warning(code, message)`` hears, once the stream has ended, that a file was cut short (``truncated_input``,
+    as :func:`~acousticsense.audio.load_audio` says it).
     """
     name = source_name(source)
     if isinstance(source, (str, os.PathLike)):
@@ -107,10 +112,13 @@ def decode_stream(source: AudioSource, sample_rate: int, allow_url: bool = False
         raise AudioError(f"{name}: not a stream source (a path, a binary file object or a URL)")
     file = _Arriving(raw, name)  # type: ignore[arg-type]
     options = CONTAINER_OPTIONS if file.seekable() else {**CONTAINER_OPTIONS, **_PROBE}
-    return _decoded(lambda: open_container(file, container_options=options), name, sample_rate, file, raw if owned else None)
+    return _decoded(lambda: open_container(file, container_options=options), name, sample_rate, file, raw if owned else None, on_warning=on_warning)
 
 
-def _decoded(opener: Callable[[], Any], name: str, rate: int, file: Counted | None = None, owned: Any = None, timeout: float = 0) -> Iterator[np.ndarray]:
+def _decoded(
+    opener: Callable[[], Any], name: str, rate: int, file: Counted | None = None, owned: Any = None, timeout: float = 0,
+    on_warning: Callable[[str, str], None] | None = None,
+) -> Iterator[np.ndarray]:
     """The chunks of the container ``opener`` opens; ``owned`` (a file opened here) is closed at the end."""
     stalled = (av.ExitError, av.TimeoutError)  # a URL's read timeout
 
@@ -130,7 +138,9 @@ def _decoded(opener: Callable[[], Any], name: str, rate: int, file: Counted | No
         with container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: contains no audio stream")
-            frames, mono, decoded = container.decode(container.streams.audio[0]), _Mono(rate, name), 0
+            stream = container.streams.audio[0]
+            length = Length(container, stream, file) if file is not None and on_warning is not None else None  # a URL: nothing to compare
+            frames, mono, decoded = container.decode(stream), _Mono(rate, name), 0
             while True:
                 try:
                     with av.logging.Capture(local=True):  # per frame: hours of a stream keep no log
@@ -150,9 +160,12 @@ def _decoded(opener: Callable[[], Any], name: str, rate: int, file: Counted | No
                     decoded += len(chunk)
                     yield chunk
             tail = mono.flush()
-            if not decoded and not sum(map(len, tail)):  # predict says the same of such a file
+            decoded += sum(map(len, tail))
+            if not decoded:  # predict says the same of such a file
                 raise AudioError(f"{name}: contains no audio samples")
             yield from tail
+            if length is not None and (cut := length.cut_short(decoded / rate)):
+                on_warning(cut[0], f"{name}: {cut[1]}")
     finally:
         if owned is not None:
             owned.close()

@@ -488,3 +488,21 @@ def test_a_file_without_samples_is_an_error_as_for_predict(tmp_path):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050)
     with pytest.raises(AudioError, match="c0.wav: contains no audio samples"):
         list(decode_stream(tmp_path / "c0.wav", 22050))
+
+
+def test_a_file_cut_short_is_said_as_predict_says_it(tmp_path):
+    """`stream` of a half-downloaded file said nothing where `predict` warns truncated_input."""
+    import struct
+
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes((EXAMPLES_DIR / "jazz.ogg").read_bytes()[:20000])  # no end-of-stream page
+    pcm = np.zeros(SR * 2, "<i2").tobytes()  # a WAV whose header claims 6 s and holds 2
+    body = b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, SR, SR * 2, 2, 16) + b"data" + struct.pack("<I", SR * 12) + pcm
+    (tmp_path / "lying.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    for path in (cut, tmp_path / "lying.wav", EXAMPLES_DIR / "jazz.ogg"):
+        said: list[tuple[str, str]] = []
+        streamed = np.concatenate(list(decode_stream(path, SR, on_warning=lambda code, message, said=said: said.append((code, message)))))
+        offline = load_audio(path, SR)
+        assert len(streamed) == len(offline.samples)
+        assert said == [(code, f"{path}: {message}") for code, message in offline.warnings if code == "truncated_input"]
+        assert len(said) == (path != EXAMPLES_DIR / "jazz.ogg")
