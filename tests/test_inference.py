@@ -265,7 +265,7 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
         bad = _cli(*args) if args[0] == "frobnicate" else _cli("predict", *args)  # were 5-line boxed usage panels
         assert bad.returncode == 2 and bad.stderr == f"error: {message}\n", bad.stderr
     bad = _cli("predict", clip_mp3, "--batch-size", "0")  # a value typer checks: one line as well, not a boxed usage text
-    assert bad.returncode == 2 and bad.stderr == "error: Invalid value for '--batch-size': Input should be greater than or equal to 1\n"
+    assert bad.returncode == 2 and bad.stderr == "error: Invalid value for '--batch-size': 0 is not in the range 1<=x<=4096.\n"
 
 
 def test_precision_defaults_to_fp32_on_the_cpu_and_bf16_stays_close(tiny_bundle, clip_mp3):

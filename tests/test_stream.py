@@ -293,7 +293,7 @@ def test_cli_threads_out_of_range_is_a_usage_error(tiny_bundle):
     from acousticsense import cli_live
 
     ran = CliRunner().invoke(cli_live.app, ["stream", "-", "--model", str(tiny_bundle), "--threads", "100000"])
-    assert ran.exit_code == 2 and "Traceback" not in ran.output and ran.output == "error: Invalid value for '--threads': Input should be less than or equal to 256\n"
+    assert ran.exit_code == 2 and "Traceback" not in ran.output and ran.output == "error: Invalid value for '--threads': 100000 is not in the range 1<=x<=256.\n"
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # SIGTERM: systemd's, docker's stop (was a silent kill)
