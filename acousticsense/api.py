@@ -68,7 +68,7 @@ class Engine:
             if len(features.starts) > SERVER_MAX_EXPLAINED:
                 raise ParameterError(
                     f"{name}: {len(features.starts)} windows to explain, more than the {SERVER_MAX_EXPLAINED} one request may "
-                    "have (each costs a backward pass); use a longer hop or a shorter clip, or the CLI's `explain` command"
+                    "have (each costs a backward pass); explain a shorter clip (with classify?explain=true: or a longer hop), or use the CLI's `explain` command"
                 )
             result = clf.postprocess(features, clf.forward([features])[0])
             return result, None if result.silent and silent_ok else explain(clf, features, genre)
@@ -196,7 +196,7 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
     async def classify(
         request: Request,
         file: Annotated[UploadFile, File(description="An audio file: wav, flac, mp3, ogg, opus, m4a, ...")],
-        top_k: Annotated[int, Query(description="Genres to report (at least 1)")] = DEFAULT_TOP_K,
+        top_k: Annotated[int, Query(description="Genres to report", json_schema_extra={"minimum": 1})] = DEFAULT_TOP_K,
         window: Annotated[Optional[float], Query(description=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default: the model's; another needs override_window)")] = None,
         hop: Annotated[Optional[float], Query(description=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default: the model's)")] = None,
         override_window: Annotated[bool, Query(description="Allow a window other than the model's (flagged `window_override`)")] = False,

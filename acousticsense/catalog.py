@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .errors import AcousticSenseError, ParameterError
+from .folders import FileState
 from .options import is_number, is_whole, label_in
 
 SCHEMA_VERSION = 1
@@ -109,16 +110,6 @@ class Outcome:
         if d["embedding"] is not None:
             d["embedding"] = np.asarray(d["embedding"], dtype=np.float32)
         return cls(**d)
-
-
-@dataclass
-class FileState:
-    """A file as the scan found it on disk."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    hash: str | None = None
 
 
 class Catalog:

@@ -107,7 +107,7 @@ def load_classifier(model: Path | None, device: str | None, **kwargs):
     try:
         return Classifier.from_bundle(model, device=device, **kwargs)
     except RuntimeError as e:  # e.g. an unavailable CUDA device
-        fail(f"cannot use device {device!r}: {e}")
+        fail(f"cannot load the model on {device or 'the default device'}: {e}")
 
 
 def _sources(files: list[str]) -> tuple[list, bool, dict[str, str]]:
@@ -122,7 +122,7 @@ def _sources(files: list[str]) -> tuple[list, bool, dict[str, str]]:
     for f in files:
         if f != "-" and os.path.isdir(f):
             from .audio import AUDIO_EXTENSIONS
-            from .scan import WalkNotes, walk
+            from .folders import WalkNotes, walk
 
             notes = WalkNotes()
             found = [state.path for state in walk(Path(f), notes)]
@@ -176,7 +176,7 @@ def predict(
             try:  # from here a JSON array is closed however the run ends: Ctrl-C while torch loads gives "[]", not nothing
                 try:
                     clf = load_classifier(model, device, batch_size=batch_size)
-                except AcousticSenseError:  # a bad model or device: its one error line, and no output at all
+                except (AcousticSenseError, typer.Exit):  # a bad model or device: its one error line, and no output at all
                     out.discard()
                     raise
                 results = clf.classify_many(decoded, top_k, window, hop, max_seconds, override_window)  # checked again, by the model

@@ -172,10 +172,8 @@ def _written(out: Path, fmt: str) -> Iterator[TextIO]:
     other = {"csv": "json", "json": "csv"}[fmt]
     if out.suffix.lower() == f".{other}":  # JSON in a .csv file would be read as CSV by the next program
         fail(f"--out {out}: a .{other} name for --{fmt} output; name it .{fmt} or use --{other}")
-    with replacing(out) as tmp:
-        try:
-            f = open(tmp, "x", newline="")  # noqa: SIM115 - closed below; "x": never through a file or link that appeared meanwhile
-        except OSError as e:
-            fail(f"--out {out}: cannot be written ({e.strerror or e})")
-        with f:
+    try:
+        with replacing(out) as tmp, open(tmp, "x", newline="") as f:  # "x": never through a file or link that appeared meanwhile
             yield f
+    except OSError as e:  # a name too long, no permission, a full disk: what the export writes is all that fails here
+        fail(f"--out {out}: cannot be written ({e.strerror or e})")

@@ -166,7 +166,7 @@ def explain(
     if out.suffix.lower() != ".png":  # the map is written as PNG whatever the name says: m.jpg held PNG data
         fail(f"--out {out}: the map is a PNG; name the file .png")
     if not os.access(out.parent, os.W_OK):  # said before the analysis, not after it
-        fail(f"--out {out}: cannot be written (no permission to write in {out.parent})")
+        fail(f"--out {out}: cannot be written (the folder {out.parent} is not writable)")
     clf = load_classifier(model, device)
     e = explain_track(clf, sys.stdin.buffer if file == "-" else file, genre, method)
     try:

@@ -79,7 +79,7 @@ def evaluate(
         report = run_evaluation(bundle, data, out, device=device, batch_size=batch_size, progress=True, held_out=record)
         replaced = record_metrics(bundle, report) if record else None
     except RuntimeError as e:
-        fail(f"cannot use device {device!r}: {e}")
+        fail(f"cannot evaluate on {device or 'the default device'}: {e}")
     t = report["tracks"]
     typer.echo(f"{report['model_id']} on {data}: {t['scored']} tracks scored ({t['failed']} failed, {t['silent']} silent)")
     for level in ("track", "window"):

@@ -24,7 +24,7 @@ from .audio import AUDIO_EXTENSIONS
 from .config import case_clashes
 from .errors import AcousticSenseError
 from .files import has_control_characters, read_json, read_small_text
-from .scan import walk
+from .folders import walk
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"

@@ -12,7 +12,7 @@ Methods (``method=``), all from one step-by-step forward pass that equals ``mode
 
 The default, ``grad_rollout``, is chosen by measurement (``benchmarks/bench_explain.py``, BENCHMARKS.md): on the
 16 example clips, deleting its most relevant 20 % of patches lowered the top genre's probability by 0.18 (random
-20 %: 0.002) with the model it was chosen on, on every clip (today's built-in model: 0.46 against 0.028); rollout does 0.21 on average but not on 3 clips, and as it ignores the genre, for a
+20 %: 0.002) with the model it was chosen on, on every clip (today's built-in model: 0.46 against 0.028 on average); rollout does 0.21 on average but not on 3 clips, and as it ignores the genre, for a
 clip's second genre deleting its patches *raises* that genre's probability (median -82 %, where grad_rollout's
 lowers it by 73 %). input × gradient is barely better than random (0.009).
 """

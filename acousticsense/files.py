@@ -31,12 +31,35 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     ``path`` held. Errors are ``OSError``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: two writers never share one
+    _sweep(path)
     tmp.unlink(missing_ok=True)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _sweep(path: Path) -> None:
+    """Remove what a killed process (``kill -9``, out of memory) left while it rewrote ``path``: its temporary file,
+    named by a process id that no longer runs. Those of running processes are theirs."""
+    prefix = f".{path.name}."
+    with os.scandir(path.parent) as entries:
+        stale = [e.path for e in entries if e.name.startswith(prefix) and e.name.endswith(".tmp") and not _running(e.name[len(prefix) : -4])]
+    for name in stale:
+        Path(name).unlink(missing_ok=True)
+
+
+def _running(pid: str) -> bool:
+    if not pid.isdigit():
+        return True  # not one of ours: left alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def write_whole(path: str | os.PathLike, data: bytes) -> None:

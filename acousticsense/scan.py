@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import sqlite3
-import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -24,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .audio import AUDIO_EXTENSIONS
-from .catalog import Catalog, FileState, LibraryError, Outcome, stored_text
+from .catalog import Catalog, LibraryError, Outcome, stored_text
 from .errors import AcousticSenseError, ParameterError
+from .folders import FileState, WalkNotes, walk
 from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
 from .results import FLAGS
-from .tags import TEMP_PREFIX, write_genre
+from .tags import write_genre
 
 TOP_K = 5  # genres kept in a track's ``top_k`` (its whole distribution goes to ``track_genres``)
 COMMIT_SECONDS = 1.0  # cheap bookkeeping (files found unchanged) is committed at least this often
@@ -79,60 +78,6 @@ def file_hash(path: str | os.PathLike) -> str:
     """BLAKE2b-128 of a file's bytes (hex)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
-
-
-@dataclass
-class WalkNotes:
-    """What a walk passed over: folders it could not list, names it could not store, ``--write-tags`` leftovers."""
-
-    unreadable: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    temps: list[str] = field(default_factory=list)
-
-
-def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
-    """Audio files under ``root`` (by extension), depth first and sorted per folder, with their size and mtime.
-
-    Symbolic links are not followed (a file in the library must not decide what else is read). Folders that
-    cannot be listed, names that are not valid UTF-8 (the database stores text) and temporary copies left by a
-    killed ``--write-tags`` are passed over and noted in ``notes``.
-    """
-    notes = notes or WalkNotes()
-    stack: list[Iterator[os.DirEntry]] = []
-
-    def enter(folder: str) -> None:
-        try:
-            stack.append(iter(sorted(os.scandir(folder), key=lambda e: e.name)))
-        except OSError as e:
-            notes.unreadable.append(f"{folder}: cannot be listed ({e.strerror or e})")
-
-    enter(str(root))
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            continue
-        if entry.name.startswith(TEMP_PREFIX) and stat.S_ISREG(st.st_mode):
-            notes.temps.append(entry.path)
-            continue
-        if not stat.S_ISDIR(st.st_mode) and Path(entry.name).suffix.lower() not in AUDIO_EXTENSIONS:
-            continue
-        try:
-            entry.path.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
-            notes.skipped.append(f"{shown}: skipped, its name is not valid UTF-8 (rename it to analyse it)")
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            enter(entry.path)
-        else:
-            yield FileState(entry.path, st.st_size, st.st_mtime_ns)
 
 
 def outcome_of(result: Any) -> Outcome:

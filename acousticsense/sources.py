@@ -134,9 +134,21 @@ def open_failure(name: str, error: BaseException, logs: list[tuple[int, str, str
     if fmt and (fmt in _REFERENCES or not listed):  # a pls is no lyrics file, though FFmpeg's probe reads it as lrc
         why = f" ({_REFERENCES[fmt]}: it would make FFmpeg open other files, URLs or ports)" if fmt in _REFERENCES else ""
         return AudioError(f"{name}: refused: it reads as '{fmt}', not an audio file format this tool reads{why}")
-    if listed or (name.lower().endswith(PLAYLIST_EXTENSIONS) and b"\0" not in head):  # a bare m3u: text, a name a line
+    if listed or (name.lower().endswith(PLAYLIST_EXTENSIONS) and _text(head)):  # a bare m3u: a file name or URL a line
         return AudioError(f"{name}: refused: a playlist (m3u/pls), not audio; its entries are not opened (give the audio files themselves)")
     return AudioError(f"{name}: not a readable audio {what} ({ffmpeg_reason(error)})")
+
+
+def _text(head: bytes) -> bool:
+    """Whether a file's first bytes read as text: UTF-8 (a character cut at the end aside), no control characters but tabs and line ends."""
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:
+            return False
+        text = head[: e.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def open_container(file: Any, **options: Any) -> av.container.InputContainer:

@@ -23,10 +23,10 @@ from mutagen.id3 import ID3, TCON
 
 from .audio import load_audio
 from .errors import AcousticSenseError, AudioError
+from .folders import TEMP_PREFIX
 
 __all__ = ["TEMP_PREFIX", "TagError", "read_genre", "remove_stale_temps", "write_genre"]
 
-TEMP_PREFIX = ".acousticsense-tmp-"  # every temporary copy's name starts with this
 CHECK_RATE, CHECK_SECONDS = 22050, 5.0  # how much of the audio is decoded before and after tagging
 
 

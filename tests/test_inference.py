@@ -229,6 +229,22 @@ def test_cli_a_model_that_fails_to_load_writes_no_output(tiny_bundle, clip_mp3, 
         assert out.returncode == 2 and out.stdout == "" and out.stderr.startswith("error:") and "Traceback" not in out.stderr, out
 
 
+def test_cli_a_model_that_fails_in_torch_writes_no_output(tiny_bundle, clip_mp3, monkeypatch):
+    """A RuntimeError while the model loads (CUDA out of memory) still printed "[]" and named "device None"."""
+    from typer.testing import CliRunner
+
+    from acousticsense.cli import app
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(Classifier, "from_bundle", out_of_memory)
+    for fmt in ("--json", "--csv"):
+        ran = CliRunner().invoke(app, ["predict", str(clip_mp3), str(clip_mp3), "--model", str(tiny_bundle), fmt])
+        assert ran.exit_code == 2 and ran.stdout == "", ran.output
+        assert ran.stderr == "error: cannot load the model on the default device: CUDA error: out of memory\n"
+
+
 def test_cli_predict_of_a_folder_takes_its_audio_files(tiny_bundle, clip_mp3, tmp_path):
     """A folder stands for its audio files (by extension, sorted, sub-folders too, as `scan` walks); one with none is an error."""
     album = tmp_path / "album"

@@ -503,6 +503,9 @@ def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(librar
     assert same.returncode == 2 and "is the database itself" in same.stderr and db.read_bytes() == before
     nowhere = run("export", "--db", str(db), "--csv", "--out", str(tmp_path / "no" / "x.csv"))
     assert nowhere.returncode == 2 and nowhere.stderr.startswith("error: --out") and "Traceback" not in nowhere.stderr
+    long = tmp_path / ("a" * 246 + ".csv")  # fits the system's 255 bytes; its temporary name does not
+    too_long = run("export", "--db", str(db), "--csv", "--out", str(long))
+    assert too_long.returncode == 2 and too_long.stderr == f"error: --out {long}: cannot be written (File name too long)\n"
     track = folder / "b" / "broken.mp3"
     audio = track.read_bytes()
     onto_a_track = run("export", "--db", str(db), "--csv", "--out", str(track))

@@ -98,6 +98,7 @@ def make_corpus(d: Path, probe_url: str, secret: Path) -> dict[str, str | None]:
         "media.m3u8": (f"\ufeff#EXTM3U\n#EXTINF:10,\n{secret}\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # too little for FFmpeg's hls probe
         "radio.pls": (f"[playlist]\nFile1={probe_url}/s.mp3\nFile2={secret}\nNumberOfEntries=2\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # FFmpeg reads it as lrc
         "bare.m3u": (f"{probe_url}/a.mp3\n{secret}\n".encode(), "refused: a playlist (m3u/pls), not audio"),  # no #EXTM3U line: a name a line
+        "noise.m3u": (bytes(range(200, 256)) * 40, "not a readable audio file"),  # binary under a playlist's name is no playlist
         # truncated and corrupt
         "half.mp3": (encoded[".mp3"][: len(encoded[".mp3"]) // 2], "truncated_input"),
         "half.ogg": (encoded[".ogg"][: len(encoded[".ogg"]) // 2], "truncated_input"),
@@ -401,8 +402,10 @@ def test_a_failed_or_interrupted_write_leaves_the_file_as_it_was(tmp_path):
             tmp.write_bytes(b"half")
             raise stop
         assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["report.json"]
+    (tmp_path / ".report.json.4194305.tmp").write_bytes(b"left by a killed process")  # above any Linux pid: not running
+    (tmp_path / ".report.json.1.tmp").write_bytes(b"a running process's")  # init runs: its file is left alone
     write_whole(path, b"new")
-    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["report.json"]
+    assert path.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == [".report.json.1.tmp", "report.json"]
 
 
 def test_an_onnx_model_naming_external_data_is_refused(tmp_path):

@@ -1,0 +1,78 @@
+"""The audio files under a folder, as every command lists them (``predict`` of a folder, training and evaluation
+data, the library scan): by extension, sorted, depth first, never through a symbolic link."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import AUDIO_EXTENSIONS
+
+TEMP_PREFIX = ".acousticsense-tmp-"  # every temporary copy that ``--write-tags`` makes starts with this (see tags.py)
+
+
+@dataclass
+class FileState:
+    """A file as the scan found it on disk."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None = None
+
+
+@dataclass
+class WalkNotes:
+    """What a walk passed over: folders it could not list, names it could not store, ``--write-tags`` leftovers."""
+
+    unreadable: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    temps: list[str] = field(default_factory=list)
+
+
+def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
+    """Audio files under ``root`` (by extension), depth first and sorted per folder, with their size and mtime.
+
+    Symbolic links are not followed (a file in the library must not decide what else is read). Folders that
+    cannot be listed, names that are not valid UTF-8 (the database stores text) and temporary copies left by a
+    killed ``--write-tags`` are passed over and noted in ``notes``.
+    """
+    notes = notes or WalkNotes()
+    stack: list[Iterator[os.DirEntry]] = []
+
+    def enter(folder: str) -> None:
+        try:
+            stack.append(iter(sorted(os.scandir(folder), key=lambda e: e.name)))
+        except OSError as e:
+            notes.unreadable.append(f"{folder}: cannot be listed ({e.strerror or e})")
+
+    enter(str(root))
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            continue
+        if entry.name.startswith(TEMP_PREFIX) and stat.S_ISREG(st.st_mode):
+            notes.temps.append(entry.path)
+            continue
+        if not stat.S_ISDIR(st.st_mode) and Path(entry.name).suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        try:
+            entry.path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+            notes.skipped.append(f"{shown}: skipped, its name is not valid UTF-8 (rename it to analyse it)")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            enter(entry.path)
+        else:
+            yield FileState(entry.path, st.st_size, st.st_mtime_ns)
