@@ -139,7 +139,8 @@ def _decoded(
             if not container.streams.audio:
                 raise AudioError(f"{name}: contains no audio stream")
             stream = container.streams.audio[0]
-            length = Length(container, stream, file) if file is not None and on_warning is not None else None  # a URL: nothing to compare
+            whole = file is not None and file.seekable() and on_warning is not None  # a file; a pipe or a URL may be live: no end to compare
+            length = Length(container, stream, file) if whole else None
             frames, mono, decoded = container.decode(stream), _Mono(rate, name), 0
             while True:
                 try:
