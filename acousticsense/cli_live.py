@@ -83,9 +83,13 @@ def listen(
         return classify_stream(clf, mic, top_k, smoothing, hop, "microphone", _warn)
 
     if list_devices:
-        from .live_sources import import_sounddevice
+        from .live_sources import input_devices
 
-        typer.echo(import_sounddevice().query_devices())
+        devices = input_devices()
+        for line in devices:
+            typer.echo(line)
+        if not devices:
+            typer.echo("no input device found (is a microphone connected?)", err=True)
         return
     _print_updates(updates, as_json)
 

@@ -176,9 +176,18 @@ def import_sounddevice() -> Any:
     """The ``sounddevice`` module, or a :class:`ParameterError` saying how to install it."""
     try:
         import sounddevice
-    except (ImportError, OSError) as e:  # OSError: the PortAudio library is missing
-        raise ParameterError(f"listening needs sounddevice and PortAudio ({e}): pip install 'acousticsense[listen]'") from None
+    except ImportError:
+        raise ParameterError("listening needs sounddevice: pip install 'acousticsense[listen]'") from None
+    except OSError as e:  # sounddevice is there, the PortAudio library it loads is not
+        raise ParameterError(f"listening needs the PortAudio library ({e}; Debian: apt install libportaudio2)") from None
     return sounddevice
+
+
+def input_devices() -> list[str]:
+    """The input devices PortAudio sees, one line each: the number ``--device`` takes, the name, channels and rate."""
+    sd = import_sounddevice()
+    return [f"{i}: {d['name']} ({d['max_input_channels']} channel{'s' * (d['max_input_channels'] != 1)}, {d['default_samplerate']:g} Hz)"
+            for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]  # fmt: skip
 
 
 def microphone_chunks(device: int | str | None = None, sample_rate: int = 22050, block_seconds: float = 0.1) -> Iterator[np.ndarray]:
@@ -192,7 +201,9 @@ def microphone_chunks(device: int | str | None = None, sample_rate: int = 22050,
     try:
         rate = int(sd.query_devices(device, "input")["default_samplerate"])
     except (ValueError, sd.PortAudioError) as e:
-        raise ParameterError(f"microphone {device!r}: {e}") from None
+        if device is None:  # PortAudio's "Error querying device -1"
+            raise ParameterError("microphone: this machine has no default input device (listen --list-devices lists those it has)") from None
+        raise ParameterError(f"microphone {device!r}: {e} (listen --list-devices lists the input devices)") from None
     blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, int(MIC_BACKLOG_SECONDS / block_seconds)))
     overflow: list[bool] = []
 

@@ -315,6 +315,9 @@ def _fake_sounddevice(rate: int, signal_: np.ndarray, calls: list) -> types.Modu
         pass
 
     def query_devices(device=None, kind=None):
+        if device is None and kind is None:  # the list of every device: an output, then the input
+            return [{"name": "speakers", "max_input_channels": 0, "default_samplerate": 48000.0},
+                    {"name": "fake", "max_input_channels": 1, "default_samplerate": float(rate)}]  # fmt: skip
         if device not in (None, 3):
             raise PortAudioError(f"No input device matching {device!r}")
         return {"name": "fake", "default_samplerate": float(rate)}
@@ -379,8 +382,19 @@ def test_microphone_errors_are_parameter_errors(monkeypatch):
     with pytest.raises(ParameterError, match=r"pip install 'acousticsense\[listen\]'"):
         next(microphone_chunks())
     monkeypatch.setitem(sys.modules, "sounddevice", _fake_sounddevice(SR, np.zeros(10, np.float32), []))
-    with pytest.raises(ParameterError, match="microphone 7: No input device"):
+    with pytest.raises(ParameterError, match=r"microphone 7: No input device matching 7 \(listen --list-devices lists the input devices\)"):
         next(microphone_chunks(7))
+    from typer.testing import CliRunner
+
+    from acousticsense import cli_live
+
+    listed = CliRunner().invoke(cli_live.app, ["listen", "--list-devices"])  # inputs only, with the number --device takes
+    assert listed.exit_code == 0 and listed.stdout == f"1: fake (1 channel, {SR:g} Hz)\n"
+    no_default = _fake_sounddevice(SR, np.zeros(10, np.float32), [])
+    no_default.query_devices = lambda device=None, kind=None: (_ for _ in ()).throw(no_default.PortAudioError("Error querying device -1"))
+    monkeypatch.setitem(sys.modules, "sounddevice", no_default)
+    with pytest.raises(ParameterError, match="^microphone: this machine has no default input device"):  # said "microphone None: Error querying device -1"
+        next(microphone_chunks())
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "concat:/etc/passwd|/etc/hosts", "subfile:,,start,0,end,0,,:/etc/passwd", "udp://127.0.0.1:9", "data:audio/wav;base64,AAAA"])
