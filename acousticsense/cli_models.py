@@ -14,8 +14,9 @@ from .errors import AcousticSenseError
 
 @app.command()
 def info(bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle directory (default: the built-in model).")] = None) -> None:
-    """Show a model bundle's labels, preprocessing, provenance and metrics (JSON); exit code 2 if its model file is
-    missing or cut short."""
+    """Show a model bundle's labels, preprocessing, provenance and metrics (JSON).
+
+    Exit code 2 if its model file is missing or cut short."""
     from .config import ONNX_NAME, check_onnx, model_file, read_config
     from .options import DEFAULT_BUNDLE
 
