@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .audio import AudioSource
 from .errors import AudioError, ParameterError
-from .features import db_to_image, fill_word, mel_filters, power_to_db
+from .features import db_to_image, mel_filters, power_to_db
 from .files import write_whole
 from .inference import Classifier, Features
 from .options import is_number, label_in, whole_in_range
@@ -140,7 +140,7 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
         window_silent=features.silent.tolist(),
         patch_maps=scores.numpy().astype(np.float32),
         warnings=[(w["code"], w["message"]) for w in result.warnings],
-        filled=fill_word(pre) if any(w["code"] == "short_audio" for w in result.warnings) else None,
+        filled=features.filled,
     )
 
 

@@ -25,6 +25,7 @@ from .decoding import DecodeAhead
 from .errors import AcousticSenseError, ParameterError
 from .features import (
     db_to_image,
+    fill_word,
     fit_to_window,
     gaps,
     place_windows,
@@ -65,6 +66,12 @@ class Features:
     def windows(self) -> Iterator[torch.Tensor]:
         """The mel (n_mels, width) of each non-silent window: views, never copies."""
         return (self.mel[:, f : f + self.width] for f in self.frames[~self.silent].tolist())
+
+    @property
+    def filled(self) -> str | None:
+        """How a clip shorter than one window was filled to it ("repeated", "zero-padded"); None: it was long enough."""
+        pre = self.options.pre
+        return fill_word(pre) if self.duration < pre.window_seconds else None
 
     @property
     def peak(self) -> torch.Tensor:
@@ -362,7 +369,7 @@ class Classifier:
             raise ParameterError(f"{features.source}: postprocess needs probabilities (each row at least 0 and summing to 1, as forward gives)")
         warnings = [{"code": c, "message": m} for c, m in features.warnings] + [dict(n) for n in opts.notes]
         duration = features.duration
-        if duration < pre.window_seconds:
+        if features.filled:
             code, message = short_audio(duration, pre)
             warnings.append({"code": code, "message": message})
         if pre.hop_samples > pre.window_samples:  # only such a hop leaves audio between windows

@@ -28,7 +28,7 @@ from .api import LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
 from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
 from .errors import AcousticSenseError
 from .explain import explain, relevance_figure
-from .features import fill_word, mel_filters, power_to_db
+from .features import mel_filters, power_to_db
 from .inference import Features
 from .model_card import model_card
 from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
@@ -137,7 +137,7 @@ def spectrogram_figure(features: Features) -> Figure:
         ticks = np.linspace(0, pre.n_mels - 1, 5).round().astype(int)
         ax.set_yticks(ticks + 0.5, [f"{band_hz[i]:,.0f}" for i in ticks])
         ax.set(title="Mel spectrogram: what the model sees", xlabel="time (s)", ylabel="frequency (Hz)")
-        mark_filled(ax, features.duration, duration, fill_word(pre) if features.duration < pre.window_seconds else None)
+        mark_filled(ax, features.duration, duration, features.filled)
         fig.colorbar(image, ax=ax, label="dB")
     return fig
 
