@@ -22,7 +22,7 @@ from .errors import AcousticSenseError, ParameterError
 from .explain import Explanation, explain, known_genre, relevance_png
 from .inference import Classifier
 from .options import DEFAULT_TOP_K, HOP_RANGE, SERVER_MAX_EXPLAINED, SERVER_MAX_QUEUE, SERVER_MAX_SECONDS, SERVER_MAX_UPLOAD_MB, WINDOW_RANGE, echoed
-from .results import Result
+from .results import Result, one_line
 
 MODEL_WORKERS = 1  # classifications run at once (one already uses every core)
 EXPLAIN_BANDS, EXPLAIN_COLUMNS = 32, 256  # ?explain=true: the map summed into at most this many mel bands × time columns
@@ -81,12 +81,6 @@ def named_bytes(data: bytes, name: str) -> io.BytesIO:
     buf = io.BytesIO(data)
     buf.name = name
     return buf
-
-
-def failure_reason(e: BaseException) -> str:
-    """An unforeseen exception in one line: its type and first line of text."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 UPLOAD_IDLE_SECONDS = 30.0  # a request body that stops arriving for this long is answered 408 and its connection let go
@@ -270,7 +264,7 @@ def api_router(engine: Engine, max_queue: int) -> APIRouter:
         except AcousticSenseError as e:
             raise HTTPException(422, str(e)) from None
         except Exception as e:  # noqa: BLE001 - an unforeseen failure on one upload is that upload's 422, never a 500
-            detail = f"could not analyse {name}: {failure_reason(e)}"
+            detail = one_line(name, e)
             LOG.error(detail)
             raise HTTPException(422, detail) from None
         finally:

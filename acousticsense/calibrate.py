@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -68,21 +69,17 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BIN
              "accuracy": round(float(correct[which == b].mean()), 4) if (which == b).any() else None} for b in range(bins)]
 
 
-def plot_reliability(bins: list[dict[str, float]], ece_value: float, path, title: str = "") -> None:
-    """A reliability diagram PNG: accuracy per confidence bin against the diagonal, with the ECE."""
-    import matplotlib
+def plot_reliability(bins: list[dict[str, float]], ece_value: float, path: str | os.PathLike, title: str = "") -> None:
+    """A reliability diagram PNG (written whole or not at all): accuracy per confidence bin against the diagonal, with the ECE."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import styled
+    from .files import write_whole
+    from .plots import png_bytes, styled
 
     with styled():
-        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
-        _draw_reliability(ax, bins, ece_value, title)
-        fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        fig = Figure(figsize=(4.5, 4.5), dpi=110, layout="tight")
+        _draw_reliability(fig.subplots(), bins, ece_value, title)
+    write_whole(path, png_bytes(fig))
 
 
 def _draw_reliability(ax: Any, bins: list[dict[str, float]], ece_value: float, title: str) -> None:

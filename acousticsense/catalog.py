@@ -36,6 +36,7 @@ import numpy as np
 from .errors import AcousticSenseError, ParameterError
 from .folders import FileState
 from .options import is_number, is_whole, label_in
+from .results import FLAGS
 
 SCHEMA_VERSION = 1
 MAX_ID = 2**63 - 1  # SQLite's largest integer
@@ -374,7 +375,8 @@ class _Transaction:
 
 
 def track_summary(row: sqlite3.Row) -> dict[str, Any]:
-    """A track row as plain data for JSON, CSV and the web page (no embedding, no timeline).
+    """A track row as plain data for JSON, CSV and the web page (no embedding, no timeline); ``flags``: the warnings
+    that say not to trust its genre (``not_music``, ``low_confidence``).
     A value no scan writes (a damaged or hand-edited row) is a ``sqlite3.DataError``, as a page that does not read."""
     top_k = _stored_list(row, "top_k")
     if not all(isinstance(g, list) and len(g) == 2 and isinstance(g[0], str) and is_number(g[1]) for g in top_k):
@@ -395,6 +397,7 @@ def track_summary(row: sqlite3.Row) -> dict[str, Any]:
         "duration": row["duration"],
         "model": row["model"],
         "error": row["error"],
+        "flags": [c for c in FLAGS if c in {w.get("code") for w in _stored_list(row, "warnings") if isinstance(w, dict)}],
     }
 
 

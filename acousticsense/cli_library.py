@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Optional, TextIO
 import typer
 
 from .cli import DeviceOpt, ModelOpt, app, fail, printable, share_cores_with_decoders
+from .errors import OutputError
 from .files import replacing
 from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE
 
@@ -69,7 +71,12 @@ def scan(
             typer.echo(f"  {c['other_model']} tracks were classified by another model than {report.model}; --rescan-model redoes them")
         for error in report.errors:
             typer.echo(f"  {printable(error)}", err=True)
-        if c["failed"] and not retry_failed:
+        if report.errors_not_listed:
+            typer.echo(f"  ... and {report.errors_not_listed} more (each failed file's reason is in the database: "
+                       f"acousticsense export --db {shlex.quote(str(db))} --csv)", err=True)
+        if c["failed_before"]:
+            typer.echo(f"  {c['failed_before']} of the unchanged files failed in an earlier scan", err=True)
+        if (c["failed"] or c["failed_before"]) and not retry_failed:
             typer.echo("  failed files are recorded with the reason; --retry-failed tries them again", err=True)
 
 
@@ -95,7 +102,7 @@ def search(
         hint = f" (top genres in this library: {', '.join(known)})" if genre.casefold() not in {g.casefold() for g in known} else ""
         typer.echo(f"no track of {genre}{hint}", err=True)
     for t in tracks:
-        typer.echo(f"{t.get('match', t['probability']):7.3f}  {printable(t['path'])}")
+        typer.echo(f"{t.get('match', t['probability']):7.3f}  {printable(t['path'])}{_flagged(t)}")
 
 
 @app.command()
@@ -129,7 +136,12 @@ def similar(
         typer.echo(f"no other track{' of ' + str(query.genre) if same_genre else ''} in {db} to compare with", err=True)
     for rank, t in enumerate(tracks):
         outside = " (not in the library)" if t["query"] and t["id"] is None else ""
-        typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {printable(t['path'])}{outside}")
+        typer.echo(f"{'query' if t['query'] else rank:>5}  {t['similarity']:6.3f}  {t['genre'] or '-':<12} {printable(t['path'])}{outside}{_flagged(t)}")
+
+
+def _flagged(track: dict[str, Any]) -> str:
+    """What a listed track's line adds when the model doubted its genre (as ``--write-tags`` does: it tags none of them)."""
+    return f"  (flagged {' and '.join(c.replace('_', ' ') for c in track['flags'])})" if track["flags"] else ""
 
 
 def export_library(db: Path, fmt: str, out: Path | None) -> int:
@@ -175,5 +187,5 @@ def _written(out: Path, fmt: str) -> Iterator[TextIO]:
     try:
         with replacing(out) as tmp, open(tmp, "x", newline="") as f:  # "x": never through a file or link that appeared meanwhile
             yield f
-    except OSError as e:  # a name too long, no permission, a full disk: what the export writes is all that fails here
-        fail(f"--out {out}: cannot be written ({e.strerror or e})")
+    except OutputError as e:  # no folder there, no permission, a full disk: what the export writes is all that fails here
+        fail(f"--out {e}")

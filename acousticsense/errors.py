@@ -3,6 +3,7 @@ and how a stop request arrives (SIGTERM as Ctrl-C)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -29,15 +30,21 @@ class TrainError(AcousticSenseError):
     """A training recipe or output directory that cannot be used (message says which and why)."""
 
 
+class OutputError(AcousticSenseError):
+    """A file or folder that a command's output cannot be written to (read-only, no permission, a full disk)."""
+
+
 def output_folder(path: Path) -> Path:
     """``path`` made (with its parents) for a command's output, before the work: a place that cannot hold it
-    (read-only, a file in the way) is an :class:`AcousticSenseError` naming it, not a traceback after the work."""
+    (read-only, a file in the way) is an :class:`OutputError` naming it, not a traceback after the work."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise AcousticSenseError(f"{path}: exists and is a file, not a folder") from None
+        raise OutputError(f"{path}: exists and is a file, not a folder") from None
     except OSError as e:
-        raise AcousticSenseError(f"{path}: cannot create this folder ({e.strerror or e})") from None
+        raise OutputError(f"{path}: cannot create this folder ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):  # an existing folder on a read-only disk or of another user
+        raise OutputError(f"{path}: this folder cannot be written to")
     return path
 
 

@@ -206,17 +206,18 @@ def scores(true: list[str], ranked: list[list[str]], labels: list[str]) -> dict[
 
 
 def plot_confusion(report: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Track- and window-level confusion matrices side by side: cells shaded by row share, labelled with counts."""
+    """Track- and window-level confusion matrices side by side (a PNG written whole or not at all): cells shaded by
+    row share, labelled with counts."""
     from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
-    from .plots import styled
+    from .plots import png_bytes, styled
 
     n = max(len(report[level]["confusion"]["labels"]) for level in ("track", "window"))
     side = max(4.5, 0.55 * n + 2.5)
     with styled():
         fig = Figure(figsize=(2 * side + 1.5, side + 0.8), layout="constrained")
         _draw_confusion(fig, report)
-    fig.savefig(path, dpi=110)
+    write_whole(path, png_bytes(fig, dpi=110))
     return Path(path)
 
 

@@ -19,7 +19,6 @@ lowers it by 73 %). input × gradient is barely better than random (0.009).
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,7 +33,7 @@ from .features import db_to_image, mel_filters, power_to_db
 from .files import write_whole
 from .inference import Classifier, Features
 from .options import is_number, label_in, whole_in_range
-from .plots import PLOT_STYLE, mark_filled, styled
+from .plots import PLOT_STYLE, mark_filled, png_bytes, styled
 from .results import aggregate
 
 METHODS = ("grad_rollout", "rollout", "input_x_grad")
@@ -335,6 +334,4 @@ def save_png(explanation: Explanation, path: str | os.PathLike) -> None:
 
 def relevance_png(explanation: Explanation) -> bytes:
     """:func:`relevance_figure` as PNG bytes."""
-    buf = io.BytesIO()
-    relevance_figure(explanation).savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(relevance_figure(explanation))

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import AcousticSenseError
+from .errors import AcousticSenseError, OutputError
 
 MAX_TEXT_BYTES = 16 << 20  # a config.json, labels or preprocessing file beyond this is refused unread (they take a few KiB)
 
@@ -28,16 +28,20 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     """A new temporary name beside ``path`` to write to; when the block ends without an error the file written there
     replaces ``path`` in one step. Anything under that name is removed first (a link planted there is never written
     through), and the temporary file is removed however the block ends: an interrupted or failed write leaves whatever
-    ``path`` held. Errors are ``OSError``."""
+    ``path`` held. An ``OSError`` on the way (read-only, no permission, a full disk) is an :class:`OutputError` naming
+    ``path`` and the reason."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: two writers never share one
-    _sweep(path)
-    tmp.unlink(missing_ok=True)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
+        _sweep(path)
         tmp.unlink(missing_ok=True)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot be written ({e.strerror or e})") from None
 
 
 def _sweep(path: Path) -> None:

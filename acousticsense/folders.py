@@ -26,7 +26,8 @@ class FileState:
 
 @dataclass
 class WalkNotes:
-    """What a walk passed over: folders it could not list, names it could not store, ``--write-tags`` leftovers."""
+    """What a walk passed over: folders it could not list; links, FIFOs and names it could not store (``skipped``, one
+    line each, naming the file and why); ``--write-tags`` leftovers."""
 
     unreadable: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -37,8 +38,9 @@ def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
     """Audio files under ``root`` (by extension), depth first and sorted per folder, with their size and mtime.
 
     Symbolic links are not followed (a file in the library must not decide what else is read). Folders that
-    cannot be listed, names that are not valid UTF-8 (the database stores text) and temporary copies left by a
-    killed ``--write-tags`` are passed over and noted in ``notes``.
+    cannot be listed, links to folders and links, FIFOs or devices under an audio file's name, names that are not
+    valid UTF-8 (the database stores text) and temporary copies left by a killed ``--write-tags`` are passed over
+    and noted in ``notes``.
     """
     notes = notes or WalkNotes()
     stack: list[Iterator[os.DirEntry]] = []
@@ -60,19 +62,39 @@ def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
         except OSError:
             continue
         if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            if stat.S_ISLNK(st.st_mode) and (_audio_name(entry.name) or _to_folder(entry)):
+                notes.skipped.append(f"{_shown(entry.path)}: skipped, a symbolic link (links are not followed)")
+            elif not stat.S_ISLNK(st.st_mode) and _audio_name(entry.name):
+                notes.skipped.append(f"{_shown(entry.path)}: skipped, not a regular file (a FIFO, socket or device)")
             continue
         if entry.name.startswith(TEMP_PREFIX) and stat.S_ISREG(st.st_mode):
             notes.temps.append(entry.path)
             continue
-        if not stat.S_ISDIR(st.st_mode) and Path(entry.name).suffix.lower() not in AUDIO_EXTENSIONS:
+        if not stat.S_ISDIR(st.st_mode) and not _audio_name(entry.name):
             continue
         try:
             entry.path.encode("utf-8")
         except UnicodeEncodeError:
-            shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
-            notes.skipped.append(f"{shown}: skipped, its name is not valid UTF-8 (rename it to analyse it)")
+            notes.skipped.append(f"{_shown(entry.path)}: skipped, its name is not valid UTF-8 (rename it to analyse it)")
             continue
         if stat.S_ISDIR(st.st_mode):
             enter(entry.path)
         else:
             yield FileState(entry.path, st.st_size, st.st_mtime_ns)
+
+
+def _audio_name(name: str) -> bool:
+    return Path(name).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _to_folder(link: os.DirEntry) -> bool:
+    """Whether ``link`` points to a folder (its target stat'ed, never read; a loop or a broken link: no)."""
+    try:
+        return link.is_dir()
+    except OSError:
+        return False
+
+
+def _shown(path: str) -> str:
+    """``path`` printable as UTF-8 (bytes that are not: as backslash escapes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

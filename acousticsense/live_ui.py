@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 from .api import Engine
 from .audio import check_rate, pcm_to_float
 from .errors import AcousticSenseError, AudioError
+from .options import DEFAULT_TOP_K
 from .plots import PLOT_STYLE, styled
 from .stream import LiveClassifier, Update
-from .ui import PLOT_WIDTH, UI_TOP_K
+from .ui import PLOT_WIDTH
 
 STREAM_EVERY = 0.5  # seconds of recording per chunk the browser sends
 LIVE_HOP = 1.0  # seconds between rankings (the model's hop if that is shorter)
@@ -63,7 +64,7 @@ def live_step(engine: Engine, session: Session | None, chunk: tuple[int, np.ndar
     target = clf.config.preprocessing.sample_rate
     if session is None or session.rate != rate:
         hop = min(LIVE_HOP, clf.config.preprocessing.hop_seconds)
-        session = Session(rate, LiveClassifier(clf, UI_TOP_K, hop=hop, source="microphone"), soxr.ResampleStream(rate, target, 1, dtype="float32"))
+        session = Session(rate, LiveClassifier(clf, DEFAULT_TOP_K, hop=hop, source="microphone"), soxr.ResampleStream(rate, target, 1, dtype="float32"))
     samples = session.resampler.resample_chunk(pcm_to_mono(data))
     updates = engine.run(session.live.push, samples) if len(samples) else []
     session.recent.extend(updates)
@@ -114,7 +115,7 @@ def live_tab(engine: Engine) -> None:
                 mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="live-mic")
                 status = gr.Markdown("Press record to start.", elem_id="live-status")
             with gr.Column(scale=3, min_width=320):
-                ranking = gr.Label(num_top_classes=UI_TOP_K, label="Genres now (smoothed)", elem_id="live-genres")
+                ranking = gr.Label(num_top_classes=DEFAULT_TOP_K, label="Genres now (smoothed)", elem_id="live-genres")
                 timeline = gr.Plot(show_label=False, container=False, format="png", elem_id="live-timeline")
         session = gr.State(None)
         mic.start_recording(lambda: (None, None, "Listening…", None), outputs=[ranking, timeline, status, session], queue=False,

@@ -8,6 +8,7 @@ that are installed (Debian's ``fonts-droid-fallback``, which ``make setup`` inst
 from __future__ import annotations
 
 import functools
+import io
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -29,6 +30,13 @@ def styled(rc: dict[str, Any] | None = None) -> AbstractContextManager:
     import matplotlib
 
     return matplotlib.rc_context({**(rc or {}), "font.family": list(font_family())})
+
+
+def png_bytes(fig: Any, dpi: float | None = None) -> bytes:
+    """A matplotlib ``Figure`` rendered as PNG bytes (written whole by :func:`~.files.write_whole`, or sent)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def mark_filled(ax: Any, heard: float, drawn: float, fill: str | None) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from .catalog import Outcome
 from .errors import ParameterError, sigterm_as_interrupt
 from .options import DEFAULT_MAX_SECONDS
+from .results import one_line
 from .scan import Engine, outcome_of
 
 CHUNK = 1024  # paths per dataset: each starts its actors (and loads the model) afresh, a few seconds
@@ -49,8 +50,7 @@ class _Scorer:
             results = self.clf.classify_many(paths, top_k=len(self.clf.labels), max_seconds=self.max_seconds, embed=True)
             outcomes.extend(map(outcome_of, results))
         except Exception as e:  # noqa: BLE001 - classify_many reports per file; this guards the rest of the batch
-            reason = " ".join(f"{type(e).__name__}: {e}".split())
-            outcomes += [Outcome("failed", f"{p}: could not be analysed ({reason})") for p in paths[len(outcomes) :]]
+            outcomes += [Outcome("failed", one_line(p, e)) for p in paths[len(outcomes) :]]
         return {"index": batch["index"], "outcome": np.array([o.to_json() for o in outcomes], dtype=object)}
 
 

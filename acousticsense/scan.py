@@ -24,28 +24,33 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog, LibraryError, Outcome, stored_text
+from .config import CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME
 from .errors import AcousticSenseError, ParameterError
+from .files import read_json
 from .folders import FileState, WalkNotes, walk
-from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE, in_range
+from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, MAX_SECONDS_RANGE, in_range
 from .results import FLAGS
 from .tags import write_genre
 
-TOP_K = 5  # genres kept in a track's ``top_k`` (its whole distribution goes to ``track_genres``)
 COMMIT_SECONDS = 1.0  # cheap bookkeeping (files found unchanged) is committed at least this often
 ENGINES = ("local", "ray")
+LISTED_ERRORS = 20  # a scan's report lists this many reasons (folders and files passed over first), then counts
 
 
 @dataclass
 class ScanReport:
-    """What a scan did. ``counts`` keys: found, unchanged, classified, failed, silent, moved, copied, removed,
-    other_model (kept, scanned with another model), retried, tagged, tag_failed, not_tagged (flagged ``not_music`` / ``low_confidence``: no genre is written for them),
-    skipped (names not UTF-8)."""
+    """What a scan did. ``counts`` keys: found, unchanged (of them failed_before: failed in an earlier scan, not
+    tried again), classified, failed, silent, moved, copied, removed, other_model (kept, scanned with another model),
+    retried, tagged, tag_failed, not_tagged (flagged ``not_music`` / ``low_confidence``: no genre is written for
+    them), skipped (links, FIFOs, names not UTF-8). ``errors`` lists the first :data:`LISTED_ERRORS` reasons;
+    ``errors_not_listed`` counts the others (a failed file's reason is stored with it)."""
 
     db: str
     root: str
     model: str
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # the first few reasons, one line each
+    errors_not_listed: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,11 +68,11 @@ def model_key(bundle: str | os.PathLike | None) -> str:
     """
     path = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
     try:
-        config = json.loads((path / "config.json").read_text())
+        config = read_json(path / CONFIG_NAME, LibraryError)  # a regular file of a bounded size
         model_id = config["model_id"]
-        weights = next((path / n for n in ("model.safetensors", "model.onnx") if (path / n).is_file()), None)
+        weights = next((path / n for n in (WEIGHTS_NAME, ONNX_NAME) if (path / n).is_file()), None)
         if weights is None:
-            raise FileNotFoundError("no model.safetensors or model.onnx")
+            raise FileNotFoundError(f"no {WEIGHTS_NAME} or {ONNX_NAME}")
         settings = json.dumps({k: v for k, v in config.items() if k != "metrics"}, sort_keys=True).encode()
         return f"{model_id}@{hashlib.blake2b(settings + bytes.fromhex(file_hash(weights)), digest_size=6).hexdigest()}"
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -167,7 +172,7 @@ def scan(
         checked_device(device)
     in_range("max_seconds", max_seconds, MAX_SECONDS_RANGE)
     key = model_key(bundle)
-    if (Path(bundle or DEFAULT_BUNDLE) / "model.onnx").is_file():
+    if (Path(bundle or DEFAULT_BUNDLE) / ONNX_NAME).is_file():
         raise ParameterError(f"{bundle}: an exported ONNX bundle gives no embeddings for the library; scan with the torch bundle it came from")
     if engine == "ray":
         from .ray_engine import ray_engine
@@ -188,7 +193,7 @@ def scan(
                 "drive or an emptied folder?); they are kept. Scan with --allow-empty to remove them"
             )
         report = ScanReport(str(catalog.path.resolve()), str(root_path), key)
-        counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed", "not_tagged", "skipped"), 0)
+        counts = dict.fromkeys(("found", "unchanged", "classified", "failed", "silent", "moved", "copied", "removed", "other_model", "retried", "tagged", "tag_failed", "not_tagged", "skipped", "failed_before"), 0)
         scan_id = catalog.begin_scan(str(root_path), key, engine)
         writer = _Writer(catalog)
         queue: deque[FileState] = deque()
@@ -197,8 +202,10 @@ def scan(
         walked = WalkNotes()
 
         def note(error: str) -> None:
-            if len(report.errors) < 20:
+            if len(report.errors) < LISTED_ERRORS:
                 report.errors.append(error)
+            else:
+                report.errors_not_listed += 1
 
         def tag(track: int, genre: str, state: FileState, warnings: list[dict[str, str]] | str | None) -> None:
             """Write ``genre`` into the file, unless the model doubted it (``warnings``: a list or the stored JSON)."""
@@ -224,6 +231,7 @@ def scan(
             writer.begin()
             catalog.mark_seen(row["id"], scan_id, state)
             counts["other_model"] += row["model"] != key and row["status"] != "failed"
+            counts["failed_before"] += row["status"] == "failed"
             if tagger and row["status"] == "ok" and row["tag"] != row["genre"]:
                 tag(row["id"], row["genre"], state or FileState(row["path"], row["size"], row["mtime_ns"], row["hash"]), row["warnings"])
             return True
@@ -254,7 +262,8 @@ def scan(
                         state.hash = file_hash(state.path)
                     except OSError as e:
                         counts["failed"] += 1
-                        writer.store(state, key, Outcome("failed", f"{state.path}: cannot be read ({e.strerror or e})"), scan_id)
+                        note(error := f"{state.path}: cannot be read ({e.strerror or e})")
+                        writer.store(state, key, Outcome("failed", error), scan_id)
                         _advance(progress)
                         continue
                     if row is not None and row["hash"] == state.hash and keep(row, state):  # touched, same bytes
@@ -317,7 +326,10 @@ def scan(
         if tagger:  # copies a killed --write-tags left behind (the originals are intact)
             for temp in walked.temps:
                 Path(temp).unlink(missing_ok=True)
-        report.errors[:0] = ([f"{u}; the tracks under it are kept" for u in walked.unreadable] + walked.skipped)[:20]
+        passed = [f"{u}; the tracks under it are kept" for u in walked.unreadable] + walked.skipped
+        listed = passed + report.errors
+        report.errors_not_listed += max(0, len(listed) - LISTED_ERRORS)
+        report.errors = listed[:LISTED_ERRORS]
         counts["skipped"] = len(walked.skipped)
         if not walked.unreadable:
             with catalog.transaction():
@@ -348,7 +360,7 @@ class _Writer:
 
     def store(self, state: FileState, key: str, outcome: Outcome, scan_id: int) -> int:
         self.begin()
-        track = self.catalog.store(state, key, outcome, scan_id, TOP_K)
+        track = self.catalog.store(state, key, outcome, scan_id, DEFAULT_TOP_K)  # its whole distribution goes to track_genres
         self.commit()
         return track
 

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,23 +23,22 @@ from gradio_client import utils as client_utils
 from matplotlib.figure import Figure
 from pydantic import ValidationError
 
-from .api import LOG, MODEL_WORKERS, Engine, failure_reason, named_bytes
+from .api import LOG, MODEL_WORKERS, Engine, named_bytes
 from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
 from .errors import AcousticSenseError
 from .explain import explain, relevance_figure
 from .features import mel_filters, power_to_db
 from .inference import Features
 from .model_card import model_card
-from .options import SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB
+from .options import DEFAULT_TOP_K, SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB, spelled_as
 from .plots import PLOT_STYLE, mark_filled, styled
-from .results import Result
+from .results import Result, one_line
 
 if TYPE_CHECKING:
     from .library_api import Library
 
 matplotlib.use("Agg")
 
-UI_TOP_K = 5
 PLOT_WIDTH = 5.0  # inches at 100 dpi: natural size on a desktop, scaled to ~70 % on a phone
 
 INTRO = """# AcousticSense
@@ -90,15 +88,10 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", text.lower())
-
-
 def examples_in(folder: Path, labels: list[str]) -> dict[str, Example]:
     """The clips in ``folder`` (``<genre>.ogg``) by content hash, numbered in an order that gives nothing away."""
-    genres = {_slug(label): label for label in labels}
     clips = sorted((hashlib.sha256(p.read_bytes()).hexdigest(), p) for p in folder.glob("*.ogg"))
-    return {digest: Example(f"Example {i}", p, genres.get(_slug(p.stem), p.stem)) for i, (digest, p) in enumerate(clips, 1)}
+    return {digest: Example(f"Example {i}", p, spelled_as(p.stem, labels) or p.stem) for i, (digest, p) in enumerate(clips, 1)}
 
 
 def summary_text(result: Result, example: Example | None, builtin: bool) -> str:
@@ -258,7 +251,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
         """One pass through the classifier's stages; the spectrogram and the relevance map (where the model
         looked for the top genre) come from the same features. Instead of a map, why there is none (a silent
         clip, an ONNX bundle)."""
-        features = clf.preprocess(named_bytes(data, name), clf.options(UI_TOP_K, max_seconds=engine.max_seconds))
+        features = clf.preprocess(named_bytes(data, name), clf.options(DEFAULT_TOP_K, max_seconds=engine.max_seconds))
         result = clf.postprocess(features, clf.forward([features])[0])
         try:
             relevance: Figure | str = relevance_figure(explain(clf, features), PLOT_WIDTH)
@@ -275,7 +268,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
         except AcousticSenseError as e:
             return failed(str(e))
         except Exception as e:  # noqa: BLE001 - an unforeseen failure on one clip: one line, never a traceback
-            return failed(f"could not analyse {name}: {failure_reason(e)}", logging.ERROR)
+            return failed(one_line(name, e), logging.ERROR)
         report = save_bytes_to_cache(json.dumps(result.to_dict(), indent=1).encode(), f"{Path(name).stem}.genres.json", download.GRADIO_CACHE)
         drawn = not isinstance(relevance, str)
         unmapped = [] if drawn or result.silent else [f"No picture of where it looked: {relevance}"]  # silent: said above
@@ -295,7 +288,7 @@ def build_ui(engine: Engine, examples_dir: Path = EXAMPLES_DIR, library: Library
         audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-in", render=False)
         results = [
             gr.Markdown(elem_id="summary", render=False),
-            gr.Label(num_top_classes=UI_TOP_K, label="Top genres", elem_id="genres", render=False),
+            gr.Label(num_top_classes=DEFAULT_TOP_K, label="Top genres", elem_id="genres", render=False),
             gr.DownloadButton("Download the result (JSON)", visible=False, size="sm", elem_id="download", render=False),
             gr.Plot(label="Mel spectrogram", show_label=False, container=False, format="png", visible=False, elem_id="spectrogram", render=False),
             gr.Plot(label="Genre timeline", show_label=False, container=False, format="png", visible=False, elem_id="timeline", render=False),

@@ -17,9 +17,9 @@ import pytest
 
 from acousticsense.audio import load_audio
 from acousticsense.bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
-from acousticsense.catalog import SCHEMA_VERSION, Catalog, LibraryError
+from acousticsense.catalog import SCHEMA_VERSION, Catalog, LibraryError, track_summary
 from acousticsense.errors import AudioError, ParameterError
-from acousticsense.scan import model_key, scan
+from acousticsense.scan import file_hash, model_key, scan
 from acousticsense.similar import resolve, similar
 from acousticsense.synth import GENRES, make_corpus
 from acousticsense.tags import read_genre
@@ -121,12 +121,37 @@ def test_moved_copied_changed_touched_and_deleted_files(own_library):
         assert c.db.execute("SELECT count(*) FROM track_genres").fetchone()[0] == 16 * len(GENRES)  # 16 ok tracks, no orphans
 
 
-def test_failed_files_are_kept_with_their_reason_until_retried(own_library):
+def test_failed_files_are_kept_with_their_reason_until_retried(own_library, monkeypatch):
     folder, db = own_library
     counts = scan(folder, db).counts
-    assert counts["unchanged"] == 17 and counts["failed"] == 0
-    counts = scan(folder, db, retry_failed=True).counts
-    assert counts["retried"] == 1 and counts["failed"] == 1 and counts["unchanged"] == 16
+    assert counts["unchanged"] == 17 and counts["failed"] == 0 and counts["failed_before"] == 1
+    monkeypatch.setattr("acousticsense.scan.LISTED_ERRORS", 0)  # the report lists none of the reasons: it counts them
+    report = scan(folder, db, retry_failed=True)
+    assert report.counts["retried"] == 1 and report.counts["failed"] == 1 and report.counts["unchanged"] == 16
+    assert report.errors == [] and report.errors_not_listed == 1
+    monkeypatch.undo()
+    changed = folder / "a" / "blues-0.wav"
+    changed.write_bytes(changed.read_bytes() + b"\0\0")
+    def unreadable(path):  # root reads a file of mode 000: its read fails as another user's would
+        if Path(path) == changed:
+            raise PermissionError(13, "Permission denied")
+        return file_hash(path)
+
+    monkeypatch.setattr("acousticsense.scan.file_hash", unreadable)
+    report = scan(folder, db)  # a file that cannot be read is named with its reason, as one that cannot be decoded (it was only counted)
+    assert report.counts["failed"] == 1 and report.errors == [f"{changed}: cannot be read (Permission denied)"]
+
+
+def test_tracks_the_model_doubts_are_flagged_in_search_and_similar(own_library):
+    folder, db = own_library
+    tone = write_audio(folder / "tone.wav", 0.3 * np.sin(2 * np.pi * 220 * np.arange(10 * 22050) / 22050), 22050)
+    assert scan(folder, db).counts["classified"] == 1
+    row = rows(db)[str(tone)]
+    assert track_summary(row)["flags"] == ["not_music"] and all(track_summary(r)["flags"] == [] for r in rows(db).values() if r["path"] != str(tone))
+    said = subprocess.run([*CLI, "search", "--db", str(db), "--genre", row["genre"]], capture_output=True, text=True)
+    assert said.returncode == 0 and f"{tone}  (flagged not music)\n" in said.stdout, said.stdout
+    near = subprocess.run([*CLI, "similar", str(tone), "--db", str(db), "-k", "1", "--json"], capture_output=True, text=True)
+    assert near.returncode == 0 and json.loads(near.stdout)["query"]["flags"] == ["not_music"]
 
 
 def test_tracks_of_another_model_are_kept_unless_rescan_model(own_library, tmp_path):
@@ -358,10 +383,17 @@ def test_files_and_folders_replaced_by_links_leave_the_library(tmp_path):
     (music / "a").symlink_to(music / "moved")  # the same files, now also reachable through a link
     (music / "blues.ogg").unlink()
     (music / "blues.ogg").symlink_to(music / "moved" / "jazz.ogg")
+    os.mkfifo(music / "live.mp3")
+    (music / "cover.jpg").symlink_to("/etc/hostname")  # not an audio file's name: not said
     report = scan(music, db)
     with Catalog(db, create=False) as catalog:
         paths = sorted(Path(r["path"]).relative_to(music.resolve()).as_posix() for r in catalog.rows())
     assert paths == ["moved/jazz.ogg", "moved/metal.ogg"] and report.counts["removed"] == 3, report.counts
+    assert report.counts["skipped"] == 3 and report.errors == [  # each passed over, named with the reason (they were not said)
+        f"{music / 'a'}: skipped, a symbolic link (links are not followed)",
+        f"{music / 'blues.ogg'}: skipped, a symbolic link (links are not followed)",
+        f"{music / 'live.mp3'}: skipped, not a regular file (a FIFO, socket or device)",
+    ]
 
 
 def test_export_to_standard_output_full_or_closed_is_one_line(library, tmp_path, monkeypatch):

@@ -140,9 +140,9 @@ def test_an_unexpected_failure_is_a_422_and_one_log_line(url, clip_bytes, monkey
 
     monkeypatch.setattr(Classifier, "classify", broken)
     r = classify(url, clip_bytes, name="song.mp3")
-    assert r.status_code == 422 and r.json() == {"detail": "could not analyse song.mp3: RuntimeError: boom"}
+    assert r.status_code == 422 and r.json() == {"detail": "song.mp3: could not be analysed (RuntimeError: boom second line)"}
     [record] = [r for r in caplog.records if "song.mp3" in r.getMessage()]
-    assert record.getMessage() == "could not analyse song.mp3: RuntimeError: boom" and record.exc_info is None
+    assert record.getMessage() == "song.mp3: could not be analysed (RuntimeError: boom second line)" and record.exc_info is None
 
 
 def test_health_and_model(url):

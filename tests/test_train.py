@@ -103,7 +103,7 @@ def test_copies_of_a_file_stay_on_one_side_of_the_split(tmp_path):
     assert sides == {True, False}  # and the group does go to validation for some seeds
 
 
-def test_read_corpus_formats(tmp_path):
+def test_read_corpus_formats(tmp_path, monkeypatch):
     for label in ("Rock", "Jazz"):
         (tmp_path / "tree" / label).mkdir(parents=True)
         for i in range(2):
@@ -144,6 +144,10 @@ def test_read_corpus_formats(tmp_path):
         read_corpus(tmp_path / "flat")
     with pytest.raises(AcousticSenseError, match="take1.wav: exists and is a file, not a folder$"):
         output_folder(tmp_path / "flat" / "take1.wav")  # evaluate --out naming a file said 'cannot create this folder (File exists)'
+    with monkeypatch.context() as m:  # an existing folder on a read-only disk: said before the work, not after it
+        m.setattr(os, "access", lambda *a, **k: False)
+        with pytest.raises(AcousticSenseError, match="flat: this folder cannot be written to$"):
+            output_folder(tmp_path / "flat")
 
 
 def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):

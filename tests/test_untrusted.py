@@ -6,6 +6,7 @@ no lost result, no NaN; and no input makes the tool read another file, open a UR
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -395,13 +396,17 @@ def test_a_failed_or_interrupted_write_leaves_the_file_as_it_was(tmp_path):
     through files.replacing: what fails or is interrupted mid-write leaves the old file and no temporary one."""
     from acousticsense.files import replacing, write_whole
 
+    from acousticsense.errors import OutputError
+
     path = tmp_path / "report.json"
     write_whole(path, b"old")
-    for stop in (OSError("disk full"), KeyboardInterrupt()):
-        with pytest.raises(type(stop)), replacing(path) as tmp:
+    for stop, said in ((OSError(errno.ENOSPC, "No space left on device"), OutputError), (KeyboardInterrupt(), KeyboardInterrupt)):
+        with pytest.raises(said), replacing(path) as tmp:
             tmp.write_bytes(b"half")
             raise stop
         assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["report.json"]
+    with pytest.raises(OutputError, match=r"report.json: cannot be written \(No space left on device\)$"), replacing(path):
+        raise OSError(errno.ENOSPC, "No space left on device")  # the CLI's one error line, naming the file (was a traceback)
     (tmp_path / ".report.json.4194305.tmp").write_bytes(b"left by a killed process")  # above any Linux pid: not running
     (tmp_path / ".report.json.1.tmp").write_bytes(b"a running process's")  # init runs: its file is left alone
     write_whole(path, b"new")
