@@ -11,7 +11,7 @@ import contextlib
 import io
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -149,7 +149,7 @@ def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: floa
         out = _Samples(None if max_seconds is None else limit + 1)  # one past the cap: _finish then knows it was cut
         setup, convert, blocks, skipped = None, False, None, []
         try:
-            for frame in _frames(container, stream, skipped):
+            for frame in frames_past_corruption(container, stream, skipped):
                 frame.pts = None  # let the resampler count samples; broken timestamps must not skew it
                 shape = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if shape != setup:  # the first frame, or the stream changed rate or channels mid-way (concatenated AAC, radio)
@@ -190,9 +190,10 @@ def _decode(file: Counted, name: str, sample_rate: int | None, max_seconds: floa
     return samples, src_rate, channels, warnings
 
 
-def _frames(container: av.container.InputContainer, stream: av.AudioStream, skipped: list[str]) -> Iterator[av.AudioFrame]:
-    """``stream``'s decoded frames. A packet that does not decode is skipped (its reason added to ``skipped``) when
-    a good one follows; :data:`CORRUPT_RUN` bad ones in a row, or bad ones up to the end, raise the last error.
+def frames_past_corruption(container: av.container.InputContainer, stream: av.AudioStream, skipped: MutableSequence[str]) -> Iterator[av.AudioFrame]:
+    """``stream``'s decoded frames. A packet that does not decode is skipped (its reason added to ``skipped``: a list,
+    or a bounded deque for a stream of no end) when a good one follows; :data:`CORRUPT_RUN` bad ones in a row, or bad
+    ones up to the end, raise the last error.
     Once data was corrupt, a float frame beyond :data:`CORRUPT_PEAK` is garbage the decoder did not notice:
     skipped too (kept, it would scale the whole track down to silence)."""
     run: list[str] = []

@@ -53,6 +53,9 @@ def stream_command(
             fail("'-': standard input is closed")
         clf = _live_classifier(model, device, threads)
         rate = clf.config.preprocessing.sample_rate
+        if clf.config.preprocessing.resampler != "ffmpeg":
+            _warn("not_as_offline", f"{source}: this model resamples with {clf.config.preprocessing.resampler} (a stream: FFmpeg's resampler): "
+                  "these rankings may differ slightly from predict's")
         chunks = decode_stream(sys.stdin.buffer if source == "-" else source, rate, allow_url=True, on_warning=_warn)  # the user typed this URL
         name = "<stdin>" if source == "-" else source
         return classify_stream(clf, _paced(chunks, rate) if realtime else chunks, top_k, smoothing, hop, name, _warn)

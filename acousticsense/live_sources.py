@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import queue
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import av
 import numpy as np
 
-from .audio import average_channels, check_rate
+from .audio import average_channels, check_rate, frames_past_corruption
 from .containers import Length
 from .errors import AudioError, ParameterError
 from .sources import CONTAINER_OPTIONS, AudioSource, Counted, ffmpeg_reason, open_container, open_failure, open_path, source_name
@@ -141,7 +142,8 @@ def _decoded(
             stream = container.streams.audio[0]
             whole = file is not None and file.seekable() and on_warning is not None  # a file; a pipe or a URL may be live: no end to compare
             length = Length(container, stream, file) if whole else None
-            frames, mono, decoded = container.decode(stream), _Mono(rate, name), 0
+            skipped: deque[str] = deque(maxlen=1)  # corrupt packets are skipped as predict skips them; hours of them keep one reason
+            frames, mono, decoded = frames_past_corruption(container, stream, skipped), _Mono(rate, name), 0
             while True:
                 try:
                     with av.logging.Capture(local=True):  # per frame: hours of a stream keep no log
@@ -165,6 +167,8 @@ def _decoded(
             if not decoded:  # predict says the same of such a file
                 raise AudioError(f"{name}: contains no audio samples")
             yield from tail
+            if skipped and on_warning is not None:
+                on_warning("decode_error", f"{name}: skipped corrupt data ({skipped[0]}) and decoded the rest")
             if length is not None and (cut := length.cut_short(decoded / rate)):
                 on_warning(cut[0], f"{name}: {cut[1]}")
     finally:

@@ -79,7 +79,7 @@ class LiveClassifier:
         if not is_number(smoothing) or not 0 < smoothing <= 1:
             raise ParameterError(f"smoothing must be a number above 0 and at most 1, not {smoothing!r}")
         self.clf, self.options, self.smoothing, self.source = clf, clf.options(top_k, hop=hop), float(smoothing), source
-        self.on_warning = on_warning  # called with (code, message): a hop longer than the window (``gaps``), the first time a stream is scaled down (``extreme_level``), a stream shorter than one window (``short_audio``)
+        self.on_warning = on_warning  # called with (code, message): a hop longer than the window (``gaps``), a bundle whose windows a stream cannot place as offline (``not_as_offline``), the first time a stream is scaled down (``extreme_level``), a stream shorter than one window (``short_audio``)
         self.gain = 1.0  # applied to what arrives: below 1 once samples came far above full scale
         pre = self.pre = self.options.pre
         self._hl, self._width, self._context = pre.hop_length, frames_per_window(pre), -(-(pre.n_fft // 2) // pre.hop_length)
@@ -94,6 +94,10 @@ class LiveClassifier:
         if pre.hop_samples > pre.window_samples and on_warning is not None:  # as offline: said once, at the start
             code, message = gaps(1 - pre.window_samples / pre.hop_samples, pre, "stream")
             on_warning(code, f"{source}: {message}")
+        unlike = [what for differs, what in ((pre.chunking == "centred", "places its windows centred in the whole track (a stream: every hop from its start)"),
+                                             (pre.db_scope == "track", "takes its dB reference over the whole track (a stream: the loudest part heard so far)")) if differs]
+        if unlike and on_warning is not None:  # the bundle's own settings: said, never silently changed
+            on_warning("not_as_offline", f"{source}: this model {' and '.join(unlike)}: these rankings may differ from predict's")
 
     @property
     def buffered(self) -> int:

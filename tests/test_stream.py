@@ -195,6 +195,17 @@ def test_a_level_jump_mid_window_rescales_what_is_held(tmp_path):
     assert [(u.start, u.silent) for u in updates] == [(w.start, w.silent) for w in offline_result.timeline]
     for u, w in zip(updates, offline_result.timeline):
         assert u.top_k[0].label == w.label and u.top_k[0].probability == pytest.approx(w.probabilities[w.label], abs=1e-3)
+    warned = []  # what a stream cannot do as offline is said, never silently changed (the ccmusic import asks for both)
+    LiveClassifier(clf, source="s.wav", on_warning=lambda *w: warned.append(w))
+    centred = tiny_config(db_scope="track", chunking="centred")
+    LiveClassifier(Classifier.from_bundle(save_bundle(tmp_path / "centred", random_model(centred, seed=1), centred), device="cpu"),
+                   source="s.wav", on_warning=lambda *w: warned.append(w))
+    assert warned == [
+        ("not_as_offline", "s.wav: this model takes its dB reference over the whole track (a stream: the loudest part heard so far): "
+                           "these rankings may differ from predict's"),
+        ("not_as_offline", "s.wav: this model places its windows centred in the whole track (a stream: every hop from its start) and takes its "
+                           "dB reference over the whole track (a stream: the loudest part heard so far): these rankings may differ from predict's"),
+    ]
 
 
 @pytest.mark.parametrize("pace", ["realtime", "fast", "stall"])
@@ -210,6 +221,22 @@ def test_a_pipe_at_any_pace_gives_the_offline_timeline(tiny, clip, pace):
     assert_matches_offline(updates, result)
     if pace == "realtime":  # each ranking came as its window arrived, not all at the end
         assert arrivals[0] < 4.0 and arrivals[-1] - arrivals[0] > 2.0
+
+
+def test_a_corrupt_packet_mid_stream_is_skipped_as_offline(tmp_path):
+    """A damaged stretch of a radio stream or a file cost the rest of the stream ("the stream stopped after 10.0 s")
+    where predict skips its packets and decodes the rest: now the same samples, and the same warning."""
+    path = write_audio(tmp_path / "c.mp3", music_like(20.0, 44100, channels=2), 44100)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    pipe, writer = feed_pipe(bytes(data), 0, "fast")
+    warned = []
+    streamed = np.concatenate(list(decode_stream(pipe, SR, on_warning=lambda *w: warned.append(w))))
+    offline_audio = load_audio(io.BytesIO(bytes(data)), SR)
+    np.testing.assert_array_equal(streamed, offline_audio.samples)
+    assert [code for code, _ in offline_audio.warnings] == ["decode_error"] and len(streamed) > 19 * SR
+    assert [(code, message.split(": ", 1)[1]) for code, message in warned] == [
+        ("decode_error", "skipped corrupt data (Invalid data found when processing input) and decoded the rest")]
 
 
 @pytest.mark.parametrize("ext", sorted(ENCODINGS))
