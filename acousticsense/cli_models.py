@@ -66,7 +66,7 @@ def import_torchvision(
 ) -> None:
     """Import a torchvision ViT checkpoint. Pass the preprocessing it was trained with (--preprocessing)."""
     from . import importers
-    from .config import Preprocessing
+    from .config import N_MELS, SAMPLE_RATE, WINDOW_SECONDS, Preprocessing
     from .errors import ParameterError
     from .files import read_json
 
@@ -80,6 +80,9 @@ def import_torchvision(
                 pre = Preprocessing.from_dict(fields)
             except (TypeError, ValueError, AcousticSenseError) as e:
                 raise ParameterError(f"{preprocessing}: invalid preprocessing ({e})") from None
+        if pre is None:
+            typer.echo(f"warning: no --preprocessing given: the bundle assumes AcousticSense's defaults ({WINDOW_SECONDS:g} s windows, {N_MELS} mel "
+                       f"bands at {SAMPLE_RATE:,} Hz, grey images); a model trained otherwise will give wrong answers (README: Importing published models)", err=True)
         return importers.import_torchvision(state_dict, labels, out, arch, image_size, pre, aggregation)
 
     _imported(run)

@@ -116,7 +116,8 @@ def import_torchvision(
 
     ``labels`` is a list or a file (one label a line, or a JSON list) in output order.
     ``arch`` and ``image_size`` default to what the weights' shapes say. ``preprocessing``
-    must be what the model was trained with; its ``image_size`` is set to the model's.
+    must be what the model was trained with; its ``image_size`` is set to the model's. Without it the
+    package's defaults are assumed, and the bundle's provenance says so (``preprocessing_assumed``).
     """
     name = Path(state_dict_path).name
     _check_aggregation(aggregation)
@@ -142,7 +143,8 @@ def import_torchvision(
         labels=names,
         preprocessing=(preprocessing or Preprocessing()).replace(image_size=image_size),
         aggregation=aggregation,
-        provenance={"source": "torchvision state_dict", **_file_provenance(state_dict_path)},
+        provenance={"source": "torchvision state_dict", **_file_provenance(state_dict_path),
+                    **({"preprocessing_assumed": "AcousticSense's defaults: none was given at import"} if preprocessing is None else {})},
     )
     return _bundle(config, state, state_dict_path, out)
 

@@ -326,6 +326,10 @@ def test_cli_torchvision_with_preprocessing(tmp_path):
     assert result.exit_code == 0, result.output
     pre = load_bundle(tmp_path / "b").config.preprocessing
     assert (pre.window_seconds, pre.colormap, pre.image_size) == (3.0, "magma", 32)
+    assert "warning" not in result.stderr and "preprocessing_assumed" not in read_config(tmp_path / "b").provenance
+    guessed = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "guessed")])  # none given: said, and recorded in the bundle
+    assert guessed.exit_code == 0 and guessed.stderr.startswith("warning: no --preprocessing given: the bundle assumes AcousticSense's defaults (8 s windows")
+    assert read_config(tmp_path / "guessed").provenance["preprocessing_assumed"] == "AcousticSense's defaults: none was given at import"
     (tmp_path / "bad.json").write_text(json.dumps({"window_secs": 3.0}))
     result = CliRunner().invoke(app, args + ["--preprocessing", str(tmp_path / "bad.json")])
     assert result.exit_code == 2 and "window_secs" in result.stderr
