@@ -20,7 +20,7 @@ lowers it by 73 %). input × gradient is barely better than random (0.009).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .audio import AudioSource
 from .errors import AudioError, ParameterError
-from .features import db_to_image, mel_filters, power_to_db
+from .features import mel_band_hz, power_to_db, power_to_images
 from .files import write_whole
 from .inference import Classifier, Features
 from .options import is_number, label_in, whole_in_range
@@ -61,7 +61,6 @@ class Explanation:
     window_frames: list[int]  # first frame of each window (width ``window_width``)
     window_width: int
     window_silent: list[bool]
-    patch_maps: np.ndarray = field(repr=False)  # (non-silent windows, rows, cols): each sums to 1, image orientation (row 0: top = high frequencies)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (code, message), as predict's: truncated, short_audio, not_music, ...
     filled: str | None = None  # how a clip shorter than one window was filled ("repeated", "zero-padded"); None: it was not
 
@@ -111,7 +110,7 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
     features = source if isinstance(source, Features) else clf.preprocess(source)
     if bool(features.silent.all()):
         raise AudioError(f"{features.source}: no window is louder than {features.options.pre.silence_db:g} dBFS: the recording is silent, there is nothing to explain")
-    images = window_images(clf, features)
+    images = window_images(features)
     with torch.inference_mode():
         probs = torch.cat([(_forward(clf.model, b)[0] / clf.config.temperature).softmax(-1) for b in images.split(clf.batch_size)]).cpu()
     track = aggregate(probs, clf.config.aggregation)
@@ -133,11 +132,10 @@ def explain(clf: Classifier, source: AudioSource | Features, genre: str | None =
         mel_db=power_to_db(features.mel[None], pre)[0].cpu().numpy(),
         seconds_per_frame=pre.hop_length / pre.sample_rate,
         duration=features.duration,
-        mel_hz=mel_filters(replace(pre, preemphasis=0.0)).argmax(-1).numpy() * pre.sample_rate / pre.n_fft,  # band centres
+        mel_hz=mel_band_hz(pre),
         window_frames=features.frames.tolist(),
         window_width=features.width,
         window_silent=features.silent.tolist(),
-        patch_maps=scores.numpy().astype(np.float32),
         warnings=[(w["code"], w["message"]) for w in result.warnings],
         filled=features.filled,
     )
@@ -153,12 +151,12 @@ def known_genre(clf: Classifier, genre: str | None) -> str | None:
     return None if genre is None else label_in(genre, clf.labels, "unknown genre {genre}; this model's genres: {labels}")
 
 
-def window_images(clf: Classifier, features: Features) -> torch.Tensor:
+def window_images(features: Features) -> torch.Tensor:
     """The model's input images (B, 3, S, S) of the non-silent windows, made as :meth:`Classifier.forward` makes them."""
     pre = features.options.pre
     windows = torch.stack(list(features.windows()))
     peak = features.peak.expand(len(windows), 1, 1) if pre.db_scope == "track" else None
-    return db_to_image(power_to_db(windows, pre, peak), pre)
+    return power_to_images(windows, pre, peak)
 
 
 def _vit(model: torch.nn.Module) -> torch.nn.Module:
@@ -270,7 +268,7 @@ def faithfulness(
     features = source if isinstance(source, Features) else clf.preprocess(source)
     if bool(features.silent.all()):
         raise AudioError(f"{features.source}: the recording is silent, there is nothing to delete")
-    images = window_images(clf, features)
+    images = window_images(features)
     with torch.inference_mode():
         probs = torch.cat([(_forward(clf.model, b)[0] / clf.config.temperature).softmax(-1) for b in images.split(clf.batch_size)]).mean(0)
     target = int(probs.argmax()) if genre is None else clf.labels.index(genre)

@@ -1,4 +1,5 @@
-"""Waveform -> windows -> mel spectrogram (dB) -> the image a ViT sees, all in torch.
+"""Waveform -> mel power of the whole track (once) -> windows as slices of its frames -> dB -> the image a ViT
+sees, all in torch; and where the windows go (every hop plus one at the end, or centred), how silent each is.
 
 Every parameter lives in :class:`~acousticsense.config.Preprocessing`, which a model bundle stores in its
 config, so a model is always fed exactly what it was trained on.
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import HOP_LENGTH, HOP_SECONDS, IMAGE_SIZE, N_FFT, N_MELS, RESAMPLERS, SAMPLE_RATE, SILENCE_DB, TOP_DB, WINDOW_SECONDS, Preprocessing  # noqa: F401 - the constants' home before config.py
+from .config import Preprocessing
 from .errors import ParameterError
 
 RENDER_BYTES = 1 << 28  # a bundle's render_size raster is drawn for at most this many bytes of windows at a time
@@ -212,6 +213,12 @@ def mel_filters(pre: Preprocessing, device: torch.device | str = "cpu") -> torch
     return torch.from_numpy(fb).to(device)
 
 
+def mel_band_hz(pre: Preprocessing) -> np.ndarray:
+    """(n_mels,) each mel band's peak frequency in Hz (of the filter itself: pre-emphasis does not move a band)."""
+    fb = _mel_filters_np(pre.sample_rate, pre.n_fft, pre.n_mels, pre.fmin, pre.fmax, pre.mel_htk, pre.mel_norm)
+    return fb.argmax(-1) * pre.sample_rate / pre.n_fft
+
+
 def mel_power(windows: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """Power mel spectrogram (B, n_mels, frames), as ``librosa.feature.melspectrogram`` computes it."""
     stft = torch.stft(
@@ -315,6 +322,12 @@ def _saved_as_jpeg(x: torch.Tensor, quality: int, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device).float() / 255
 
 
+def power_to_images(power: torch.Tensor, pre: Preprocessing, peak: torch.Tensor | None = None) -> torch.Tensor:
+    """Mel power windows (B, n_mels, frames) -> the model's input images (B, 3, size, size): :func:`power_to_db`
+    (``peak``: each window's track peak, for ``db_scope="track"``), then :func:`db_to_image`."""
+    return db_to_image(power_to_db(power, pre, peak), pre)
+
+
 def windows_to_images(windows: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """Waveform windows (B, L) -> model input (B, 3, size, size); ``L`` is ``pre.window_samples`` and the samples
     finite floats (anything else is a :class:`ParameterError`: a window of another length would be drawn as if it
@@ -326,4 +339,4 @@ def windows_to_images(windows: torch.Tensor, pre: Preprocessing) -> torch.Tensor
         raise ParameterError(f"windows_to_images takes a float tensor of windows (B >= 1, {pre.window_samples} samples each), not {shape}")
     if not bool(torch.isfinite(windows).all()):
         raise ParameterError("windows_to_images: the windows hold NaN or infinite samples")
-    return db_to_image(power_to_db(mel_power(windows, pre), pre), pre)
+    return power_to_images(mel_power(windows, pre), pre)

@@ -24,12 +24,11 @@ from .config import Options, Preprocessing
 from .decoding import DecodeAhead
 from .errors import AcousticSenseError, ParameterError
 from .features import (
-    db_to_image,
     fill_word,
     fit_to_window,
     gaps,
     place_windows,
-    power_to_db,
+    power_to_images,
     short_audio,
     too_short,
     track_mel,
@@ -312,7 +311,7 @@ class Classifier:
         def run() -> None:
             windows = torch.cat([w for w, _ in parts])
             peak = torch.cat([p.expand(len(w)) for w, p in parts]).view(-1, 1, 1) if track_db else None
-            images = db_to_image(power_to_db(windows, pre, peak), pre)
+            images = power_to_images(windows, pre, peak)
             logits = torch.func.functional_call(self._net, weights, (images.bfloat16(),)) if weights else self._net(images)
             out.append((logits.float() / self.config.temperature).softmax(-1))
             parts.clear()

@@ -27,7 +27,7 @@ from .api import LOG, MODEL_WORKERS, Engine, named_bytes
 from .bundle import DEFAULT_BUNDLE, EXAMPLES_DIR, read_config
 from .errors import AcousticSenseError
 from .explain import explain, relevance_figure
-from .features import mel_filters, power_to_db
+from .features import mel_band_hz, power_to_db
 from .inference import Features
 from .model_card import model_card
 from .options import DEFAULT_TOP_K, SERVER_MAX_QUEUE, SERVER_MAX_UPLOAD_MB, spelled_as
@@ -126,7 +126,7 @@ def spectrogram_figure(features: Features) -> Figure:
         fig = Figure(figsize=(PLOT_WIDTH, 3.4), layout="constrained")
         ax = fig.subplots()
         image = ax.imshow(db, origin="lower", aspect="auto", cmap=pre.colormap or "magma", extent=(0, duration, 0, pre.n_mels))
-        band_hz = mel_filters(pre).argmax(-1).numpy() * pre.sample_rate / pre.n_fft  # each mel band's peak frequency
+        band_hz = mel_band_hz(pre)
         ticks = np.linspace(0, pre.n_mels - 1, 5).round().astype(int)
         ax.set_yticks(ticks + 0.5, [f"{band_hz[i]:,.0f}" for i in ticks])
         ax.set(title="Mel spectrogram: what the model sees", xlabel="time (s)", ylabel="frequency (Hz)")

@@ -51,7 +51,7 @@ def main() -> None:
     features = [clf.preprocess(p) for p in clips]
     waves = [load_audio(p, pre.sample_rate).samples for p in clips]
     runner_up = [clf.labels[int(clf.forward([f])[0].mean(0).argsort(descending=True)[1])] for f in features]
-    images = torch.cat([window_images(clf, f) for f in features])
+    images = torch.cat([window_images(f) for f in features])
     print(f"{clf.config.model_id} on {clf.device}: {len(clips)} clips, {len(images)} windows, 20 % of the patches deleted")
     print("drop of the top genre's probability (random: mean ± std over draws); runner-up: median relative drop of the 2nd genre's")
     print(f"{'method':<14}{'top':>8}{'random':>17}{'bottom':>9}{'top>rnd':>9}{'runner-up top/rnd':>19}{'half-silent':>13}{'ms/window':>11}")

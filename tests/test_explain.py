@@ -43,7 +43,7 @@ def blues(clf: Classifier):
 
 
 def test_step_by_step_forward_equals_the_model(clf: Classifier, blues) -> None:
-    images = window_images(clf, blues)
+    images = window_images(blues)
     with torch.inference_mode():
         logits, attns, _ = _forward(clf.model, images)
         assert torch.allclose(logits, clf.model(images), atol=1e-5, rtol=0)
