@@ -1,4 +1,4 @@
-"""The REST API: ``/api/v1`` (classify, health, model), upload and queue limits, offline docs. No Gradio here."""
+"""The REST API: ``/api/v1`` (classify, explain.png, health, model), upload and queue limits, offline docs. No Gradio here."""
 
 from __future__ import annotations
 

@@ -201,17 +201,28 @@ class Catalog:
         """``with catalog.transaction():`` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an exception."""
         return _Transaction(self.db)
 
+    def begin(self) -> None:
+        """Open a write transaction (BEGIN IMMEDIATE: the write lock now) that :meth:`commit` ends; for writes batched
+        across calls, where :meth:`transaction` does not fit."""
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
     # -- the scan's writes --------------------------------------------------------------------------------------
 
     def begin_scan(self, root: str, model: str, engine: str) -> int:
+        """Record a scan of ``root`` with ``model`` starting now; its id (what :meth:`mark_seen` and :meth:`store` take)."""
         with self.transaction():
             return self.db.execute("INSERT INTO scans (root, model, engine, started) VALUES (?, ?, ?, ?)", (root, model, engine, time.time())).lastrowid
 
     def finish_scan(self, scan: int, counts: dict[str, int]) -> None:
+        """Record that scan ``scan`` finished, with its counts."""
         with self.transaction():
             self.db.execute("UPDATE scans SET finished = ?, counts = ? WHERE id = ?", (time.time(), json.dumps(counts), scan))
 
     def lookup(self, path: str) -> sqlite3.Row | None:
+        """The track stored under ``path`` (absolute, as a scan stores it), or None."""
         return self.db.execute("SELECT * FROM tracks WHERE path = ?", (path,)).fetchone()
 
     def same_content(self, digest: str) -> list[sqlite3.Row]:
@@ -340,6 +351,10 @@ class Catalog:
         """Classified tracks per model key."""
         return {m: n for m, n in self.db.execute("SELECT model, count(*) FROM tracks WHERE status = 'ok' GROUP BY model ORDER BY count(*) DESC")}
 
+    def model_state(self, model: str) -> tuple[Any, ...]:
+        """What changes whenever ``model``'s tracks change (their count, last scan time, largest id): a cache key."""
+        return tuple(self.db.execute("SELECT count(*), max(scanned_at), max(id) FROM tracks WHERE model = ?", (model,)).fetchone())
+
     def embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, (n, dim) float32 embeddings, top genres) of every classified track of ``model``."""
         sql = "SELECT id, embedding, genre FROM tracks WHERE status = 'ok' AND model = ? AND embedding IS NOT NULL ORDER BY id"
@@ -360,6 +375,7 @@ class Catalog:
         return self.db.execute("SELECT * FROM tracks ORDER BY path")
 
     def counts(self) -> dict[str, int]:
+        """How many tracks have each status (ok, silent, failed)."""
         return {s: n for s, n in self.db.execute("SELECT status, count(*) FROM tracks GROUP BY status")}
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import Preprocessing
-from .errors import ParameterError
+from .errors import AudioError, ParameterError
 
 RENDER_BYTES = 1 << 28  # a bundle's render_size raster is drawn for at most this many bytes of windows at a time
 
@@ -25,7 +25,7 @@ def fit_to_window(samples: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """A mono waveform at least one window long: a shorter clip is filled by ``pre.short_pad``."""
     win, n = pre.window_samples, samples.shape[-1]
     if n == 0:
-        raise ValueError("empty waveform")
+        raise AudioError("empty waveform")
     if n >= win:
         return samples
     return samples.repeat(-(-win // n))[:win] if pre.short_pad == "repeat" else F.pad(samples, (0, win - n))

@@ -133,7 +133,7 @@ class FusedInference(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"images of {tuple(images.shape[-2:])} pixels; this model takes {self.image_size} x {self.image_size}")
+            raise ParameterError(f"images of {tuple(images.shape[-2:])} pixels; this model takes {self.image_size} x {self.image_size}")
         x = self.conv_proj(images).flatten(2).transpose(1, 2)  # (B, patches, hidden), as VisionTransformer._process_input
         x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1)
         x = self.ln(self.blocks(self.dropout(x + self.pos_embedding)))

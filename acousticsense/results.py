@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import AcousticSenseError
+from .errors import AcousticSenseError, ParameterError
 
 if TYPE_CHECKING:  # torch loads with the model: decoding workers forked before that never carry it
     import torch
@@ -105,7 +105,7 @@ def aggregate(probs: torch.Tensor, rule: str) -> torch.Tensor:
     if rule == "vote":
         votes = torch.bincount(probs.argmax(-1), minlength=probs.shape[1]).float() / len(probs)
         return votes + 1e-6 * mean  # tie-break without changing the shares visibly
-    raise ValueError(f"unknown aggregation {rule!r}")
+    raise ParameterError(f"unknown aggregation {rule!r}")
 
 
 def track_embedding(pooled: torch.Tensor, probs: torch.Tensor) -> np.ndarray:

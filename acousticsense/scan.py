@@ -346,12 +346,12 @@ class _Writer:
     The write lock is never held while the model works, so another scan or a reader waits a moment at most."""
 
     def __init__(self, catalog: Catalog):
-        self.catalog, self.db = catalog, catalog.db
+        self.catalog = catalog
         self.open, self.since = False, 0.0
 
     def begin(self) -> None:
         if not self.open:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.catalog.begin()
             self.open, self.since = True, time.monotonic()
 
     def tick(self) -> None:
@@ -366,7 +366,7 @@ class _Writer:
 
     def commit(self) -> None:
         if self.open:
-            self.db.execute("COMMIT")
+            self.catalog.commit()
             self.open = False
 
 

@@ -1,7 +1,8 @@
 """“More like this”: cosine nearest neighbours of a track's embedding among the library's tracks (usearch).
 
-Embeddings are the ViT's pooled representation (the class token its head reads), averaged over a track's
-windows and L2-normalised; only tracks classified by the same model are compared. Up to :data:`EXACT_LIMIT`
+Embeddings are :func:`~acousticsense.results.track_embedding`: the ViT's class token (what its head reads), averaged
+over a track's windows, beside the square root of its genre distribution, unit length; only tracks classified by
+the same model are compared. Up to :data:`EXACT_LIMIT`
 tracks the search is exact (brute force, SIMD); beyond, an HNSW index is built once per library state.
 """
 
@@ -59,7 +60,7 @@ _cache_lock = threading.Lock()
 
 def neighbours(catalog: Catalog, model: str) -> tuple[Neighbours, np.ndarray]:
     """The search over ``model``'s tracks and their top genres, rebuilt only when the library has changed."""
-    state = tuple(catalog.db.execute("SELECT count(*), max(scanned_at), max(id) FROM tracks WHERE model = ?", (model,)).fetchone())
+    state = catalog.model_state(model)
     key = (str(catalog.path.resolve()), model)
     with _cache_lock:
         hit = _cache.get(key)
@@ -99,7 +100,7 @@ def resolve(
         pass
     else:
         path = Path(query).expanduser()
-        row = catalog.db.execute("SELECT * FROM tracks WHERE path = ?", (stored_text(str(path.resolve()), "the file's name"),)).fetchone()
+        row = catalog.lookup(stored_text(str(path.resolve()), "the file's name"))
         if row is None and path.is_dir():
             raise AudioError(f"{query}: a folder; give one audio file or a track of {catalog.path}")
         if row is None and not path.is_file():

@@ -81,7 +81,7 @@ def test_fused_inference_gives_the_models_numbers_and_shares_its_weights():
     fused = inference_model(model)
     assert isinstance(fused, FusedInference) and all(m.training for m in model.modules())  # building it changes no mode
     model.eval()
-    with pytest.raises(ValueError, match=r"images of \(48, 48\) pixels; this model takes 64 x 64"):
+    with pytest.raises(ParameterError, match=r"images of \(48, 48\) pixels; this model takes 64 x 64"):
         fused(torch.zeros(1, 3, 48, 48))
     odd, linear = build_model("vit_mini_16", 5, image_size=64), torch.nn.Linear(2, 2)  # 3 heads: PyTorch fuses nothing
     assert inference_model(odd) is odd and inference_model(linear) is linear
