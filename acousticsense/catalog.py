@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import AcousticSenseError, ParameterError
 from .folders import FileState
-from .options import is_number, is_whole, label_in
+from .options import DEFAULT_SEARCH_LIMIT, is_number, is_whole, label_in
 from .results import FLAGS
 
 SCHEMA_VERSION = 1
@@ -306,7 +306,7 @@ class Catalog:
             raise LibraryError(f"{self.path}: no track {key!r} in this library")
         return row
 
-    def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> tuple[str, list[sqlite3.Row]]:
+    def search(self, genre: str, min_prob: float | None = None, limit: int = DEFAULT_SEARCH_LIMIT, offset: int = 0) -> tuple[str, list[sqlite3.Row]]:
         """The genre as the library spells it (any case matches, see :meth:`label`) and the tracks whose top genre it is
         (best first) or, with ``min_prob``, whose probability of it is at least that."""
         if not (is_whole(limit, 1, MAX_ID) and is_whole(offset, 0, MAX_ID)):
@@ -415,6 +415,11 @@ def track_summary(row: sqlite3.Row) -> dict[str, Any]:
         "error": row["error"],
         "flags": [c for c in FLAGS if c in {w.get("code") for w in _stored_list(row, "warnings") if isinstance(w, dict)}],
     }
+
+
+def flagged(track: dict[str, Any]) -> str:
+    """A :func:`track_summary`'s ``flags`` in words ("not music", "low confidence"), or nothing."""
+    return ", ".join(c.replace("_", " ") for c in track["flags"])
 
 
 def track_record(row: sqlite3.Row) -> dict[str, Any]:

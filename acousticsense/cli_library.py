@@ -16,7 +16,7 @@ import typer
 from .cli import DeviceOpt, ModelOpt, app, fail, printable, share_cores_with_decoders
 from .errors import OutputError
 from .files import replacing
-from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_RANGE
+from .options import DEFAULT_MAX_SECONDS, DEFAULT_NEIGHBOURS, DEFAULT_SEARCH_LIMIT, MAX_NEIGHBOURS, MAX_SECONDS_RANGE
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The library database (SQLite).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
@@ -85,7 +85,7 @@ def search(
     genre: Annotated[str, typer.Option("--genre", "-g", help="A genre of the model, e.g. Jazz.")],
     db: DbOpt = Path("library.db"),
     min_prob: Annotated[Optional[float], typer.Option("--min-prob", help="Tracks whose probability of GENRE is at least this, 0 to 1 (default: tracks whose top genre it is).")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1_000_000, help="Tracks to list at most.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1_000_000, help="Tracks to list at most.")] = DEFAULT_SEARCH_LIMIT,
     as_json: JsonOpt = False,
 ) -> None:
     """List the library's tracks of a genre, most certain first."""
@@ -109,7 +109,7 @@ def search(
 def similar(
     track: Annotated[str, typer.Argument(metavar="TRACK", help="A track of the library (its path or id), or any audio file (classified now); - reads standard input.")],
     db: DbOpt = Path("library.db"),
-    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Neighbours to list.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, max=MAX_NEIGHBOURS, help="Neighbours to list.")] = DEFAULT_NEIGHBOURS,
     same_genre: Annotated[bool, typer.Option("--same-genre", help="Only tracks whose top genre is the query's.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = None,
@@ -141,7 +141,9 @@ def similar(
 
 def _flagged(track: dict[str, Any]) -> str:
     """What a listed track's line adds when the model doubted its genre (as ``--write-tags`` does: it tags none of them)."""
-    return f"  (flagged {' and '.join(c.replace('_', ' ') for c in track['flags'])})" if track["flags"] else ""
+    from .catalog import flagged
+
+    return f"  (flagged {flagged(track)})" if track["flags"] else ""
 
 
 def export_library(db: Path, fmt: str, out: Path | None) -> int:

@@ -16,9 +16,9 @@ def train(
     data: Annotated[Path, typer.Argument(help="A folder per label (or with a manifest.csv), or a CSV/JSON manifest with path,label.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory: bundle, checkpoint.pt, train_log.jsonl (default: runs/DATA-ARCH).")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="vit_ti_16 (default), vit_mini_16, vit_s_16 or vit_b_16.")] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Model input size in pixels (default 128).")] = None,
-    window: Annotated[Optional[float], typer.Option("--window", help=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default 8).")] = None,
-    hop: Annotated[Optional[float], typer.Option("--hop", help=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 4): validation and inference use it, and an epoch takes as many random crops of each track as it gives windows.")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Model input size in pixels (default 128, or the --init bundle's).")] = None,
+    window: Annotated[Optional[float], typer.Option("--window", help=f"Window length in seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} (default 8, or the --init bundle's).")] = None,
+    hop: Annotated[Optional[float], typer.Option("--hop", help=f"Hop between windows in seconds, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 4, or the --init bundle's): validation and inference use it, and an epoch takes as many random crops of each track as it gives windows.")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="none (default), imagenet (vit_b_16; downloads torchvision's weights) or a bundle to fine-tune.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (default 30).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per batch and process (default 32).")] = None,
@@ -103,7 +103,9 @@ def evaluate(
         typer.echo(f"warning: {printable(data)} is the corpus this model was trained on (its provenance names {report['data']['source']!r}): "
                    "training tracks score high; these are not held-out figures", err=True)
     if out is not None:
-        typer.echo(f"  report: {out / 'report.json'}, {out / 'confusion.png'}, {out / 'reliability.png'}")
+        from .evaluate import FIGURE_NAME, RELIABILITY_NAME, REPORT_NAME
+
+        typer.echo(f"  report: {out / REPORT_NAME}, {out / FIGURE_NAME}, {out / RELIABILITY_NAME}")
     if record:
         typer.echo(f"recorded as {printable(bundle)}'s held-out figures (metrics.held_out){_replaced(replaced)}")
 

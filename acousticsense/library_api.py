@@ -23,7 +23,8 @@ from starlette.responses import MalformedRangeHeader
 from .api import options_once, other_methods_405
 from .catalog import MAX_ID, Catalog, LibraryError, changed_since_scan, track_summary
 from .errors import AcousticSenseError, ParameterError
-from .similar import MAX_K, resolve, similar
+from .options import DEFAULT_NEIGHBOURS, DEFAULT_SEARCH_LIMIT, MAX_NEIGHBOURS
+from .similar import resolve, similar
 
 MAX_LIMIT = 1000  # tracks per search page
 MEDIA_TYPES = {  # by suffix, for every extension a scan takes (audio.AUDIO_EXTENSIONS)
@@ -59,7 +60,7 @@ class Library:
         except LibraryError:
             raise NotInLibrary(f"no track {key!r} in the library") from None
 
-    def search(self, genre: str, min_prob: float | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    def search(self, genre: str, min_prob: float | None = None, limit: int = DEFAULT_SEARCH_LIMIT, offset: int = 0) -> dict[str, Any]:
         """``{"genre", "min_prob", "tracks"}``: the genre as the library spells it, and the summaries of the tracks whose
         top genre it is or, with ``min_prob``, whose probability of it (``match``) is at least that."""
         with self._reading():
@@ -72,7 +73,7 @@ class Library:
         with self._reading():
             return track_summary(self._row(key))
 
-    def similar(self, key: int | str, k: int = 10, same_genre: bool = False) -> list[dict[str, Any]]:
+    def similar(self, key: int | str, k: int = DEFAULT_NEIGHBOURS, same_genre: bool = False) -> list[dict[str, Any]]:
         """The track (by id or library path) first, then its ``k`` most similar tracks (see :func:`.similar.similar`)."""
         with self._reading():
             query = resolve(self.catalog, self._row(key)["id"], files=False)
@@ -127,7 +128,7 @@ def library_router(library: Library) -> APIRouter:
     def search_tracks(
         genre: Annotated[str, Query(description="A genre label, e.g. Jazz (one no model of the library knows is a 400 naming those they know)")],
         min_prob: Annotated[Optional[float], Query(ge=0, le=1, allow_inf_nan=False, description="Any track whose probability of the genre is at least this (default: tracks whose top genre it is); each gets `match`")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_SEARCH_LIMIT,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:
         try:
@@ -139,7 +140,7 @@ def library_router(library: Library) -> APIRouter:
     def similar_tracks(
         track: Annotated[Optional[int], Query(ge=0, le=MAX_ID, description="A track id")] = None,
         path: Annotated[Optional[str], Query(description="Or: a path the library lists (no other file is read)")] = None,
-        k: Annotated[int, Query(ge=1, le=MAX_K, description="Similar tracks to return")] = 10,
+        k: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURS, description="Similar tracks to return")] = DEFAULT_NEIGHBOURS,
         same_genre: Annotated[bool, Query(description="Only tracks with the same top genre")] = False,
     ) -> dict[str, Any]:
         if (track is None) == (path is None):

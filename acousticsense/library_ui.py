@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .catalog import flagged
 from .errors import AcousticSenseError
 from .library_api import Library
 from .plots import PLOT_STYLE, styled
@@ -21,8 +22,8 @@ from .ui import PLOT_WIDTH, plural
 
 UI_LIMIT = 200  # tracks a search shows
 UI_K = 10  # similar tracks shown
-RESULT_COLUMNS = ["id", "path", "genre", "probability"]
-SIMILAR_COLUMNS = ["rank", "id", "path", "genre", "similarity"]
+RESULT_COLUMNS = ["id", "path", "genre", "probability", "flagged"]
+SIMILAR_COLUMNS = ["rank", "id", "path", "genre", "similarity", "flagged"]
 
 
 def genre_chart(counts: dict[str, int]) -> Figure:
@@ -77,7 +78,7 @@ def library_tab(library: Library) -> None:
         except AcousticSenseError as e:
             return html.escape(f"⚠️ {e}"), pd.DataFrame(columns=RESULT_COLUMNS)
         genre, tracks = found["genre"], found["tracks"]
-        rows = [[t["id"], t["path"], t["genre"], round(t.get("match", t["probability"]), 4)] for t in tracks]
+        rows = [[t["id"], t["path"], t["genre"], round(t.get("match", t["probability"]), 4), flagged(t)] for t in tracks]
         what = f"whose top genre is {genre}" if not min_prob else f"at least {min_prob:g} likely to be {genre}"
         more = f" (the first {UI_LIMIT})" if len(tracks) == UI_LIMIT else ""
         note = ": click one for more like it" if tracks else ""
@@ -90,7 +91,7 @@ def library_tab(library: Library) -> None:
             tracks = library.similar(track, UI_K, same_genre)
         except AcousticSenseError as e:
             return html.escape(f"⚠️ {e}"), "", pd.DataFrame(columns=SIMILAR_COLUMNS)
-        rows = [["this" if t["query"] else i, t["id"], t["path"], t["genre"], round(t["similarity"], 4)] for i, t in enumerate(tracks)]
+        rows = [["this" if t["query"] else i, t["id"], t["path"], t["genre"], round(t["similarity"], 4), flagged(t)] for i, t in enumerate(tracks)]
         return "", player_html(tracks[0]), pd.DataFrame(rows, columns=SIMILAR_COLUMNS).astype({"rank": str})
 
     def picked(evt: gr.SelectData) -> int | None:

@@ -25,6 +25,9 @@ MAX_WINDOWS = 4000  # per track: a longer track or a shorter hop is refused, so 
 MAX_SECONDS_RANGE = (1.0, 4 * 3600.0)  # max_seconds: how much of a track is analysed
 HOP_RANGE = (0.1, 3600.0)  # seconds between window starts
 WINDOW_RANGE = (0.5, 60.0)  # a window length other than the bundle's (only with override_window)
+DEFAULT_NEIGHBOURS = 10  # similar: tracks listed after the query
+MAX_NEIGHBOURS = 1000
+DEFAULT_SEARCH_LIMIT = 50  # search: tracks listed (a page of them through REST)
 
 # The web server: uploads are untrusted, so its limits are tighter than the library's.
 SERVER_MAX_UPLOAD_MB = 50.0  # largest request body accepted, in MiB; larger gets 413

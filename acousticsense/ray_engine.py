@@ -24,7 +24,7 @@ from .catalog import Outcome
 from .errors import ParameterError, sigterm_as_interrupt
 from .options import DEFAULT_MAX_SECONDS
 from .results import one_line
-from .scan import Engine, outcome_of
+from .scan import ScanEngine, outcome_of
 
 CHUNK = 1024  # paths per dataset: each starts its actors (and loads the model) afresh, a few seconds
 BATCH = 16  # files per actor call
@@ -54,8 +54,8 @@ class _Scorer:
         return {"index": batch["index"], "outcome": np.array([o.to_json() for o in outcomes], dtype=object)}
 
 
-def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> Engine:
-    """An :data:`~acousticsense.scan.Engine` classifying with Ray Data (``address``: a cluster's; default: a Ray
+def ray_engine(bundle: str | os.PathLike | None, address: str | None = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> ScanEngine:
+    """An :data:`~acousticsense.scan.ScanEngine` classifying with Ray Data (``address``: a cluster's; default: a Ray
     started here with all the CPUs and GPUs Ray finds, or the cluster ``RAY_ADDRESS`` names).
 
     Ray is started when the first path arrives and stopped at the end; a Ray already initialised in this process

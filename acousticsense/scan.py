@@ -94,10 +94,10 @@ def outcome_of(result: Any) -> Outcome:
     return Outcome("silent" if result.silent else "ok", None, result.duration, genres, timeline, result.warnings, result.embedding)
 
 
-Engine = Callable[[Iterator[str]], Iterator[Outcome]]
+ScanEngine = Callable[[Iterator[str]], Iterator[Outcome]]
 
 
-def local_engine(bundle: str | os.PathLike | None, device: str | None = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> Engine:
+def local_engine(bundle: str | os.PathLike | None, device: str | None = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> ScanEngine:
     """Classify paths in this process (``classify_many``: decoding in worker processes, windows batched across files).
 
     The model is loaded when the first path arrives: a scan with nothing new never imports torch.

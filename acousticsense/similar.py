@@ -19,11 +19,10 @@ from usearch.index import Index, MetricKind, search
 
 from .catalog import Catalog, LibraryError, embedding_of, stored_text, track_summary
 from .errors import AudioError
-from .options import DEFAULT_TOP_K, whole_in_range
+from .options import DEFAULT_NEIGHBOURS, DEFAULT_TOP_K, MAX_NEIGHBOURS, whole_in_range
 from .results import FLAGS
 
 EXACT_LIMIT = 200_000  # tracks searched exactly; a larger library gets an approximate (HNSW) index
-MAX_K = 1000
 
 
 class Neighbours:
@@ -127,9 +126,9 @@ def resolve(
     return Query(result.embedding, model, result.label, summary)
 
 
-def similar(catalog: Catalog, query: Query, k: int = 10, same_genre: bool = False) -> list[dict[str, Any]]:
+def similar(catalog: Catalog, query: Query, k: int = DEFAULT_NEIGHBOURS, same_genre: bool = False) -> list[dict[str, Any]]:
     """The query first (similarity 1; ``id`` None for a file outside the library), then its ``k`` nearest other tracks."""
-    whole_in_range("k", k, 1, MAX_K)
+    whole_in_range("k", k, 1, MAX_NEIGHBOURS)
     search_over, genres = neighbours(catalog, query.model)
     allowed = None
     if query.id is not None or same_genre:

@@ -75,7 +75,7 @@ def test_search_finds_the_tracks_of_a_top_genre_best_first(client, rows):
     expected = sorted((row for row in rows.values() if row["genre"] == genre), key=lambda row: -row["probability"])
     assert [t["path"] for t in doc["tracks"]] == [row["path"] for row in expected]
     assert doc["tracks"][0]["path"].endswith("/jazz.ogg") and all(t["genre"] == genre for t in doc["tracks"])
-    assert set(doc["tracks"][0]) == {"id", "path", "status", "genre", "probability", "top_k", "duration", "model", "error"}
+    assert set(doc["tracks"][0]) == {"id", "path", "status", "genre", "probability", "top_k", "duration", "model", "error", "flags"}
     assert client.get(f"{LIB}/search", params={"genre": "Polka"}).status_code == 400  # no model here knows it
     assert client.get(f"{LIB}/search", params={"genre": genre.upper()}).json() == doc  # any case, echoed as the model spells it
     long = client.get(f"{LIB}/search", params={"genre": "x" * 5000}).json()["detail"]  # echoed cut short, as explain's genre
