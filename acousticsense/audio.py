@@ -326,7 +326,7 @@ def _finish(samples: np.ndarray, name: str, sample_rate: int, src_rate: int, cha
     if truncated:
         samples = samples[: int(max_seconds * sample_rate)]
     if samples.size == 0:  # none decoded, or a few that resample to none (2 samples at 48 kHz)
-        fewer = f", or too few to give one at {sample_rate:,} Hz (it is {src_rate:,} Hz)" if src_rate != sample_rate else ""
+        fewer = f", or too few to give one at {sample_rate:,} Hz (it is {src_rate:,} Hz)" if 0 < src_rate != sample_rate else ""
         raise AudioError(f"{name}: contains no audio samples{fewer}")
     peak = sample_peak(samples, name)
     if peak > MAX_PEAK:

@@ -103,6 +103,8 @@ def resolve(
         if row is None and path.is_dir():
             raise AudioError(f"{query}: a folder; give one audio file or a track of {catalog.path}")
         if row is None and not path.is_file():
+            if path.exists():
+                raise AudioError(f"{query}: not a track of {catalog.path}, and not a regular file (a FIFO, socket or device)")
             raise AudioError(f"{query}: neither a track of {catalog.path} nor an existing file")
     if row is not None:
         if row["embedding"] is None:

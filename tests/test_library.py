@@ -553,6 +553,9 @@ def test_export_never_overwrites_the_database_and_huge_ids_are_not_tracks(librar
     assert huge.returncode == 2 and "no track 99999999999999999999" in huge.stderr and "Traceback" not in huge.stderr
     missing = run("similar", str(tmp_path / "nope.ogg"), "--db", str(db))  # an input that cannot be analysed: 1, as in predict
     assert missing.returncode == 1 and f"nope.ogg: neither a track of {db} nor an existing file" in missing.stderr
+    os.mkfifo(tmp_path / "live.ogg")  # exists, but is no file to classify (it was said not to exist)
+    fifo = subprocess.run([*CLI, "similar", str(tmp_path / "live.ogg"), "--db", str(db)], capture_output=True, text=True, timeout=60)
+    assert fifo.returncode == 1 and fifo.stderr == f"error: {tmp_path / 'live.ogg'}: not a track of {db}, and not a regular file (a FIFO, socket or device)\n"
     assert json.loads(run("search", "--db", str(db), "--genre", "metal", "--json").stdout)["tracks"]  # any case
 
 
