@@ -80,10 +80,11 @@ def import_torchvision(
                 pre = Preprocessing.from_dict(fields)
             except (TypeError, ValueError, AcousticSenseError) as e:
                 raise ParameterError(f"{preprocessing}: invalid preprocessing ({e})") from None
-        if pre is None:
+        path = importers.import_torchvision(state_dict, labels, out, arch, image_size, pre, aggregation)
+        if pre is None:  # said of a bundle made, not of a checkpoint refused
             typer.echo(f"warning: no --preprocessing given: the bundle assumes AcousticSense's defaults ({WINDOW_SECONDS:g} s windows, {N_MELS} mel "
                        f"bands at {SAMPLE_RATE:,} Hz, grey images); a model trained otherwise will give wrong answers (README: Importing published models)", err=True)
-        return importers.import_torchvision(state_dict, labels, out, arch, image_size, pre, aggregation)
+        return path
 
     _imported(run)
 
