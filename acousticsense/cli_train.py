@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import DeviceOpt, app, fail, printable
-from .options import DEFAULT_BATCH_SIZE, HOP_RANGE, MAX_BATCH_SIZE, WINDOW_RANGE
+from .options import DEFAULT_BATCH_SIZE, HOP_RANGE, MAX_BATCH_SIZE, MAX_SYNTH_CLIPS, SYNTH_SECONDS_RANGE, WINDOW_RANGE
 
 
 @app.command()
@@ -122,13 +122,13 @@ def _replaced(figures: dict | None) -> str:
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder for <Genre>/<slug>.NNNNN.wav, manifest.csv and manifest.json.")],
-    per_genre: Annotated[int, typer.Option("--per-genre", min=1, help="Clips per genre.")] = 60,
-    seconds: Annotated[float, typer.Option("--seconds", min=0.5, help="Clip length in seconds.")] = 12.0,
+    per_genre: Annotated[int, typer.Option("--per-genre", min=1, max=MAX_SYNTH_CLIPS, help="Clips per genre.")] = 60,
+    seconds: Annotated[float, typer.Option("--seconds", min=SYNTH_SECONDS_RANGE[0], max=SYNTH_SECONDS_RANGE[1], help="Clip length in seconds.")] = 12.0,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Corpus seed: same seed, same audio.")] = 0,
     genres: Annotated[Optional[list[str]], typer.Option("--genres", help="Comma-separated or repeated genre names (default: all 16).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel processes (default: one per CPU core).")] = None,
     soundfont: Annotated[Optional[list[str]], typer.Option("--soundfont", help="A General MIDI SoundFont to render with: TimGM6mb, FluidR3_GM, MuseScore_General or a .sf2/.sf3 path; repeat for a pool each clip and part draws from (default: TimGM6mb and FluidR3_GM).")] = None,
-    not_music: Annotated[int, typer.Option("--not-music", min=0, help="Also this many clips of each of speech, noise and tones in _not_music/ (training teaches them as no genre).")] = 0,
+    not_music: Annotated[int, typer.Option("--not-music", min=0, max=MAX_SYNTH_CLIPS, help="Also this many clips of each of speech, noise and tones in _not_music/ (training teaches them as no genre).")] = 0,
 ) -> None:
     """Render the synthetic labelled training corpus (resumable: clips already written are kept)."""
     try:

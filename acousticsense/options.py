@@ -28,6 +28,8 @@ WINDOW_RANGE = (0.5, 60.0)  # a window length other than the bundle's (only with
 DEFAULT_NEIGHBOURS = 10  # similar: tracks listed after the query
 MAX_NEIGHBOURS = 1000
 DEFAULT_SEARCH_LIMIT = 50  # search: tracks listed (a page of them through REST)
+SYNTH_SECONDS_RANGE = (0.5, 600.0)  # a synthetic clip's length: one is rendered whole in memory (about 0.25 MB a second)
+MAX_SYNTH_CLIPS = 100_000  # per genre, and of each not-music kind
 
 # The web server: uploads are untrusted, so its limits are tighter than the library's.
 SERVER_MAX_UPLOAD_MB = 50.0  # largest request body accepted, in MiB; larger gets 413

@@ -276,6 +276,10 @@ def test_cli_synth(tmp_path):
     assert "manifest.csv" in ok.output and len(list((tmp_path / "c").rglob("*.wav"))) == 3
     bad = runner.invoke(app, ["synth", str(tmp_path / "d"), "--genres", "Blues,Polka"])
     assert bad.exit_code == 2 and "Polka" in bad.output and "Traceback" not in bad.output
+    huge = runner.invoke(app, ["synth", str(tmp_path / "d"), "--seconds", "100000"])  # one clip is rendered in memory: 24 GB, killed
+    assert huge.exit_code == 2 and "100000.0 is not in the range 0.5<=x<=600.0" in huge.stderr
+    with pytest.raises(ParameterError, match=r"^seconds must be a number from 0.5 to 600 s, not 100000$"):
+        make_corpus(tmp_path / "d", 1, seconds=100000, genres=["Blues"], progress=False, workers=1)
     assert not (tmp_path / "d").exists()
 
 

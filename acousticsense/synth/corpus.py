@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ..data import NOT_MUSIC
 from ..errors import ParameterError, output_folder
 from ..files import replacing, write_whole
+from ..options import MAX_SYNTH_CLIPS, SYNTH_SECONDS_RANGE, in_range, whole_in_range
 from ..speech import have_espeak
 from .arrange import SAMPLE_RATE, SYNTH_VERSION, clip_params, clip_seed
 from .not_music import KINDS, not_music_seed, render_not_music
@@ -86,9 +87,10 @@ def make_corpus(out_dir: str | os.PathLike, per_genre: int, seconds: float = 12.
     Returns the manifest.csv path.
     """
     names = parse_genres(genres)
-    if per_genre < 1 or not seconds > 0 or seed < 0 or not_music < 0:
-        raise ParameterError(f"need per_genre >= 1, seconds > 0, seed >= 0 and not_music >= 0 "
-                             f"(got {per_genre}, {seconds}, {seed}, {not_music})")
+    whole_in_range("per_genre", per_genre, 1, MAX_SYNTH_CLIPS)
+    whole_in_range("not_music", not_music, 0, MAX_SYNTH_CLIPS)
+    whole_in_range("seed", seed, 0, 2**63 - 1)
+    in_range("seconds", seconds, SYNTH_SECONDS_RANGE)
     spoken = [g for g in names if any(part.role == "rap" for part in STYLES[g].parts)] + ["not-music speech"] * bool(not_music)
     if spoken and not have_espeak():  # before anything is written, not in a worker half-way through
         raise ParameterError(f"{', '.join(dict.fromkeys(spoken))} need espeak-ng for their voices: apt-get install espeak-ng")
