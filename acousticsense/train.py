@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import NoiseBank, spec_augment
-from .bundle import CONFIG_NAME, Bundle, BundleConfig, check_new_bundle_folder, checked_device, load_bundle, save_bundle, write_config
+from .bundle import CONFIG_NAME, WEIGHTS_NAME, Bundle, BundleConfig, check_new_bundle_folder, checked_device, load_bundle, save_bundle, write_config
 from .calibrate import MIN_CALIBRATION_TRACKS, ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
 from .checkpoint import CHECKPOINT_NAME, LOG_NAME, atomic_save, load_checkpoint, write_log
 from .config import Preprocessing, config_text
@@ -257,8 +257,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
                 shown = " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "seconds", "windows_per_s"))
                 tqdm.write(f"epoch {epoch}: {shown} ({seconds:.0f} s){' *' if improved else ''}", file=sys.stderr)
     except BaseException as e:
-        if saved_epoch == 0 and ckpt is None and rank == 0:  # nothing saved: the folder is left as new for the next try
-            (out / LOG_NAME).unlink(missing_ok=True)
+        if saved_epoch == 0 and ckpt is None and rank == 0:  # no checkpoint saved: the folder is left as new for the next try
+            for name in (LOG_NAME, CONFIG_NAME, WEIGHTS_NAME):  # the first epoch's bundle, if stopped before its checkpoint
+                (out / name).unlink(missing_ok=True)
         if isinstance(e, KeyboardInterrupt):
             raise Interrupted(saved_epoch) from e
         raise

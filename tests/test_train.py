@@ -478,6 +478,11 @@ def test_a_run_stopped_before_its_first_epoch_leaves_its_folder_as_new(corpus, t
         train(corpus, tmp_path / "run", epochs=1, progress=False, **FAST)
     assert stopped.value.epoch == 0 and list((tmp_path / "run").iterdir()) == []  # no empty log that refused the next try
     monkeypatch.undo()
+    monkeypatch.setattr(train_module, "atomic_save", stop)  # Ctrl-C after the first epoch's bundle, before its checkpoint
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(corpus, tmp_path / "run", epochs=1, progress=False, **FAST)
+    assert stopped.value.epoch == 0 and list((tmp_path / "run").iterdir()) == []  # its bundle had refused both a new try and --resume
+    monkeypatch.undo()
     assert (train(corpus, tmp_path / "run", epochs=1, progress=False, **FAST) / "model.safetensors").is_file()
 
 
