@@ -153,7 +153,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         bundle_config.model_id = out.name
         config_text(bundle_config)  # labels a bundle may not hold (Jazz and jazz) are refused now, not after an epoch
         labels, pre, data_info = bundle_config.labels, bundle_config.preprocessing, corpus.info
-        train_tracks, val_tracks = split_tracks(corpus.tracks + corpus.not_music, config.val_fraction, config.seed)
+        listed = corpus.tracks + corpus.not_music
+        gone = [t for t in listed if not os.path.isfile(t.path)]
+        for t in gone:  # a manifest's row with no file: left out before the split, where it could take a genre's only place
+            tqdm.write(f"warning: skipping {t.path}: no such file", file=sys.stderr)
+        train_tracks, val_tracks = split_tracks([t for t in listed if t not in set(gone)], config.val_fraction, config.seed)
         ckpt = None
     device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else checked_device(config.device)
     output_folder(out)  # before the tracks are decoded: a folder that cannot be made fails now

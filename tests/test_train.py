@@ -163,6 +163,14 @@ def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):
     with pytest.raises(DataError, match="no usable training tracks for label\\(s\\): Air"):
         train(data, tmp_path / "run2", epochs=1, progress=False, **FAST)
 
+    manifest = tmp_path / "listed.csv"  # a row whose file is gone is left out before the split: it took Bass's only place
+    manifest.write_text("path,label\n" + "".join(f"{label}/{label.lower()}.00000.wav,{label}\n" for label in ("Bass", "Treble"))
+                        + "Bass/gone.wav,Bass\nTreble/treble.00001.wav,Treble\n")
+    shutil.copy(manifest, data / "listed.csv")
+    out = train(data / "listed.csv", tmp_path / "run3", epochs=1, progress=False, **FAST)
+    assert f"warning: skipping {data / 'Bass' / 'gone.wav'}: no such file" in capsys.readouterr().err
+    assert read_config(out).provenance["split"]["train_tracks"] == 2 and read_config(out).provenance["split"]["skipped_files"] == 0
+
 
 def test_training_without_validation_tracks_says_so(tmp_path, capsys):
     """One track per genre leaves nothing to validate on: said up front, and the end says "not validated", not "()"."""
