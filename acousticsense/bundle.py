@@ -99,7 +99,7 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
     weights_path = model_file(path)
     if weights_path.name == ONNX_NAME:
         return Bundle(config, OnnxModel(weights_path, len(config.labels), config.architecture["image_size"]), path)
-    model = config.build_model()  # of bounded size, whatever the config asks (model.build_model)
+    model = config.build_model(path)  # of bounded size, whatever the config asks (model.build_model)
     model.load_state_dict(_read_weights(weights_path, config, model.state_dict()), strict=True, assign=True)
     return Bundle(config, model.to(device).eval(), path)
 
@@ -157,7 +157,7 @@ class OnnxModel(nn.Module):
 
 def _check_weights(config: BundleConfig, state: dict[str, torch.Tensor], where: str) -> None:
     """Raise a BundleError listing missing/unexpected keys and shape mismatches, or naming non-finite weights."""
-    _check_shapes(config, state, where, config.build_model().state_dict())
+    _check_shapes(config, state, where, config.build_model(where).state_dict())
     check_finite(state, where)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import BundleError, ParameterError
 from .files import has_control_characters, read_json, write_whole
-from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, in_range, is_number, is_whole
+from .options import DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, HOP_RANGE, MAX_SECONDS_RANGE, WINDOW_RANGE, echoed, in_range, is_number, is_whole
 
 if TYPE_CHECKING:
     from torch import nn
@@ -169,6 +169,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
 AGGREGATIONS = ("mean", "vote")
+ARCHITECTURE_KEYS = {"name", "image_size", "head"}
+HEAD_KEYS = {"type", "hidden", "dropout"}
+SIGNAL_KEYS = ("sample_rate", "window_seconds", "hop_seconds", "n_fft", "hop_length", "n_mels")  # a config must state these
 
 
 def case_clashes(names: Iterable[str]) -> list[str]:
@@ -279,11 +282,22 @@ class BundleConfig:
         missing = [k for k in ("model_id", "architecture", "labels", "preprocessing") if k not in d]
         if missing:
             raise BundleError(f"{where}: missing {', '.join(missing)}")
+        if unknown := sorted(set(d) - {f.name for f in fields(cls)}):  # a misspelt key would be silently ignored
+            raise BundleError(f"{where}: unknown keys {', '.join(map(repr, unknown))}")
+        if not isinstance(d["model_id"], str) or not d["model_id"] or has_control_characters(d["model_id"]):
+            raise BundleError(f"{where}: model_id must be a name (text without control characters), not {echoed(d['model_id'])}")
         labels = check_labels(d["labels"], where)
         arch = d["architecture"]
         if not isinstance(arch, dict) or "name" not in arch or "image_size" not in arch:
             raise BundleError(f"{where}: 'architecture' needs 'name' and 'image_size'")
         head = arch.get("head") or {"type": "linear"}
+        for what, given, keys in (("architecture", arch, ARCHITECTURE_KEYS), ("architecture's head", head, HEAD_KEYS)):
+            if isinstance(given, dict) and (unknown := sorted(set(given) - keys)):
+                raise BundleError(f"{where}: unknown {what} keys {', '.join(map(repr, unknown))}")
+        if not isinstance(d["preprocessing"], dict):
+            raise BundleError(f"{where}: 'preprocessing' must be a JSON object of its parameters")
+        if unsaid := [k for k in SIGNAL_KEYS if k not in d["preprocessing"]]:
+            raise BundleError(f"{where}: preprocessing must state {', '.join(unsaid)} (what the model was trained on: a default would be a guess)")
         hidden = head.get("hidden", []) if isinstance(head, dict) else None
         if not isinstance(hidden, list) or not all(is_whole(h, 1, MAX_HIDDEN) for h in hidden):
             raise BundleError(f"{where}: the architecture's head needs 'hidden' layer sizes from 1 to {MAX_HIDDEN}, not {hidden!r}")
@@ -296,14 +310,15 @@ class BundleConfig:
             raise BundleError(f"{where}: preprocessing: {e}") from None
         if pre.image_size != arch["image_size"]:
             raise BundleError(f"{where}: preprocessing image_size {pre.image_size} != architecture image_size {arch['image_size']}")
-        if not isinstance(d.get("provenance", {}), dict):
-            raise BundleError(f"{where}: 'provenance' must be a JSON object")
+        for key in ("provenance", "metrics"):
+            if not isinstance(d.get(key, {}), dict):
+                raise BundleError(f"{where}: '{key}' must be a JSON object")
         calibration = d.get("calibration", {})
         t, threshold = (calibration.get("temperature", 1.0), calibration.get("ood_threshold")) if isinstance(calibration, dict) else (None, None)
         if not isinstance(calibration, dict) or not is_number(t) or not 0.01 <= t <= 100 or not (threshold is None or (is_number(threshold) and 0 <= threshold <= 1)):
             raise BundleError(f"{where}: 'calibration' needs a 'temperature' from 0.01 to 100 and an 'ood_threshold' in [0, 1] (or none)")
         return cls(
-            model_id=str(d["model_id"]),
+            model_id=d["model_id"],
             architecture=arch,
             labels=labels,
             preprocessing=pre,
@@ -313,8 +328,9 @@ class BundleConfig:
             calibration=calibration,
         )
 
-    def build_model(self) -> nn.Module:
-        """An untrained model of this config's architecture and label count."""
+    def build_model(self, where: str | os.PathLike = "architecture") -> nn.Module:
+        """An untrained model of this config's architecture and label count; one it cannot build is a
+        :class:`BundleError` from ``where`` (the bundle's folder)."""
         from .model import (
             build_model,  # torchvision's model zoo takes a second to import: ONNX bundles never need it
         )
@@ -323,7 +339,7 @@ class BundleConfig:
         try:
             return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
         except (ParameterError, ValueError, KeyError, TypeError) as e:
-            raise BundleError(f"architecture: {e}") from None
+            raise BundleError(f"{where}: {e}" if where == "architecture" else f"{where}: architecture: {e}") from None
 
 
 def bundle_path(path: str | os.PathLike) -> Path:

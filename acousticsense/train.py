@@ -136,7 +136,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         labels, pre = bundle_config.labels, bundle_config.preprocessing
         train_tracks, val_tracks = ([Track(Path(p), label) for p, label in ckpt["split"][side]] for side in ("train", "val"))
         data_info, init_info = ckpt["data"], ckpt["init"]
-        model = bundle_config.build_model()
+        model = bundle_config.build_model(ckpt_path)
     else:
         if ckpt_path.exists() or (out / CONFIG_NAME).exists():
             raise TrainError(f"{out}: already holds a training run or bundle; pass --resume to continue it, or choose another --out")

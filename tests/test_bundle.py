@@ -43,8 +43,10 @@ def test_weights_with_nan_are_refused_and_the_file_is_readable_as_its_folder(tmp
 
 
 def _edit_config(path, **changes):
+    """Change top-level keys of a bundle's config; ``preprocessing`` changes are merged into its own (``None`` removes one)."""
     data = json.loads((path / "config.json").read_text())
-    data.update(changes)
+    pre = data["preprocessing"] | changes.pop("preprocessing", {})
+    data.update(changes, preprocessing={k: v for k, v in pre.items() if v is not None} if isinstance(pre, dict) else pre)
     (path / "config.json").write_text(json.dumps(data))
 
 
@@ -105,6 +107,13 @@ def test_labels_that_do_not_match_the_head_are_refused(saved):
         (dict(aggregation="median"), "aggregation 'median'"),
         (dict(preprocessing={"sample_rate": 22050, "bogus": 1}), "unknown preprocessing parameters: bogus"),
         (dict(preprocessing={"image_size": 64}), "image_size 64 != architecture image_size 32"),
+        # what the model was trained on is stated, never defaulted (a hand-made config without sample_rate ran at 22,050 Hz)
+        (dict(preprocessing={"sample_rate": None, "n_mels": None}), r"preprocessing must state sample_rate, n_mels \(what the model was trained on"),
+        (dict(extra=1, Labels=["a"]), "unknown keys 'Labels', 'extra'"),
+        (dict(architecture={"name": "vit_mini_16", "image_size": 32, "depth": 99}), "unknown architecture keys 'depth'"),
+        (dict(architecture={"name": "vit_mini_16", "image_size": 32, "head": {"type": "linear", "width": 3}}), "unknown architecture's head keys 'width'"),
+        (dict(model_id={"a": 1}), r"model_id must be a name \(text without control characters\), not \{'a': 1\}"),
+        (dict(metrics="x"), "'metrics' must be a JSON object"),
         # a config.json is input: it must not decide what a file costs, nor fail each file with an internal error
         (dict(preprocessing={"image_size": 32, "hop_length": 10**9}), "hop_length must be a whole number from 1 to 65536"),
         (dict(preprocessing={"image_size": 32, "n_mels": 100_000}), "n_mels must be a whole number from 1 to 512"),
