@@ -383,10 +383,11 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
     return BundleConfig.from_dict(data, where=str(config_path))
 
 
-def model_file(path: str | os.PathLike) -> Path:
+def model_file(path: str | os.PathLike, n_labels: int | None = None) -> Path:
     """The bundle's one model file, ``model.onnx`` (an export) or ``model.safetensors``; the latter's header is read
-    (without torch) to be sure it is whole. A :class:`BundleError` says what is missing, cut short or one too many;
-    the weights' names and shapes are checked against the config when they load."""
+    (without torch) to be sure it is whole and, given ``n_labels``, that its classification head gives that many
+    outputs (``info``). A :class:`BundleError` says what is missing, cut short, one too many or does not fit; every
+    weight's name and shape is checked against the config when they load."""
     path = bundle_path(path)
     weights, onnx = path / WEIGHTS_NAME, path / ONNX_NAME
     if onnx.is_file():
@@ -398,10 +399,14 @@ def model_file(path: str | os.PathLike) -> Path:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(weights), "numpy"):
-            pass
+        with safe_open(str(weights), "numpy") as f:  # Linear, or an MLP's Linears by index
+            heads = {k: f.get_slice(k).get_shape() for k in f.keys() if k.startswith("heads.head.") and k.endswith(".weight")}
     except (SafetensorError, OSError) as e:
         raise BundleError(f"{weights}: unreadable weights ({e})") from None
+    if n_labels is not None:
+        last = heads[max(heads, key=lambda k: int(k.split(".")[2]) if k.count(".") == 3 and k.split(".")[2].isdigit() else -1)] if heads else []
+        if not last or last[0] != n_labels:
+            raise BundleError(f"{weights}: its head gives {last[0] if last else 'no'} outputs, but {CONFIG_NAME} lists {n_labels} labels")
     return weights
 
 

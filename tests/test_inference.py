@@ -274,6 +274,11 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     for command in (("info", cut), ("predict", clip_mp3, "--model", cut)):
         bad = _cli(*command)
         assert bad.returncode == 2 and bad.stderr.startswith(f"error: {cut / 'model.safetensors'}: unreadable weights (Error while deserializing header"), bad.stderr
+    fewer = shutil.copytree(tiny_bundle, tmp_path / "fewer")  # labels that do not fit the head: info says so (it exited 0), as predict does
+    config = json.loads((fewer / "config.json").read_text())
+    (fewer / "config.json").write_text(json.dumps(config | {"labels": config["labels"][:-1]}))
+    bad = _cli("info", fewer)
+    assert bad.returncode == 2 and bad.stderr == f"error: {fewer / 'model.safetensors'}: its head gives {len(TINY_LABELS)} outputs, but config.json lists {len(TINY_LABELS) - 1} labels\n"
     closed = subprocess.run([sys.executable, "-m", "acousticsense.cli", "predict", str(clip_mp3), "--json", "--model", str(tiny_bundle)],
                             stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))  # started with stdout closed (>&-)
     assert closed.returncode == 1 and closed.stderr == "error: cannot write the output (standard output is closed)\n"  # was an AttributeError
