@@ -57,7 +57,7 @@ def evaluate(
     corpus = read_corpus(data)
     training_corpus = trained_on(clf.config.provenance, corpus.info)
     if held_out and training_corpus:
-        raise _not_held_out(corpus.info)
+        raise _not_held_out(data, corpus.info)
     labels = clf.labels
     spelled = {x: spelled_as(x, labels) for x in corpus.labels}  # a GTZAN folder "hiphop" is the model's Hip-Hop
     unknown = sorted(x for x, label in spelled.items() if label is None)
@@ -151,8 +151,10 @@ def trained_on(provenance: dict[str, Any], info: dict[str, Any]) -> bool:
     return data.get("source") == info["source"] and data.get("manifest") == info.get("manifest")
 
 
-def _not_held_out(info: dict[str, Any]) -> DataError:
-    return DataError(f"{info['source']}: the corpus this model was trained on; its figures are not recorded as held-out ones")
+def _not_held_out(where: str | os.PathLike, info: dict[str, Any]) -> DataError:
+    how = "folder name and manifest" if info.get("manifest") else "folder name"
+    return DataError(f"{where}: the corpus this model was trained on (the same {how} as its provenance records: {info['source']!r}); "
+                     "its figures are not recorded as held-out ones (a folder of other tracks: give it another name)")
 
 
 def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str = "held_out") -> dict[str, Any] | None:
@@ -161,7 +163,7 @@ def record_metrics(bundle: str | os.PathLike, report: dict[str, Any], key: str =
     from .config import read_config, write_config
 
     if key == "held_out" and report.get("training_corpus"):
-        raise _not_held_out(report["data"])
+        raise _not_held_out(report["data"]["source"], report["data"])
 
     config = read_config(bundle)
     replaced = config.metrics.get(key)

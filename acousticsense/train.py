@@ -278,7 +278,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         if calibration:
             tqdm.write("calibrated: " + ", ".join(f"{k} {v:.4g}" for k, v in calibration.items() if v is not None), file=sys.stderr)
             if calibration["val_music_tracks"] < MIN_CALIBRATION_TRACKS:
-                tqdm.write(f"note: only {calibration['val_music_tracks']} validation music tracks (fewer than {MIN_CALIBRATION_TRACKS}): "
+                n = calibration["val_music_tracks"]
+                tqdm.write(f"note: only {n} validation music track{'s' * (n != 1)} (fewer than {MIN_CALIBRATION_TRACKS}): "
                            "the temperature stays 1, as a fit on so few would not hold on new audio", file=sys.stderr)
     return out
 
