@@ -159,6 +159,7 @@ def explain(
     device: DeviceOpt = None,
 ) -> None:
     """Show which parts of the spectrogram made the model choose a genre (a relevance map, saved as a PNG)."""
+    from .errors import OutputError
     from .explain import explain as explain_track
     from .explain import save_png
 
@@ -178,8 +179,8 @@ def explain(
     e = explain_track(clf, sys.stdin.buffer if file == "-" else file, genre, method)
     try:
         save_png(e, out)
-    except OSError as err:
-        fail(f"--out {out}: cannot be written ({err.strerror or err})")
+    except OutputError as err:
+        fail(f"--out {err}")
     if as_json:
         typer.echo(json.dumps(e.to_dict() | {"png": str(out)}))
     else:

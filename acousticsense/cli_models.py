@@ -66,24 +66,27 @@ def import_torchvision(
 ) -> None:
     """Import a torchvision ViT checkpoint. Pass the preprocessing it was trained with (--preprocessing)."""
     from . import importers
-    from .config import N_MELS, SAMPLE_RATE, WINDOW_SECONDS, Preprocessing
+    from .config import Preprocessing, read_config
     from .errors import ParameterError
     from .files import read_json
 
     def run():
-        pre = None
+        fields = None
         if preprocessing is not None:
             fields = read_json(preprocessing, ParameterError)
             if not isinstance(fields, dict):
                 raise ParameterError(f"{preprocessing}: invalid preprocessing (expected a JSON object of its fields)")
-            try:
-                pre = Preprocessing.from_dict(fields)
+            try:  # checked here too, to name the file
+                Preprocessing.from_dict(fields)
             except (TypeError, ValueError, AcousticSenseError) as e:
                 raise ParameterError(f"{preprocessing}: invalid preprocessing ({e})") from None
-        path = importers.import_torchvision(state_dict, labels, out, arch, image_size, pre, aggregation)
-        if pre is None:  # said of a bundle made, not of a checkpoint refused
-            typer.echo(f"warning: no --preprocessing given: the bundle assumes AcousticSense's defaults ({WINDOW_SECONDS:g} s windows, {N_MELS} mel "
-                       f"bands at {SAMPLE_RATE:,} Hz, grey images); a model trained otherwise will give wrong answers (README: Importing published models)", err=True)
+        path = importers.import_torchvision(state_dict, labels, out, arch, image_size, fields, aggregation)
+        config = read_config(path)  # said of a bundle made, not of a checkpoint refused
+        if assumed := config.provenance.get("preprocessing_assumed"):
+            pre = config.preprocessing
+            typer.echo(f"warning: {'--preprocessing does not state' if fields else 'no --preprocessing given: assumed'} {', '.join(assumed)}: the bundle takes "
+                       f"the defaults ({', '.join(f'{k} {getattr(pre, k):g}' for k in assumed)}); a model trained otherwise will give wrong answers "
+                       "(README: Importing published models)", err=True)
         return path
 
     _imported(run)

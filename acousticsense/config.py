@@ -328,7 +328,7 @@ class BundleConfig:
             calibration=calibration,
         )
 
-    def build_model(self, where: str | os.PathLike = "architecture") -> nn.Module:
+    def build_model(self, where: str | os.PathLike | None = None) -> nn.Module:
         """An untrained model of this config's architecture and label count; one it cannot build is a
         :class:`BundleError` from ``where`` (the bundle's folder)."""
         from .model import (
@@ -339,7 +339,7 @@ class BundleConfig:
         try:
             return build_model(arch["name"], len(self.labels), arch["image_size"], head=arch.get("head"))
         except (ParameterError, ValueError, KeyError, TypeError) as e:
-            raise BundleError(f"{where}: {e}" if where == "architecture" else f"{where}: architecture: {e}") from None
+            raise BundleError(f"architecture: {e}" if where is None else f"{where}: architecture: {e}") from None
 
 
 def bundle_path(path: str | os.PathLike) -> Path:

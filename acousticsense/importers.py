@@ -14,6 +14,7 @@ import socket
 import warnings
 import zipfile
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 
 from .bundle import BundleConfig, check_finite, check_new_bundle_folder, save_bundle, weights_mismatch
-from .config import AGGREGATIONS, Preprocessing, check_labels
+from .config import AGGREGATIONS, SIGNAL_KEYS, Preprocessing, check_labels
 from .errors import AcousticSenseError, ParameterError
 from .files import parse_json, read_small_text
 from .model import ARCHITECTURES, build_model
@@ -109,18 +110,28 @@ def import_torchvision(
     out: str | os.PathLike,
     arch: str | None = None,
     image_size: int | None = None,
-    preprocessing: Preprocessing | None = None,
+    preprocessing: dict[str, Any] | None = None,
     aggregation: str = "mean",
 ) -> Path:
     """Bundle a torchvision ViT state dict with a Linear head (``heads.head``).
 
     ``labels`` is a list or a file (one label a line, or a JSON list) in output order.
-    ``arch`` and ``image_size`` default to what the weights' shapes say. ``preprocessing``
-    must be what the model was trained with; its ``image_size`` is set to the model's. Without it the
-    package's defaults are assumed, and the bundle's provenance says so (``preprocessing_assumed``).
+    ``arch`` and ``image_size`` default to what the weights' shapes say. ``preprocessing`` (the
+    :class:`Preprocessing` fields the model was trained with) must say what it was trained on; its
+    ``image_size`` is set to the model's. The signal's parameters it does not state (``config.SIGNAL_KEYS``:
+    all of them without it) take the package's defaults, and the bundle's provenance names them
+    (``preprocessing_assumed``).
     """
     name = Path(state_dict_path).name
     _check_aggregation(aggregation)
+    given = preprocessing or {}
+    if not isinstance(given, dict):
+        raise ParameterError(f"preprocessing: expected the Preprocessing fields as a dict, not {type(given).__name__}")
+    try:
+        pre = Preprocessing.from_dict(given)
+    except (TypeError, ValueError, AcousticSenseError) as e:
+        raise ParameterError(f"invalid preprocessing ({e})") from None
+    assumed = [k for k in SIGNAL_KEYS if k not in given]
     check_new_bundle_folder(out)
     state = load_state_dict(state_dict_path)
     head, pos = state.get("heads.head.weight"), state.get("encoder.pos_embedding")
@@ -141,10 +152,10 @@ def import_torchvision(
         model_id=Path(state_dict_path).stem,
         architecture={"name": arch, "image_size": image_size, "head": {"type": "linear"}},
         labels=names,
-        preprocessing=(preprocessing or Preprocessing()).replace(image_size=image_size),
+        preprocessing=pre.replace(image_size=image_size),
         aggregation=aggregation,
         provenance={"source": "torchvision state_dict", **_file_provenance(state_dict_path),
-                    **({"preprocessing_assumed": "AcousticSense's defaults: none was given at import"} if preprocessing is None else {})},
+                    **({"preprocessing_assumed": assumed} if assumed else {})},
     )
     return _bundle(config, state, state_dict_path, out)
 

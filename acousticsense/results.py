@@ -86,9 +86,15 @@ def guarded(name: str, step: Callable[..., Any], *args: Any) -> Any:
 
 
 def one_line(name: str, e: Exception) -> str:
-    """A one-line reason naming the input: the project's own message, or the unexpected error's type and text."""
-    text = str(e) if isinstance(e, AcousticSenseError) else f"{name}: could not be analysed ({type(e).__name__}: {e})"
-    return " ".join(text.split())
+    """A one-line reason naming the input: the project's own message, or the unexpected error's type and text (at
+    most :data:`UNFORESEEN_CHARS` of it: a library's error can run to pages)."""
+    if isinstance(e, AcousticSenseError):
+        return " ".join(str(e).split())
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return f"{name}: could not be analysed ({text if len(text) <= UNFORESEEN_CHARS else text[: UNFORESEEN_CHARS - 3] + '...'})"
+
+
+UNFORESEEN_CHARS = 300
 
 
 def aggregate(probs: torch.Tensor, rule: str) -> torch.Tensor:

@@ -135,6 +135,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
         bundle_config = BundleConfig.from_dict(ckpt["bundle_config"], where=str(ckpt_path))
         labels, pre = bundle_config.labels, bundle_config.preprocessing
         train_tracks, val_tracks = ([Track(Path(p), label) for p, label in ckpt["split"][side]] for side in ("train", "val"))
+        gone: set[Track] = set()  # the split made at the start lists only files that were there
         data_info, init_info = ckpt["data"], ckpt["init"]
         model = bundle_config.build_model(ckpt_path)
     else:
@@ -150,14 +151,14 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
             raise TrainError(f"{data}: only one genre ({corpus.labels[0]}); a classifier needs tracks of at least two (one folder per genre)")
         torch.manual_seed(config.seed)
         model, bundle_config, init_info = initial_model(config, corpus.labels, progress)
-        bundle_config.model_id = out.name
+        bundle_config.model_id = out.resolve().name or "model"  # --out . is named after the folder it means
         config_text(bundle_config)  # labels a bundle may not hold (Jazz and jazz) are refused now, not after an epoch
         labels, pre, data_info = bundle_config.labels, bundle_config.preprocessing, corpus.info
         listed = corpus.tracks + corpus.not_music
-        gone = [t for t in listed if not os.path.isfile(t.path)]
-        for t in gone:  # a manifest's row with no file: left out before the split, where it could take a genre's only place
+        gone = {t for t in listed if not os.path.isfile(t.path)}  # a manifest's row with no file: left out before the split,
+        for t in sorted(gone, key=lambda t: str(t.path)) if rank == 0 else []:  # where it could take a genre's only place
             tqdm.write(f"warning: skipping {t.path}: no such file", file=sys.stderr)
-        train_tracks, val_tracks = split_tracks([t for t in listed if t not in set(gone)], config.val_fraction, config.seed)
+        train_tracks, val_tracks = split_tracks([t for t in listed if t not in gone], config.val_fraction, config.seed)
         ckpt = None
     device = torch.device(f"cuda:{local_rank}") if world > 1 and torch.cuda.is_available() else checked_device(config.device)
     output_folder(out)  # before the tracks are decoded: a folder that cannot be made fails now
@@ -165,6 +166,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike | None = None, *, resu
 
     validator = Classifier(Bundle(bundle_config, model), device, batch_size=config.batch_size)  # moves the model to device
     train_set, val_set, sizes = load_tracks(train_tracks, val_tracks, labels, validator, config.workers or min(8, os.cpu_count() or 1), progress)
+    sizes["skipped_files"] += len(gone)
     net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     sampler = torch.utils.data.DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else torch.utils.data.RandomSampler(train_set)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_set) > config.batch_size * world)

@@ -320,16 +320,23 @@ def test_cli(ccmusic, tmp_path):
 def test_cli_torchvision_with_preprocessing(tmp_path):
     torch.save(vit_ti(2, image_size=32).state_dict(), tmp_path / "tiny.pt")
     (tmp_path / "labels.txt").write_text("calm\nloud\n")
-    (tmp_path / "pre.json").write_text(json.dumps({"window_seconds": 3.0, "colormap": "magma"}))
+    signal = {"sample_rate": 16000, "window_seconds": 3.0, "hop_seconds": 1.5, "n_fft": 1024, "hop_length": 256, "n_mels": 64}
+    (tmp_path / "pre.json").write_text(json.dumps(signal | {"colormap": "magma"}))
     args = ["import", "torchvision", str(tmp_path / "tiny.pt"), "--labels", str(tmp_path / "labels.txt"), "--out", str(tmp_path / "b")]
     result = CliRunner().invoke(app, args + ["--preprocessing", str(tmp_path / "pre.json")])
     assert result.exit_code == 0, result.output
     pre = load_bundle(tmp_path / "b").config.preprocessing
-    assert (pre.window_seconds, pre.colormap, pre.image_size) == (3.0, "magma", 32)
+    assert (pre.window_seconds, pre.n_mels, pre.colormap, pre.image_size) == (3.0, 64, "magma", 32)
     assert "warning" not in result.stderr and "preprocessing_assumed" not in read_config(tmp_path / "b").provenance
-    guessed = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "guessed")])  # none given: said, and recorded in the bundle
-    assert guessed.exit_code == 0 and guessed.stderr.startswith("warning: no --preprocessing given: the bundle assumes AcousticSense's defaults (8 s windows")
-    assert read_config(tmp_path / "guessed").provenance["preprocessing_assumed"] == "AcousticSense's defaults: none was given at import"
+    # what the signal was is never guessed in silence: said, and recorded in the bundle (none given, or part of it)
+    guessed = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "guessed")])
+    assert guessed.exit_code == 0 and guessed.stderr.startswith("warning: no --preprocessing given: assumed sample_rate, window_seconds, "
+                                                                "hop_seconds, n_fft, hop_length, n_mels: the bundle takes the defaults (sample_rate 22050, window_seconds 8")
+    assert read_config(tmp_path / "guessed").provenance["preprocessing_assumed"] == ["sample_rate", "window_seconds", "hop_seconds", "n_fft", "hop_length", "n_mels"]
+    (tmp_path / "part.json").write_text(json.dumps({"window_seconds": 10, "colormap": "magma"}))  # README's example
+    part = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "part"), "--preprocessing", str(tmp_path / "part.json")])
+    assert part.exit_code == 0 and part.stderr.startswith("warning: --preprocessing does not state sample_rate, hop_seconds, n_fft, hop_length, n_mels: "
+                                                          "the bundle takes the defaults (sample_rate 22050, hop_seconds 4, n_fft 2048, hop_length 512, n_mels 128)")
     (tmp_path / "bad.json").write_text(json.dumps({"window_secs": 3.0}))
     result = CliRunner().invoke(app, args + ["--preprocessing", str(tmp_path / "bad.json")])
     assert result.exit_code == 2 and "window_secs" in result.stderr

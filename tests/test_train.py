@@ -169,7 +169,14 @@ def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):
     shutil.copy(manifest, data / "listed.csv")
     out = train(data / "listed.csv", tmp_path / "run3", epochs=1, progress=False, **FAST)
     assert f"warning: skipping {data / 'Bass' / 'gone.wav'}: no such file" in capsys.readouterr().err
-    assert read_config(out).provenance["split"]["train_tracks"] == 2 and read_config(out).provenance["split"]["skipped_files"] == 0
+    assert read_config(out).provenance["split"]["train_tracks"] == 2 and read_config(out).provenance["split"]["skipped_files"] == 1
+
+
+def test_a_run_into_the_current_folder_is_named_after_it(corpus, tmp_path, monkeypatch):
+    """--out . gave the model_id '' (Path('.').name), which a bundle may not have."""
+    (tmp_path / "my-model").mkdir()
+    monkeypatch.chdir(tmp_path / "my-model")
+    assert read_config(train(corpus, Path("."), epochs=1, progress=False, **FAST)).model_id == "my-model"
 
 
 def test_training_without_validation_tracks_says_so(tmp_path, capsys):
