@@ -182,7 +182,7 @@ def test_aggregation_rules():
     assert torch.allclose(aggregate(probs, "mean"), torch.tensor([0.4, 0.6]))
     votes = aggregate(probs, "vote")
     assert votes.argmax() == 0 and votes[0] == pytest.approx(2 / 3, abs=1e-5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ParameterError, match="unknown aggregation .median."):
         aggregate(probs, "median")
 
 
