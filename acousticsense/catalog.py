@@ -36,7 +36,7 @@ import numpy as np
 from .errors import AcousticSenseError, ParameterError
 from .folders import FileState
 from .options import DEFAULT_SEARCH_LIMIT, is_number, is_whole, label_in
-from .results import FLAGS
+from .results import flags_of
 
 SCHEMA_VERSION = 1
 MAX_ID = 2**63 - 1  # SQLite's largest integer
@@ -413,7 +413,7 @@ def track_summary(row: sqlite3.Row) -> dict[str, Any]:
         "duration": row["duration"],
         "model": row["model"],
         "error": row["error"],
-        "flags": [c for c in FLAGS if c in {w.get("code") for w in _stored_list(row, "warnings") if isinstance(w, dict)}],
+        "flags": flags_of(_stored_list(row, "warnings")),
     }
 
 

@@ -22,7 +22,7 @@ from .errors import output_folder
 from .files import write_whole
 from .inference import Classifier
 from .options import DEFAULT_BATCH_SIZE, spelled_as
-from .results import FLAGS, Failure
+from .results import Failure, flags_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -80,7 +80,7 @@ def evaluate(
         if r.silent:
             silent.append(r.source)
             continue
-        flagged[r.source] = any(w["code"] in FLAGS for w in r.warnings)
+        flagged[r.source] = bool(flags_of(r.warnings))
         if label is None:  # not music
             continue
         confidence["track"].append((r.top_k[0].probability, r.label == label))

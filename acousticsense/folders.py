@@ -37,10 +37,10 @@ class WalkNotes:
 def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
     """Audio files under ``root`` (by extension), depth first and sorted per folder, with their size and mtime.
 
-    Symbolic links are not followed (a file in the library must not decide what else is read). Folders that
-    cannot be listed, links under a folder's name (no extension) or an audio file's, FIFOs or devices under an audio file's name, names that are not
-    valid UTF-8 (the database stores text) and temporary copies left by a killed ``--write-tags`` are passed over
-    and noted in ``notes``.
+    Symbolic links are not followed, not even to see what they point to (a file in the library must not decide what
+    else is read). Folders that cannot be listed, links under a folder's name (no extension) or an audio file's,
+    FIFOs or devices under an audio file's name, names that are not valid UTF-8 (the database stores text) and
+    temporary copies left by a killed ``--write-tags`` are passed over and noted in ``notes``.
     """
     notes = notes or WalkNotes()
     stack: list[Iterator[os.DirEntry]] = []
@@ -62,7 +62,7 @@ def walk(root: Path, notes: WalkNotes | None = None) -> Iterator[FileState]:
         except OSError:
             continue
         if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            if stat.S_ISLNK(st.st_mode) and (_audio_name(entry.name) or not Path(entry.name).suffix):  # as a folder's name: never followed to see
+            if stat.S_ISLNK(st.st_mode) and (_audio_name(entry.name) or not Path(entry.name).suffix):
                 notes.skipped.append(f"{_shown(entry.path)}: skipped, a symbolic link (links are not followed)")
             elif not stat.S_ISLNK(st.st_mode) and _audio_name(entry.name):
                 notes.skipped.append(f"{_shown(entry.path)}: skipped, not a regular file (a FIFO, socket or device)")

@@ -18,6 +18,12 @@ if TYPE_CHECKING:  # torch loads with the model: decoding workers forked before 
 FLAGS = ("not_music", "low_confidence")  # the warnings that say "do not trust this genre"
 
 
+def flags_of(warnings: list[Any]) -> list[str]:
+    """The :data:`FLAGS` among ``warnings`` (``{"code", "message"}`` dicts, as results and the library store them)."""
+    codes = {w.get("code") for w in warnings if isinstance(w, dict)}
+    return [c for c in FLAGS if c in codes]
+
+
 @dataclass
 class Genre:
     """One genre of a ranking and its probability."""

@@ -29,7 +29,7 @@ from .errors import AcousticSenseError, ParameterError
 from .files import read_json
 from .folders import FileState, WalkNotes, walk
 from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, MAX_SECONDS_RANGE, in_range
-from .results import FLAGS
+from .results import flags_of
 from .tags import write_genre
 
 COMMIT_SECONDS = 1.0  # cheap bookkeeping (files found unchanged) is committed at least this often
@@ -209,7 +209,7 @@ def scan(
 
         def tag(track: int, genre: str, state: FileState, warnings: list[dict[str, str]] | str | None) -> None:
             """Write ``genre`` into the file, unless the model doubted it (``warnings``: a list or the stored JSON)."""
-            if any(w.get("code") in FLAGS for w in (json.loads(warnings or "[]") if isinstance(warnings, str) else warnings or [])):
+            if flags_of(json.loads(warnings or "[]") if isinstance(warnings, str) else warnings or []):
                 counts["not_tagged"] += 1
                 return
             try:

@@ -20,7 +20,7 @@ from usearch.index import Index, MetricKind, search
 from .catalog import Catalog, LibraryError, embedding_of, stored_text, track_summary
 from .errors import AudioError
 from .options import DEFAULT_NEIGHBOURS, DEFAULT_TOP_K, MAX_NEIGHBOURS, whole_in_range
-from .results import FLAGS
+from .results import flags_of
 
 EXACT_LIMIT = 200_000  # tracks searched exactly; a larger library gets an approximate (HNSW) index
 
@@ -124,7 +124,7 @@ def resolve(
         raise AudioError(f"{source_name(query)}: silent, nothing to compare")
     summary = {"id": None, "path": source_name(query), "status": "ok", "genre": result.label, "probability": result.top_k[0].probability,
                "top_k": [[g.label, g.probability] for g in result.top_k[:DEFAULT_TOP_K]], "duration": result.duration, "model": model,
-               "error": None, "flags": [c for c in FLAGS if c in {w["code"] for w in result.warnings}]}  # as track_summary's
+               "error": None, "flags": flags_of(result.warnings)}  # as track_summary's
     return Query(result.embedding, model, result.label, summary)
 
 
