@@ -15,7 +15,7 @@ from .audio import load_audio
 from .config import Preprocessing
 from .data import NOT_MUSIC, DataError, Track
 from .errors import AcousticSenseError
-from .features import fit_to_window, frames_per_window, track_mel, window_count
+from .features import fill_word, fit_to_window, frames_per_window, too_short, track_mel, window_count
 from .inference import Classifier, Features
 
 NO_GENRE = -1  # training target of a not-music track: probability spread evenly over every label
@@ -57,12 +57,12 @@ class ValSet:
 
 
 def _featurize(track: Track, pre: Preprocessing, validator: Classifier | None) -> Any:
-    """Decode once; training: (whole-track power mel, window count); validation: the classifier's Features."""
+    """Decode once; training: (whole-track power mel, window count, seconds); validation: the classifier's Features."""
     if validator is not None:
         return validator.preprocess(track.path)
     samples = torch.from_numpy(load_audio(track.path, pre.sample_rate, resampler=pre.resampler).samples)
     count = window_count(len(samples), pre)
-    return track_mel(fit_to_window(samples, pre), pre), count  # a short clip is padded exactly as inference pads it
+    return track_mel(fit_to_window(samples, pre), pre), count, len(samples) / pre.sample_rate  # a short clip is filled as inference fills it
 
 
 def load_tracks(
@@ -96,6 +96,10 @@ def load_tracks(
     train_set = TrainSet([r[0] for _, r in ok_train], [target[t.label] for t, _ in ok_train], [r[1] for _, r in ok_train], frames_per_window(pre))
     ok_val = [(t, r) for t, r in zip(val, results[len(train) :]) if isinstance(r, Features) and bool((~r.silent).any())]
     val_set = ValSet([r for _, r in ok_val], [target[t.label] for t, _ in ok_val])
+    scant = [t.path for t, r in ok_train if too_short(r[2], pre)] + [t.path for t, r in ok_val if too_short(r.duration, pre)]
+    if scant:  # predict flags such a clip low_confidence: as training data it is a whole window made of a few seconds
+        tqdm.write(f"warning: {len(scant)} track{'s are' if len(scant) > 1 else ' is'} under a third of the {pre.window_seconds:g} s window "
+                   f"(e.g. {scant[0]}), {fill_word(pre)} to fill one: too little audio to learn a genre from", file=sys.stderr)
     if val and (unsplit := [label for label in labels if not any(t.label == label for t in val)]):
         tqdm.write(f"warning: no validation track for {', '.join(unsplit)} (a genre needs 2 tracks to hold one out): "
                    "the best epoch and the calibration are chosen without them", file=sys.stderr)

@@ -153,10 +153,13 @@ def test_read_corpus_formats(tmp_path, monkeypatch):
 def test_bad_files_are_skipped_and_an_empty_label_aborts(tmp_path, capsys):
     data = make_band_corpus(tmp_path / "data", per_label=3, labels=("Bass", "Treble"))
     (data / "Bass" / "broken.wav").write_bytes(b"RIFF not really audio")
+    write_audio(data / "Treble" / "blip.wav", band_clip("Treble", 9, seconds=0.3), SR)  # predict flags it low_confidence: said here too
     out = train(data, tmp_path / "run", epochs=1, progress=False, **FAST)
     err = capsys.readouterr().err
-    assert "warning: skipping" in err and "broken.wav" in err and "skipped 1 of 7 files" in err
+    assert "warning: skipping" in err and "broken.wav" in err and "skipped 1 of 8 files" in err
     assert read_config(out).provenance["split"]["skipped_files"] == 1
+    assert f"warning: 1 track is under a third of the 2 s window (e.g. {data / 'Treble' / 'blip.wav'}), repeated to fill one" in err
+    (data / "Treble" / "blip.wav").unlink()
 
     (data / "Air").mkdir()
     (data / "Air" / "empty.wav").write_bytes(b"")
