@@ -14,7 +14,7 @@ from .errors import AcousticSenseError, AudioError, BundleError, ParameterError 
 
 # Everything else loads on first use (PEP 562), so `import acousticsense` and the CLI's --help stay instant.
 _LAZY = {
-    "ARCHITECTURES": "model",
+    "ARCHITECTURES": "config",
     "Audio": "audio",
     "Bundle": "bundle",
     "BundleConfig": "config",

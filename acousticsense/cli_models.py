@@ -16,13 +16,13 @@ from .errors import AcousticSenseError
 def info(bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle directory (default: the built-in model).")] = None) -> None:
     """Show a model bundle's labels, preprocessing, provenance and metrics (JSON).
 
-    Exit code 2 if its model file is missing, cut short, or gives another number of outputs than it has labels."""
+    Exit code 2 if its model file is missing, cut short, or does not fit its architecture or labels."""
     from .config import ONNX_NAME, check_onnx, model_file, read_config
     from .options import DEFAULT_BUNDLE
 
     config = read_config(bundle or DEFAULT_BUNDLE)
     typer.echo(json.dumps(config.to_dict(), indent=2))
-    path = model_file(bundle or DEFAULT_BUNDLE, len(config.labels))
+    path = model_file(bundle or DEFAULT_BUNDLE, config)
     if path.name == ONNX_NAME:  # the whole graph is parsed: a file cut short does not pass
         check_onnx(path, path.read_bytes())
 

@@ -39,6 +39,13 @@ MAX_HEAD_LAYERS = 8  # hidden layers of an MLP head (published checkpoints use u
 MAX_HEAD_WEIGHTS = 1 << 24  # weights of an MLP head, 64 MB as float32: a config must not decide how much memory a load takes
 # What a bundle's preprocessing may ask for. A config.json is input too: outside these it is refused, so a bundle
 # never decides that one file costs gigabytes (a hop_length of 1e9 took 8.4 GB, a 1e7 s window asked for 1.6 TiB).
+ARCHITECTURES: dict[str, dict[str, int]] = {  # the torchvision ViT presets a bundle may name (model.build_model builds them)
+    "vit_b_16": dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
+    "vit_s_16": dict(patch_size=16, num_layers=12, num_heads=6, hidden_dim=384, mlp_dim=1536),
+    "vit_ti_16": dict(patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768),
+    "vit_mini_16": dict(patch_size=16, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768),
+}
+HEAD_TYPES = ("linear", "mlp")
 PREPROCESSING_INTS = {"sample_rate": (1, 384_000), "n_fft": (16, 65_536), "hop_length": (1, 65_536), "n_mels": (1, 512), "image_size": (1, 1024)}
 PREPROCESSING_NUMBERS = {"window_seconds": (0.05, 600.0), "hop_seconds": (0.01, 3600.0), "silence_db": (-200.0, 0.0)}
 
@@ -290,6 +297,8 @@ class BundleConfig:
         arch = d["architecture"]
         if not isinstance(arch, dict) or "name" not in arch or "image_size" not in arch:
             raise BundleError(f"{where}: 'architecture' needs 'name' and 'image_size'")
+        if not isinstance(arch["name"], str) or arch["name"] not in ARCHITECTURES:
+            raise BundleError(f"{where}: unknown architecture {echoed(arch['name'])}; known: {', '.join(ARCHITECTURES)}")
         head = arch.get("head") or {"type": "linear"}
         for what, given, keys in (("architecture", arch, ARCHITECTURE_KEYS), ("architecture's head", head, HEAD_KEYS)):
             if isinstance(given, dict) and (unknown := sorted(set(given) - keys)):
@@ -383,11 +392,11 @@ def read_config(path: str | os.PathLike) -> BundleConfig:
     return BundleConfig.from_dict(data, where=str(config_path))
 
 
-def model_file(path: str | os.PathLike, n_labels: int | None = None) -> Path:
+def model_file(path: str | os.PathLike, config: BundleConfig | None = None) -> Path:
     """The bundle's one model file, ``model.onnx`` (an export) or ``model.safetensors``; the latter's header is read
-    (without torch) to be sure it is whole and, given ``n_labels``, that its classification head gives that many
-    outputs (``info``). A :class:`BundleError` says what is missing, cut short, one too many or does not fit; every
-    weight's name and shape is checked against the config when they load."""
+    (without torch) to be sure it is whole and, given the bundle's ``config`` (``info``), that its encoder has the
+    architecture's depth and width and its head one output per label. A :class:`BundleError` says what is missing,
+    cut short, one too many or does not fit; every weight's name and shape is checked when they load."""
     path = bundle_path(path)
     weights, onnx = path / WEIGHTS_NAME, path / ONNX_NAME
     if onnx.is_file():
@@ -399,15 +408,27 @@ def model_file(path: str | os.PathLike, n_labels: int | None = None) -> Path:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(weights), "numpy") as f:  # Linear, or an MLP's Linears by index
-            heads = {k: f.get_slice(k).get_shape() for k in f.keys() if k.startswith("heads.head.") and k.endswith(".weight")}
+        with safe_open(str(weights), "numpy") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise BundleError(f"{weights}: unreadable weights ({e})") from None
-    if n_labels is not None:
-        last = heads[max(heads, key=lambda k: int(k.split(".")[2]) if k.count(".") == 3 and k.split(".")[2].isdigit() else -1)] if heads else []
-        if not last or last[0] != n_labels:
-            raise BundleError(f"{weights}: its head gives {last[0] if last else 'no'} outputs, but {CONFIG_NAME} lists {n_labels} labels")
+    if config is not None:
+        _check_header(weights, shapes, config)
     return weights
+
+
+def _check_header(weights: Path, shapes: dict[str, list[int]], config: BundleConfig) -> None:
+    """The weights' shapes (from their file's header) against the config: encoder depth and width, one output per label."""
+    spec = ARCHITECTURES[config.architecture["name"]]
+    layers = len({k.split(".")[2] for k in shapes if k.startswith("encoder.layers.")})
+    width = (shapes.get("class_token") or [0])[-1]
+    if (layers, width) != (spec["num_layers"], spec["hidden_dim"]):
+        raise BundleError(f"{weights}: {layers} encoder layers of width {width}, but {CONFIG_NAME} names {config.architecture['name']} "
+                          f"({spec['num_layers']} of {spec['hidden_dim']})")
+    heads = [k for k in shapes if k.startswith("heads.head.") and k.endswith(".weight")]  # Linear, or an MLP's Linears by index
+    last = shapes[max(heads, key=lambda k: int(k.split(".")[2]) if k.count(".") == 3 and k.split(".")[2].isdigit() else -1)] if heads else []
+    if not last or last[0] != len(config.labels):
+        raise BundleError(f"{weights}: its head gives {last[0] if last else 'no'} outputs, but {CONFIG_NAME} lists {len(config.labels)} labels")
 
 
 def check_onnx(path: Path, data: bytes) -> None:

@@ -14,19 +14,19 @@ import socket
 import warnings
 import zipfile
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError
 
 from .bundle import BundleConfig, check_finite, check_new_bundle_folder, save_bundle, weights_mismatch
-from .config import AGGREGATIONS, SIGNAL_KEYS, Preprocessing, check_labels
+from .config import AGGREGATIONS, ARCHITECTURES, SIGNAL_KEYS, Preprocessing, check_labels
 from .errors import AcousticSenseError, ParameterError
 from .files import parse_json, read_small_text
-from .model import ARCHITECTURES, build_model
+from .model import build_model
 
 # ccmusic-database/music_genre, vit_b_16_mel: a torchvision vit_b_16 whose heads.head is ccmusic's
 # Dropout/Linear/ReLU MLP (768 -> 289 -> 110 -> 42 -> 16), trained on magma specshow renderings.

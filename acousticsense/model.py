@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import MAX_HEAD_LAYERS, MAX_HEAD_WEIGHTS, MAX_HIDDEN, MAX_LABELS, PREPROCESSING_INTS
+from .config import ARCHITECTURES, HEAD_TYPES, MAX_HEAD_LAYERS, MAX_HEAD_WEIGHTS, MAX_HIDDEN, MAX_LABELS, PREPROCESSING_INTS
 from .errors import ParameterError
 from .options import is_number, is_whole, whole_in_range
 
@@ -51,13 +51,6 @@ VisionTransformer = _import_vision_transformer()
 
 # Presets: the torchvision ViT-B/16 as torchvision builds it, the DeiT-sized smaller ones, and a
 # 6-layer ViT-Ti ("mini") that trains and runs twice as fast on a CPU (the built-in model).
-ARCHITECTURES: dict[str, dict[str, int]] = {
-    "vit_b_16": dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
-    "vit_s_16": dict(patch_size=16, num_layers=12, num_heads=6, hidden_dim=384, mlp_dim=1536),
-    "vit_ti_16": dict(patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768),
-    "vit_mini_16": dict(patch_size=16, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768),
-}
-HEAD_TYPES = ("linear", "mlp")
 DEFAULT_ARCH = "vit_ti_16"  # what `train` builds unless told otherwise
 
 

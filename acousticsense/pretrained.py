@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from .bundle import BundleConfig, OnnxModel, load_bundle
-from .config import Preprocessing
+from .config import ARCHITECTURES, Preprocessing
 from .errors import BundleError, TrainError
-from .model import ARCHITECTURES, DEFAULT_ARCH
+from .model import DEFAULT_ARCH
 
 if TYPE_CHECKING:
     from .train import TrainConfig

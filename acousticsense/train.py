@@ -31,12 +31,12 @@ from .augment import NoiseBank, spec_augment
 from .bundle import CONFIG_NAME, WEIGHTS_NAME, Bundle, BundleConfig, check_new_bundle_folder, checked_device, load_bundle, save_bundle, write_config
 from .calibrate import MIN_CALIBRATION_TRACKS, ece, fit_temperature, ood_threshold, scale, track_score, warnings_for
 from .checkpoint import CHECKPOINT_NAME, LOG_NAME, atomic_save, load_checkpoint, write_log
-from .config import Preprocessing, config_text
+from .config import ARCHITECTURES, Preprocessing, config_text
 from .data import Track, read_corpus, split_tracks
 from .errors import TrainError, output_folder
 from .features import db_to_image, power_to_db
 from .inference import Classifier
-from .model import ARCHITECTURES, DEFAULT_ARCH
+from .model import DEFAULT_ARCH
 from .options import HOP_RANGE, MAX_BATCH_SIZE, WINDOW_RANGE, is_number, is_whole
 from .pretrained import initial_model
 from .results import aggregate
@@ -53,7 +53,7 @@ RESUMABLE = ("epochs", "patience", "device", "workers")  # recipe entries a resu
 class TrainConfig:
     """The training recipe. ``None`` means the default, or the ``init`` bundle's value."""
 
-    arch: str | None = None  # a model.ARCHITECTURES name; vit_ti_16 by default
+    arch: str | None = None  # a config.ARCHITECTURES name; vit_ti_16 by default
     image_size: int | None = None  # 128
     window: float | None = None  # seconds per window, 8
     hop: float | None = None  # seconds between validation windows, 4

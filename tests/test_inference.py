@@ -279,6 +279,9 @@ def test_cli_table_and_bad_model(tiny_bundle, clip_mp3, tmp_path):
     (fewer / "config.json").write_text(json.dumps(config | {"labels": config["labels"][:-1]}))
     bad = _cli("info", fewer)
     assert bad.returncode == 2 and bad.stderr == f"error: {fewer / 'model.safetensors'}: its head gives {len(TINY_LABELS)} outputs, but config.json lists {len(TINY_LABELS) - 1} labels\n"
+    (fewer / "config.json").write_text(json.dumps(config | {"architecture": config["architecture"] | {"name": "vit_mini_16"}}))  # 6 layers, not 12
+    bad = _cli("info", fewer)
+    assert bad.returncode == 2 and bad.stderr == f"error: {fewer / 'model.safetensors'}: 12 encoder layers of width 192, but config.json names vit_mini_16 (6 of 192)\n"
     closed = subprocess.run([sys.executable, "-m", "acousticsense.cli", "predict", str(clip_mp3), "--json", "--model", str(tiny_bundle)],
                             stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))  # started with stdout closed (>&-)
     assert closed.returncode == 1 and closed.stderr == "error: cannot write the output (standard output is closed)\n"  # was an AttributeError

@@ -5,7 +5,8 @@ import torch
 import torchvision
 
 from acousticsense.errors import ParameterError
-from acousticsense.model import ARCHITECTURES, FusedInference, build_model, inference_model
+from acousticsense.config import ARCHITECTURES
+from acousticsense.model import FusedInference, build_model, inference_model
 
 
 def test_torchvision_vit_b_16_state_dict_gives_identical_logits():
