@@ -49,12 +49,12 @@ def corpus(folder: Path, per_genre: int, not_music: int, soundfonts: list[str], 
 def score(clf, clips: list[tuple[str, np.ndarray]]) -> dict[str, float]:
     """Top-1 accuracy, track ECE and the share flagged, over (label, samples) clips."""
     from acousticsense.calibrate import ece
-    from acousticsense.evaluate import FLAGS
+    from acousticsense.results import flags_of
 
     results = [clf.classify(x) for _, x in clips]
     hits = np.array([r.label == label for (label, _), r in zip(clips, results)])
     conf = np.array([r.top_k[0].probability for r in results])
-    flagged = np.array([any(w["code"] in FLAGS for w in r.warnings) for r in results])
+    flagged = np.array([bool(flags_of(r.warnings)) for r in results])
     return {"top1": float(hits.mean()), "ece": ece(conf, hits), "flagged": float(flagged.mean()), "n": len(clips)}
 
 
