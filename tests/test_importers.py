@@ -333,7 +333,7 @@ def test_cli_torchvision_with_preprocessing(tmp_path):
     assert guessed.exit_code == 0 and guessed.stderr.startswith("warning: no --preprocessing given: assumed sample_rate, window_seconds, "
                                                                 "hop_seconds, n_fft, hop_length, n_mels: the bundle takes the defaults (sample_rate 22050, window_seconds 8")
     assert read_config(tmp_path / "guessed").provenance["preprocessing_assumed"] == ["sample_rate", "window_seconds", "hop_seconds", "n_fft", "hop_length", "n_mels"]
-    (tmp_path / "part.json").write_text(json.dumps({"window_seconds": 10, "colormap": "magma"}))  # README's example
+    (tmp_path / "part.json").write_text(json.dumps({"window_seconds": 10, "colormap": "magma"}))  # part of the signal stated: the rest is said and recorded
     part = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "part"), "--preprocessing", str(tmp_path / "part.json")])
     assert part.exit_code == 0 and part.stderr.startswith("warning: --preprocessing does not state sample_rate, hop_seconds, n_fft, hop_length, n_mels: "
                                                           "the bundle takes the defaults (sample_rate 22050, hop_seconds 4, n_fft 2048, hop_length 512, n_mels 128)")
