@@ -17,7 +17,8 @@ def info(bundle: Annotated[Optional[Path], typer.Argument(help="Model bundle dir
     """Show a model bundle's labels, preprocessing, provenance and metrics (JSON).
 
     Exit code 2 if its model file is missing, cut short, or does not fit its architecture or labels."""
-    from .config import ONNX_NAME, check_onnx, model_file, read_config
+    from .config import ONNX_NAME, read_config
+    from .model_files import check_onnx, model_file
     from .options import DEFAULT_BUNDLE
 
     config = read_config(bundle or DEFAULT_BUNDLE)

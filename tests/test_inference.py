@@ -169,6 +169,11 @@ def test_one_failing_file_never_costs_the_others(clf, clip_mp3, monkeypatch):
     results = list(clf.classify_many([clip_mp3, "boom.mp3", clip_mp3]))
     assert [type(r).__name__ for r in results] == ["Result", "Failure", "Result"]
     assert results[1].error == "boom.mp3: could not be analysed (RuntimeError: a bug over two lines)"
+    from acousticsense.results import UNFORESEEN_CHARS, one_line
+
+    long = one_line("x.mp3", RuntimeError("page " * 10_000))  # a library's error can run to pages: one line of bounded length
+    assert long.startswith("x.mp3: could not be analysed (RuntimeError: page page") and long.endswith("...)")
+    assert len(long) == len("x.mp3: could not be analysed ()") + UNFORESEEN_CHARS
 
 
 def test_non_finite_model_output_is_a_failure_not_nan(clf, clip_mp3, monkeypatch):

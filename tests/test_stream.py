@@ -299,6 +299,19 @@ def test_cli_undecodable_input_is_one_error_line(tiny_bundle):
     assert ran.exit_code == 1 and ran.stdout == "" and ran.stderr.startswith("error: <") and ": not a readable audio stream (" in ran.stderr and len(ran.stderr.splitlines()) == 1
 
 
+def test_cli_stream_says_when_the_bundle_resamples_otherwise(tmp_path, clip):
+    """A soxr_hq bundle (the ccmusic import) is streamed through FFmpeg's resampler: said at the start, not silently different."""
+    from typer.testing import CliRunner
+
+    from acousticsense import cli_live
+
+    config = tiny_config(resampler="soxr_hq")
+    bundle = save_bundle(tmp_path / "soxr", random_model(config, seed=1), config)
+    ran = CliRunner().invoke(cli_live.app, ["stream", str(clip), "--json", "--model", str(bundle)])
+    assert ran.exit_code == 0 and ran.stderr.startswith(f"warning: {clip}: this model resamples with soxr_hq (a stream: FFmpeg's resampler): "
+                                                        "these rankings may differ slightly from predict's\n"), ran.stderr
+
+
 def test_a_playlist_is_refused_as_offline(tiny_bundle, tmp_path):
     """stream said 'Invalid data' where predict says what the file is (its entries are never opened)."""
     from typer.testing import CliRunner
