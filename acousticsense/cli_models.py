@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import app, fail
-from .errors import AcousticSenseError
 
 
 @app.command()
@@ -67,25 +66,19 @@ def import_torchvision(
 ) -> None:
     """Import a torchvision ViT checkpoint. Pass the preprocessing it was trained with (--preprocessing)."""
     from . import importers
-    from .config import Preprocessing, read_config
+    from .config import read_config
     from .errors import ParameterError
     from .files import read_json
 
     def run():
-        fields = None
-        if preprocessing is not None:
-            fields = read_json(preprocessing, ParameterError)
-            if not isinstance(fields, dict):
-                raise ParameterError(f"{preprocessing}: invalid preprocessing (expected a JSON object of its fields)")
-            try:  # checked here too, to name the file
-                Preprocessing.from_dict(fields)
-            except (TypeError, ValueError, AcousticSenseError) as e:
-                raise ParameterError(f"{preprocessing}: invalid preprocessing ({e})") from None
-        path = importers.import_torchvision(state_dict, labels, out, arch, image_size, fields, aggregation)
+        fields = None if preprocessing is None else read_json(preprocessing, ParameterError)
+        if preprocessing is not None and not isinstance(fields, dict):  # JSON's null is no "none given"
+            raise ParameterError(f"{preprocessing}: invalid preprocessing (expected a JSON object of its fields)")
+        path = importers.import_torchvision(state_dict, labels, out, arch, image_size, fields, aggregation, preprocessing_name=str(preprocessing))
         config = read_config(path)  # said of a bundle made, not of a checkpoint refused
         if assumed := config.provenance.get("preprocessing_assumed"):
             pre = config.preprocessing
-            typer.echo(f"warning: {'--preprocessing does not state' if fields else 'no --preprocessing given: assumed'} {', '.join(assumed)}: the bundle takes "
+            typer.echo(f"warning: {'--preprocessing does not state' if fields is not None else 'no --preprocessing given: assumed'} {', '.join(assumed)}: the bundle takes "
                        f"the defaults ({', '.join(f'{k} {getattr(pre, k):g}' for k in assumed)}); a model trained otherwise will give wrong answers "
                        "(README: Importing published models)", err=True)
         return path

@@ -112,6 +112,7 @@ def import_torchvision(
     image_size: int | None = None,
     preprocessing: dict[str, Any] | None = None,
     aggregation: str = "mean",
+    preprocessing_name: str = "preprocessing",
 ) -> Path:
     """Bundle a torchvision ViT state dict with a Linear head (``heads.head``).
 
@@ -120,17 +121,17 @@ def import_torchvision(
     :class:`Preprocessing` fields the model was trained with) must say what it was trained on; its
     ``image_size`` is set to the model's. The signal's parameters it does not state (``config.SIGNAL_KEYS``:
     all of them without it) take the package's defaults, and the bundle's provenance names them
-    (``preprocessing_assumed``).
+    (``preprocessing_assumed``). Errors in it name ``preprocessing_name`` (the CLI: its file).
     """
     name = Path(state_dict_path).name
     _check_aggregation(aggregation)
-    given = preprocessing or {}
+    given = {} if preprocessing is None else preprocessing
     if not isinstance(given, dict):
-        raise ParameterError(f"preprocessing: expected the Preprocessing fields as a dict, not {type(given).__name__}")
+        raise ParameterError(f"{preprocessing_name}: invalid preprocessing (expected a JSON object of its fields)")
     try:
         pre = Preprocessing.from_dict(given)
     except (TypeError, ValueError, AcousticSenseError) as e:
-        raise ParameterError(f"invalid preprocessing ({e})") from None
+        raise ParameterError(f"{preprocessing_name}: invalid preprocessing ({e})") from None
     assumed = [k for k in SIGNAL_KEYS if k not in given]
     check_new_bundle_folder(out)
     state = load_state_dict(state_dict_path)

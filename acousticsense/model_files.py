@@ -26,11 +26,11 @@ def model_file(path: str | os.PathLike, config: BundleConfig | None = None) -> P
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(weights), "numpy") as f:
-            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        with safe_open(str(weights), "numpy") as f:  # opening reads the header: a file cut short fails here
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()} if config is not None else None
     except (SafetensorError, OSError) as e:
         raise BundleError(f"{weights}: unreadable weights ({e})") from None
-    if config is not None:
+    if shapes is not None:
         _check_header(weights, shapes, config)
     return weights
 

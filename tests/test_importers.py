@@ -346,6 +346,7 @@ def test_cli_torchvision_with_preprocessing(tmp_path):
         ("huge.json", b'{"n_fft": ' + b"9" * 5000 + b"}", "invalid JSON (Exceeds the limit"),
         ("latin1.json", b'{"colormap": "\xff"}', "invalid JSON or text (not UTF-8"),
         ("list.json", b"[1, 2]", "invalid preprocessing (expected a JSON object of its fields)"),
+        ("null.json", b"null", "invalid preprocessing (expected a JSON object of its fields)"),  # not "none given"
     ]:
         (tmp_path / name).write_bytes(content)
         result = CliRunner().invoke(app, args + ["--preprocessing", str(tmp_path / name)])
