@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog, LibraryError, Outcome, stored_text
-from .config import CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME
+from .config import CONFIG_NAME, ONNX_NAME
 from .errors import AcousticSenseError, ParameterError
 from .files import read_json
 from .folders import FileState, WalkNotes, walk
+from .model_files import model_file
 from .options import DEFAULT_BUNDLE, DEFAULT_MAX_SECONDS, DEFAULT_TOP_K, MAX_SECONDS_RANGE, in_range
 from .results import flags_of
 from .tags import write_genre
@@ -70,9 +71,7 @@ def model_key(bundle: str | os.PathLike | None) -> str:
     try:
         config = read_json(path / CONFIG_NAME, LibraryError)  # a regular file of a bounded size
         model_id = config["model_id"]
-        weights = next((path / n for n in (WEIGHTS_NAME, ONNX_NAME) if (path / n).is_file()), None)
-        if weights is None:
-            raise FileNotFoundError(f"no {WEIGHTS_NAME} or {ONNX_NAME}")
+        weights = model_file(path)  # the bundle's one model file, whole (a BundleError says what is missing)
         settings = json.dumps({k: v for k, v in config.items() if k != "metrics"}, sort_keys=True).encode()
         return f"{model_id}@{hashlib.blake2b(settings + bytes.fromhex(file_hash(weights)), digest_size=6).hexdigest()}"
     except (OSError, ValueError, KeyError, TypeError) as e:
